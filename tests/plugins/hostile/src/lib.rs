@@ -1,0 +1,133 @@
+//! A storage plugin that breaks one rule of the sandbox per `mode`, so the host's tests can
+//! prove each rule holds: runaway loops, memory, stack, panics, traps, capability
+//! violations, oversized or malformed output, escapes to the host, host-call floods.
+
+use serde::Deserialize;
+use wukong_plugin_sdk::{
+    Call, Effects, Manifest, ObjectRef, Plugin, StepError, StepResult, StorageOutcome, StoragePlugin,
+};
+
+/// Which misbehaviour to perform.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Behave: return an empty outcome.
+    #[default]
+    Noop,
+    Loop,
+    Alloc,
+    Stack,
+    Panic,
+    Trap,
+    UndeclaredKind,
+    OtherNamespace,
+    DeleteUnowned,
+    HugeOutput,
+    BadJson,
+    UndeclaredRead,
+    Escape,
+    HostCallFlood,
+}
+
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub mode: Mode,
+    /// Bytes of output for `huge-output`.
+    #[serde(default)]
+    pub output_bytes: Option<usize>,
+}
+
+pub struct Hostile;
+
+impl Plugin for Hostile {
+    type Config = Config;
+
+    fn manifest() -> Manifest {
+        Manifest::new("hostile", "0.1.0")
+            .description("misbehaves on purpose; for the sandbox tests")
+            .writes("v1", "PersistentVolumeClaim")
+    }
+}
+
+impl StoragePlugin for Hostile {
+    fn reconcile(call: &Call<'_, Config>) -> StepResult<StorageOutcome> {
+        let mut effects = Effects::default();
+        match call.config.mode {
+            Mode::Noop => {}
+            Mode::Loop => spin_forever(),
+            Mode::Alloc => allocate_forever(),
+            Mode::Stack => {
+                std::hint::black_box(recurse(std::hint::black_box(1)));
+            }
+            Mode::Panic => panic!("hostile plugin panics on purpose"),
+            Mode::Trap => trap(),
+            Mode::UndeclaredKind => effects.apply.push(pvc_like("v1", "Secret", &call.wukong.namespace, "stolen")),
+            Mode::OtherNamespace => effects.apply.push(pvc_like("v1", "PersistentVolumeClaim", "kube-system", "intruder")),
+            Mode::DeleteUnowned => effects.delete.push(call.object_ref("v1", "PersistentVolumeClaim", "someone-elses-disk")),
+            Mode::HugeOutput => effects.apply.push("x".repeat(call.config.output_bytes.unwrap_or(16 << 20))),
+            Mode::BadJson => effects.apply.push("{\"apiVersion\": \"v1\", \"kind\": ".into()),
+            Mode::UndeclaredRead => {
+                let secret = ObjectRef { api_version: "v1".into(), kind: "Secret".into(), namespace: Some(call.wukong.namespace.clone()), name: "db-password".into() };
+                call.cluster.get(&secret).map_err(StepError::Cluster)?;
+            }
+            Mode::Escape => effects.event("EscapeReport", escape_report()),
+            Mode::HostCallFlood => {
+                let pvc = call.object_ref("v1", "PersistentVolumeClaim", "anything");
+                for _ in 0..1_000_000 {
+                    call.cluster.get(&pvc).map_err(StepError::Cluster)?;
+                }
+            }
+        }
+        Ok(StorageOutcome { effects, volumes: Vec::new() })
+    }
+}
+
+fn pvc_like(api_version: &str, kind: &str, namespace: &str, name: &str) -> String {
+    serde_json::json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": name, "namespace": namespace}}).to_string()
+}
+
+fn spin_forever() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+}
+
+fn allocate_forever() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        std::hint::black_box(&hoard);
+    }
+}
+
+#[allow(unconditional_recursion, reason = "overflowing the stack is the point")]
+fn recurse(depth: u64) -> u64 {
+    let frame = std::hint::black_box([depth; 64]);
+    recurse(depth + 1) + frame[(depth % 64) as usize]
+}
+
+fn trap() -> ! {
+    #[cfg(target_family = "wasm")]
+    core::arch::wasm32::unreachable();
+    #[cfg(not(target_family = "wasm"))]
+    std::process::abort();
+}
+
+/// Tries to reach the host and says what it got: the sandbox test asserts it got nothing.
+fn escape_report() -> String {
+    let file = match std::fs::read_to_string("/etc/passwd") {
+        Ok(content) => format!("file: read {} bytes", content.len()),
+        Err(e) => format!("file: denied ({e})"),
+    };
+    let env = format!("env: {} variables", std::env::vars().count());
+    let socket = match std::net::TcpStream::connect("127.0.0.1:22") {
+        Ok(_) => "socket: connected".to_owned(),
+        Err(e) => format!("socket: denied ({e})"),
+    };
+    format!("{file}; {env}; {socket}")
+}
+
+wukong_plugin_sdk::export_storage_plugin!(Hostile);
