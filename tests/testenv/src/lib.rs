@@ -7,3 +7,6 @@ pub mod error;
 
 pub use env::TestEnv;
 pub use error::{Error, Result};
+pub mod sim;
+
+pub use sim::{SimConfig, Simulator, SubresourceCall};

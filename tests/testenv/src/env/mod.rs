@@ -32,8 +32,8 @@ pub struct TestEnv {
     apiserver: Proc,
     etcd: Proc,
     startup: Duration,
-    // Last: removed after the processes are gone.
-    _tmp: TempDir,
+    // Last: removed after the processes are gone (kept when WUKONG_TESTENV_KEEP is set).
+    _tmp: Option<TempDir>,
 }
 
 impl TestEnv {
@@ -168,7 +168,12 @@ impl TestEnv {
             apiserver,
             etcd,
             startup,
-            _tmp: tmp,
+            _tmp: if std::env::var_os("WUKONG_TESTENV_KEEP").is_some() {
+                eprintln!("keeping {}", tmp.keep().display());
+                None
+            } else {
+                Some(tmp)
+            },
         })
     }
 

@@ -1,0 +1,191 @@
+//! Node selection for VMIs and migration targets, as the kube-scheduler would do it for a
+//! virt-launcher pod: Ready, not cordoned, tolerated taints, node selector and affinity,
+//! and enough unreserved CPU and memory.
+
+use std::collections::{BTreeMap, HashMap};
+
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DynamicObject, ListParams};
+use serde_json::Value;
+
+use super::Ctx;
+use super::util::{self, quantity, str_at};
+use crate::error::Result;
+
+/// CPU (cores) and memory (bytes) a VMI's launcher pod requests.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Request {
+    pub cpu: f64,
+    pub memory: f64,
+}
+
+/// KubeVirt requests 1/10 of a core per vCPU (cpuAllocationRatio 10) unless the VMI sets
+/// `resources.requests.cpu`; memory is `resources.requests.memory` or `memory.guest`.
+pub fn requests(vmi: &Value) -> Request {
+    let d = |p: &str| vmi.pointer(&format!("/spec/domain{p}"));
+    let num = |v: Option<&Value>| v.and_then(Value::as_f64).unwrap_or(1.0);
+    let cpu = match d("/resources/requests/cpu").and_then(quantity_of) {
+        Some(c) => c,
+        None => num(d("/cpu/cores")) * num(d("/cpu/sockets")) * num(d("/cpu/threads")) / 10.0,
+    };
+    let memory = d("/resources/requests/memory")
+        .or_else(|| d("/memory/guest"))
+        .and_then(quantity_of)
+        .unwrap_or(0.0);
+    Request { cpu, memory }
+}
+
+fn quantity_of(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) => quantity(s),
+        other => other.as_f64(),
+    }
+}
+
+/// Picks the fitting node with the most free memory. `Ok(Err(reason))` when none fits.
+pub async fn pick(
+    ctx: &Ctx,
+    vmi: &DynamicObject,
+    exclude: Option<&str>,
+    extra_selector: &BTreeMap<String, String>,
+) -> Result<std::result::Result<String, String>> {
+    let nodes = Api::<Node>::all(ctx.client.clone()).list(&ListParams::default()).await?;
+    let vmis = Api::<DynamicObject>::all_with(ctx.client.clone(), &util::vmi())
+        .list(&ListParams::default())
+        .await?;
+    let me = vmi.metadata.uid.clone();
+    let mut used: HashMap<String, Request> = HashMap::new();
+    for other in &vmis {
+        if other.metadata.uid == me {
+            continue;
+        }
+        let phase = str_at(&other.data, "/status/phase").unwrap_or("");
+        if matches!(phase, "Succeeded" | "Failed") {
+            continue;
+        }
+        let r = requests(&other.data);
+        let mut charge = |node: &str| {
+            let u = used.entry(node.to_owned()).or_default();
+            u.cpu += r.cpu;
+            u.memory += r.memory;
+        };
+        if let Some(n) = str_at(&other.data, "/status/nodeName") {
+            charge(n);
+        }
+        let migrating = other.data.pointer("/status/migrationState/completed") != Some(&Value::Bool(true));
+        if let Some(t) = str_at(&other.data, "/status/migrationState/targetNode").filter(|_| migrating) {
+            charge(t);
+        }
+    }
+    let want = requests(&vmi.data);
+    let mut selector: BTreeMap<String, String> = vmi
+        .data
+        .pointer("/spec/nodeSelector")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default();
+    selector.extend(extra_selector.clone());
+    let tolerations = vmi.data.pointer("/spec/tolerations").and_then(Value::as_array);
+    let affinity = vmi
+        .data
+        .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
+        .and_then(Value::as_array);
+
+    let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut best: Option<(f64, String)> = None;
+    for node in &nodes {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let labels = node.metadata.labels.clone().unwrap_or_default();
+        let spec = node.spec.clone().unwrap_or_default();
+        let status = node.status.clone().unwrap_or_default();
+        let ready = status
+            .conditions
+            .as_ref()
+            .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+        let alloc = |k: &str| {
+            status
+                .allocatable
+                .as_ref()
+                .and_then(|a| a.get(k))
+                .and_then(|q| quantity(&q.0))
+                .unwrap_or(0.0)
+        };
+        let u = used.get(&name).copied().unwrap_or_default();
+        let untolerated = spec.taints.iter().flatten().any(|t| {
+            matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(tolerations, &t.key, t.value.as_deref(), &t.effect)
+        });
+        let reason = if Some(name.as_str()) == exclude {
+            Some("node(s) were the migration source")
+        } else if !ready {
+            Some("node(s) were not ready")
+        } else if spec.unschedulable == Some(true) {
+            Some("node(s) were unschedulable")
+        } else if untolerated {
+            Some("node(s) had taints that the pod didn't tolerate")
+        } else if !selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            || !affinity.is_none_or(|terms| terms.iter().any(|t| term_matches(t, &name, &labels)))
+        {
+            Some("node(s) didn't match node selector")
+        } else if u.cpu + want.cpu > alloc("cpu") + 1e-9 {
+            Some("Insufficient cpu")
+        } else if u.memory + want.memory > alloc("memory") {
+            Some("Insufficient memory")
+        } else {
+            None
+        };
+        match reason {
+            Some(r) => *reasons.entry(r).or_default() += 1,
+            None => {
+                let free = alloc("memory") - u.memory;
+                if best.as_ref().is_none_or(|(f, n)| free > *f || (free == *f && name < *n)) {
+                    best = Some((free, name));
+                }
+            }
+        }
+    }
+    Ok(match best {
+        Some((_, name)) => Ok(name),
+        None => {
+            let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+            Err(format!("0/{} nodes are available: {}.", nodes.items.len(), detail.join(", ")))
+        }
+    })
+}
+
+fn tolerated(tolerations: Option<&Vec<Value>>, key: &str, value: Option<&str>, effect: &str) -> bool {
+    tolerations.into_iter().flatten().any(|t| {
+        let op = str_at(t, "/operator").unwrap_or("Equal");
+        let key_ok = match str_at(t, "/key") {
+            None | Some("") => op == "Exists",
+            Some(k) => k == key,
+        };
+        let value_ok = op == "Exists" || str_at(t, "/value") == value;
+        let effect_ok = str_at(t, "/effect").is_none_or(|e| e.is_empty() || e == effect);
+        key_ok && value_ok && effect_ok
+    })
+}
+
+fn term_matches(term: &Value, name: &str, labels: &BTreeMap<String, String>) -> bool {
+    let exprs = term.get("matchExpressions").and_then(Value::as_array);
+    let fields = term.get("matchFields").and_then(Value::as_array);
+    let check = |e: &Value, actual: Option<&str>| {
+        let values: Vec<&str> = e
+            .get("values")
+            .and_then(Value::as_array)
+            .map(|vs| vs.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        match str_at(e, "/operator").unwrap_or("") {
+            "In" => actual.is_some_and(|a| values.contains(&a)),
+            "NotIn" => !actual.is_some_and(|a| values.contains(&a)),
+            "Exists" => actual.is_some(),
+            "DoesNotExist" => actual.is_none(),
+            _ => false,
+        }
+    };
+    exprs.into_iter().flatten().all(|e| {
+        let key = str_at(e, "/key").unwrap_or("");
+        check(e, labels.get(key).map(String::as_str))
+    }) && fields.into_iter().flatten().all(|e| {
+        let actual = (str_at(e, "/key") == Some("metadata.name")).then_some(name);
+        check(e, actual)
+    })
+}

@@ -1,0 +1,213 @@
+//! virt-controller + virt-handler for VirtualMachineInstances: Pending → Scheduling →
+//! Scheduled → Running on a node that fits, volumes bound first (WaitForFirstConsumer
+//! claims get the scheduler's selected-node), graceful shutdown on deletion, and failure
+//! when the node goes NotReady.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::ResourceExt;
+use serde_json::{Value, json};
+
+use super::storage::{SELECTED_NODE, claims};
+use super::util::{self, annotation, conditions, patch_status, remove_condition, set_condition, set_finalizer, str_at};
+use super::{ANN_GUEST_EXIT, Ctx, scheduler, vmi_status};
+use crate::error::{Error, Result};
+
+/// The finalizer KubeVirt puts on VMIs.
+pub const FINALIZER: &str = "foregroundDeleteVirtualMachine";
+
+pub(crate) async fn run(ctx: Arc<Ctx>) {
+    let ar = util::vmi();
+    let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
+    let controller = Controller::new_with(api, watcher::Config::default(), ar.clone());
+    let (store, store2) = (controller.store(), controller.store());
+    let (ar1, ar2) = (ar.clone(), ar);
+    controller
+        // A node change wakes the VMIs on it and those still waiting for a node.
+        .watches(Api::<Node>::all(ctx.client.clone()), watcher::Config::default(), move |node: Node| {
+            let name = node.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|v| {
+                    str_at(&v.data, "/status/nodeName") == Some(name.as_str())
+                        || str_at(&v.data, "/status/phase") == Some("Scheduling")
+                })
+                .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar1.clone()))
+                .collect::<Vec<_>>()
+        })
+        // A claim change wakes the VMIs of its namespace that wait for volumes.
+        .watches(
+            Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |pvc: PersistentVolumeClaim| {
+                let ns = pvc.namespace();
+                store2
+                    .state()
+                    .into_iter()
+                    .filter(|v| v.namespace() == ns && str_at(&v.data, "/status/phase") == Some("Scheduling"))
+                    .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar2.clone()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|_| async {})
+        .await;
+}
+
+fn error_policy(_: Arc<DynamicObject>, e: &Error, _: Arc<Ctx>) -> Action {
+    tracing::warn!("vmi: {e}");
+    Action::requeue(std::time::Duration::from_millis(500))
+}
+
+async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
+    let api = util::api(&ctx.client, &util::vmi(), &vmi.namespace().unwrap_or_default());
+    let cfg = ctx.cfg();
+    if vmi.metadata.deletion_timestamp.is_some() {
+        return vmi_status::shutdown(&ctx, &api, &vmi).await;
+    }
+    let uid = vmi.uid().unwrap_or_default();
+    let phase = str_at(&vmi.data, "/status/phase").unwrap_or("").to_owned();
+    match phase.as_str() {
+        "" => {
+            if !vmi.finalizers().iter().any(|f| f == FINALIZER) {
+                set_finalizer(&api, &vmi, FINALIZER, true).await?;
+                return Ok(Action::await_change());
+            }
+            let status = json!({"phase": "Pending", "qosClass": "Burstable", "guestOSInfo": {},
+                "phaseTransitionTimestamps": [{"phase": "Pending", "phaseTransitionTimestamp": util::now()}]});
+            patch_status(&api, &vmi, status).await?;
+        }
+        "Pending" => {
+            if let Some(rest) = ctx.wait(format!("vmi/{uid}/pending"), cfg.scheduling_delay) {
+                return Ok(Action::requeue(rest));
+            }
+            set_phase(&api, &vmi, "Scheduling", json!({})).await?;
+        }
+        "Scheduling" => {
+            if let Some(rest) = ctx.wait(format!("vmi/{uid}/scheduling"), cfg.scheduling_delay) {
+                return Ok(Action::requeue(rest));
+            }
+            return schedule(&ctx, &api, &vmi).await;
+        }
+        "Scheduled" => {
+            if let Some(rest) = ctx.wait(format!("vmi/{uid}/boot"), cfg.boot_delay) {
+                return Ok(Action::requeue(rest));
+            }
+            let extra = vmi_status::running(&ctx, &vmi).await?;
+            set_phase(&api, &vmi, "Running", extra).await?;
+        }
+        "Running" => {
+            if let Some(exit) = annotation(&vmi, ANN_GUEST_EXIT) {
+                let phase = if exit == "failed" { "Failed" } else { "Succeeded" };
+                let mut conds = conditions(&vmi.data);
+                set_condition(&mut conds, "Ready", false, "GuestShutdown", "the guest shut down");
+                set_phase(&api, &vmi, phase, json!({"conditions": conds})).await?;
+                return Ok(Action::await_change());
+            }
+            let node = str_at(&vmi.data, "/status/nodeName").unwrap_or("");
+            let ready = match Api::<Node>::all(ctx.client.clone()).get_opt(node).await? {
+                Some(n) => n.status.and_then(|s| s.conditions).is_some_and(|cs| {
+                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                }),
+                None => false,
+            };
+            if !ready {
+                let mut conds = conditions(&vmi.data);
+                set_condition(&mut conds, "Ready", false, "NodeUnresponsive", &format!("node {node} is not ready"));
+                set_phase(&api, &vmi, "Failed", json!({"conditions": conds, "reason": "NodeUnresponsive"})).await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(Action::await_change())
+}
+
+/// Writes a new phase (and more status), appending to phaseTransitionTimestamps.
+pub async fn set_phase(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: &str, mut extra: Value) -> Result<bool> {
+    let mut stamps = vmi
+        .data
+        .pointer("/status/phaseTransitionTimestamps")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    stamps.push(json!({"phase": phase, "phaseTransitionTimestamp": util::now()}));
+    extra["phase"] = json!(phase);
+    extra["phaseTransitionTimestamps"] = json!(stamps);
+    patch_status(api, vmi, extra).await
+}
+
+async fn schedule(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) -> Result<Action> {
+    let ns = vmi.namespace().unwrap_or_default();
+    let again = Action::requeue(ctx.cfg().retry_interval);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut claims_now = Vec::new();
+    for claim in claims(&vmi.data) {
+        claims_now.push((claim.clone(), pvcs.get_opt(&claim).await?));
+    }
+    let preselected = claims_now
+        .iter()
+        .filter_map(|(_, p)| p.as_ref())
+        .find_map(|p| p.annotations().get(SELECTED_NODE).cloned());
+    let node = match preselected {
+        Some(n) => n,
+        None => match scheduler::pick(ctx, vmi, None, &BTreeMap::new()).await? {
+            Ok(n) => n,
+            Err(reason) => {
+                let mut conds = conditions(&vmi.data);
+                set_condition(&mut conds, "PodScheduled", false, "Unschedulable", &reason);
+                if conditions(&vmi.data) != conds {
+                    patch_status(api, vmi, json!({"conditions": conds})).await?;
+                }
+                return Ok(again);
+            }
+        },
+    };
+    let mut waiting = None;
+    for (claim, pvc) in &claims_now {
+        let Some(pvc) = pvc else {
+            waiting = Some(("Provisioning", format!("PVC {claim} does not exist yet")));
+            continue;
+        };
+        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+        if !bound {
+            if !pvc.annotations().contains_key(SELECTED_NODE) {
+                let body = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+                pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(&body)).await?;
+            }
+            waiting = Some(("WaitingForVolumeBinding", format!("PVC {claim} is not bound yet")));
+            continue;
+        }
+        let dvs = util::api(&ctx.client, &util::dv(), &ns);
+        if let Some(dv) = dvs.get_opt(claim).await? {
+            if str_at(&dv.data, "/status/phase") != Some("Succeeded") {
+                waiting = Some(("Provisioning", format!("DataVolume {claim} is not ready yet")));
+            }
+        }
+    }
+    let mut conds = conditions(&vmi.data);
+    if let Some((reason, message)) = waiting {
+        set_condition(&mut conds, "DataVolumesReady", false, reason, &message);
+        if conditions(&vmi.data) != conds {
+            patch_status(api, vmi, json!({"conditions": conds})).await?;
+        }
+        return Ok(again);
+    }
+    remove_condition(&mut conds, "PodScheduled");
+    if !claims_now.is_empty() {
+        set_condition(&mut conds, "DataVolumesReady", true, "AllDVsReady", "All of the VMI's DVs are bound and ready");
+    }
+    if set_phase(api, vmi, "Scheduled", json!({"nodeName": node, "conditions": conds})).await? {
+        let body = json!({"metadata": {"labels": {"kubevirt.io/nodeName": node}}});
+        api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
+        tracing::info!(vmi = %format!("{ns}/{}", vmi.name_any()), node, "scheduled");
+    }
+    Ok(Action::await_change())
+}
