@@ -30,7 +30,7 @@ pub enum Mode {
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     #[serde(default)]
     pub mode: Mode,
@@ -59,7 +59,7 @@ impl StoragePlugin for Hostile {
             Mode::Loop => spin_forever(),
             Mode::Alloc => allocate_forever(),
             Mode::Stack => {
-                std::hint::black_box(recurse(std::hint::black_box(1)));
+                std::hint::black_box(recurse(1, std::hint::black_box(next)));
             }
             Mode::Panic => panic!("hostile plugin panics on purpose"),
             Mode::Trap => trap(),
@@ -103,10 +103,17 @@ fn allocate_forever() -> ! {
     }
 }
 
+// Scalars only, so the recursion fills the wasm call stack rather than Rust's shadow
+// stack in linear memory; the multiply after the call prevents tail-call elimination.
 #[allow(unconditional_recursion, reason = "overflowing the stack is the point")]
-fn recurse(depth: u64) -> u64 {
-    let frame = std::hint::black_box([depth; 64]);
-    recurse(depth + 1) + frame[(depth % 64) as usize]
+#[inline(never)]
+fn recurse(depth: u64, step: fn(u64) -> u64) -> u64 {
+    let next = step(depth);
+    recurse(next, step).wrapping_mul(next) | 1
+}
+
+fn next(depth: u64) -> u64 {
+    depth.wrapping_add(1)
 }
 
 fn trap() -> ! {

@@ -1,0 +1,4 @@
+//! Wukong: a Kubernetes operator for virtual machines on KubeVirt whose backend steps
+//! (network, storage, lifecycle, migration) are sandboxed WebAssembly component plugins.
+
+pub mod plugin;

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Builds every plugin component (bundled and test plugins) for wasm32-wasip2 into
+# target/wasm32-wasip2/plugin/. Each plugin is built on its own: a component serves one
+# step, so the SDK's step features must not unify across plugins.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+plugins=$(cargo metadata --no-deps --format-version 1 \
+  | python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(p["name"] for p in d["packages"] if any("cdylib" in t["crate_types"] for t in p["targets"])))')
+for plugin in $plugins; do
+  echo "[build-plugins] $plugin" >&2
+  cargo build --quiet --target wasm32-wasip2 --profile plugin -p "$plugin"
+done
+ls -l target/wasm32-wasip2/plugin/*.wasm >&2
