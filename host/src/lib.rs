@@ -1,4 +1,6 @@
 //! Wukong: a Kubernetes operator for virtual machines on KubeVirt whose backend steps
 //! (network, storage, lifecycle, migration) are sandboxed WebAssembly component plugins.
 
+pub mod api;
+pub mod cli;
 pub mod plugin;

@@ -24,7 +24,8 @@ pub use loader::{Plugin, Runtime};
 
 use serde::{Deserialize, Serialize};
 use types::{
-    Action, Condition, Context, Event, KindRef, LifecycleStatus, MigrationStatus, NetworkAttachment, ObjectRef, Upstream, Volume,
+    Action, Condition, Context, Event, KindRef, LifecycleStatus, MigrationStatus,
+    NetworkAttachment, ObjectRef, Upstream, Volume,
 };
 
 /// Answers a plugin's `cluster` reads. The operator serves them from its caches, the
@@ -34,7 +35,12 @@ pub trait ClusterReader: Send + Sync {
     /// for a namespaced kind, `default_namespace` (the Wukong's).
     fn get(&self, target: &ObjectRef, default_namespace: &str) -> Result<Option<String>, String>;
     /// Objects of a kind: cluster-scoped ones, or those in `namespace` (the Wukong's).
-    fn list(&self, kind: &KindRef, namespace: &str, label_selector: Option<&str>) -> Result<Vec<String>, String>;
+    fn list(
+        &self,
+        kind: &KindRef,
+        namespace: &str,
+        label_selector: Option<&str>,
+    ) -> Result<Vec<String>, String>;
 }
 
 /// `reconcile` or `finalize`.

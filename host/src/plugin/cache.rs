@@ -39,19 +39,30 @@ impl CodeCache {
         let mut hasher = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        self.dir.join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
+        self.dir
+            .join(format!("{digest}-{:016x}.cwasm", hasher.finish()))
     }
 
     /// Loads the compiled component for `digest`, or compiles `bytes` and stores it.
-    pub fn load_or_compile(&self, engine: &Engine, digest: &str, bytes: &[u8]) -> wasmtime::Result<(Component, CodeSource)> {
+    pub fn load_or_compile(
+        &self,
+        engine: &Engine,
+        digest: &str,
+        bytes: &[u8],
+    ) -> wasmtime::Result<(Component, CodeSource)> {
         let entry = self.entry(engine, digest);
         if entry.is_file() {
             // SAFETY: the file is one this host wrote (atomically, by rename) into its own
             // cache folder for this exact digest and engine configuration.
-            #[allow(unsafe_code, reason = "deserializing precompiled code is unsafe by nature")]
+            #[allow(
+                unsafe_code,
+                reason = "deserializing precompiled code is unsafe by nature"
+            )]
             match unsafe { Component::deserialize_file(engine, &entry) } {
                 Ok(component) => return Ok((component, CodeSource::Cache)),
-                Err(e) => tracing::warn!(path = %entry.display(), error = %e, "compiled-code cache entry unusable; recompiling"),
+                Err(e) => {
+                    tracing::warn!(path = %entry.display(), error = %e, "compiled-code cache entry unusable; recompiling")
+                }
             }
         }
         let compiled = engine.precompile_component(bytes)?;
@@ -59,7 +70,10 @@ impl CodeCache {
             tracing::warn!(path = %entry.display(), error = %e, "cannot write the compiled-code cache");
         }
         // SAFETY: `compiled` was produced by this engine just now.
-        #[allow(unsafe_code, reason = "deserializing precompiled code is unsafe by nature")]
+        #[allow(
+            unsafe_code,
+            reason = "deserializing precompiled code is unsafe by nature"
+        )]
         let component = unsafe { Component::deserialize(engine, &compiled)? };
         Ok((component, CodeSource::Compiled))
     }

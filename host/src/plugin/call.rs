@@ -8,55 +8,113 @@ use wasmtime::{Store, Trap};
 use super::loader::PluginPre;
 use super::sandbox::{CallState, Violation};
 use super::types::{Effects, StepError};
-use super::{CallError, CallFailure, ClusterReader, Outcome, Phase, Plugin, StepRequest, StepStatus, engine, guard};
+use super::{
+    CallError, CallFailure, ClusterReader, Outcome, Phase, Plugin, StepRequest, StepStatus, engine,
+    guard,
+};
 
 type Raw<T> = wasmtime::Result<Result<T, StepError>>;
 
 impl Plugin {
     /// Runs one step call in a fresh instance and checks its outcome.
-    pub fn call(&self, request: StepRequest<'_>, reader: Arc<dyn ClusterReader>) -> Result<Outcome, CallError> {
-        let fail = |failure| CallError { plugin: self.id.to_string(), failure };
+    pub fn call(
+        &self,
+        request: StepRequest<'_>,
+        reader: Arc<dyn ClusterReader>,
+    ) -> Result<Outcome, CallError> {
+        let fail = |failure| CallError {
+            plugin: self.id.to_string(),
+            failure,
+        };
         let wukong = &request.context.wukong;
-        let state = CallState::new(&self.limits, Arc::clone(&self.id), Arc::clone(&self.reads), wukong.namespace.clone(), Arc::clone(&reader));
+        let state = CallState::new(
+            &self.limits,
+            Arc::clone(&self.id),
+            Arc::clone(&self.reads),
+            wukong.namespace.clone(),
+            Arc::clone(&reader),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
-        store.set_fuel(self.limits.fuel).map_err(|e| fail(CallFailure::Instantiate(e.to_string())))?;
+        store
+            .set_fuel(self.limits.fuel)
+            .map_err(|e| fail(CallFailure::Instantiate(e.to_string())))?;
         store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline()));
 
         let raw = self.invoke(&mut store, request);
         store.data().flush_output();
         let (effects, status) = match raw {
             Ok(Ok(parts)) => parts,
-            Ok(Err(step_error)) => return Err(fail(CallFailure::Step(describe_step_error(&step_error)))),
+            Ok(Err(step_error)) => {
+                return Err(fail(CallFailure::Step(describe_step_error(&step_error))));
+            }
             Err(error) => return Err(fail(self.classify(&store, &error))),
         };
         let size = outcome_size(&effects, &status);
         if size > self.limits.output_bytes {
-            return Err(fail(CallFailure::OutputTooLarge { size, limit: self.limits.output_bytes }));
+            return Err(fail(CallFailure::OutputTooLarge {
+                size,
+                limit: self.limits.output_bytes,
+            }));
         }
-        guard::check(&self.manifest.capabilities, wukong, reader.as_ref(), effects, status).map_err(fail)
+        guard::check(
+            &self.manifest.capabilities,
+            wukong,
+            reader.as_ref(),
+            effects,
+            status,
+        )
+        .map_err(fail)
     }
 
-    fn invoke(&self, store: &mut Store<CallState>, request: StepRequest<'_>) -> Raw<(Effects, StepStatus)> {
+    fn invoke(
+        &self,
+        store: &mut Store<CallState>,
+        request: StepRequest<'_>,
+    ) -> Raw<(Effects, StepStatus)> {
         let (ctx, up) = (request.context, request.upstream);
         let finalized = |r: Result<Effects, StepError>| r.map(|e| (e, StepStatus::Finalized));
         Ok(match (&self.pre, request.phase) {
-            (PluginPre::Network(p), Phase::Reconcile) => {
-                p.instantiate(&mut *store)?.wukong_plugin_network().call_reconcile(&mut *store, ctx, up)?.map(|o| (o.effects, StepStatus::Networks(o.attachments)))
-            }
-            (PluginPre::Network(p), Phase::Finalize) => finalized(p.instantiate(&mut *store)?.wukong_plugin_network().call_finalize(&mut *store, ctx, up)?),
-            (PluginPre::Storage(p), Phase::Reconcile) => {
-                p.instantiate(&mut *store)?.wukong_plugin_storage().call_reconcile(&mut *store, ctx, up)?.map(|o| (o.effects, StepStatus::Volumes(o.volumes)))
-            }
-            (PluginPre::Storage(p), Phase::Finalize) => finalized(p.instantiate(&mut *store)?.wukong_plugin_storage().call_finalize(&mut *store, ctx, up)?),
-            (PluginPre::Lifecycle(p), Phase::Reconcile) => {
-                p.instantiate(&mut *store)?.wukong_plugin_lifecycle().call_reconcile(&mut *store, ctx, up)?.map(|o| (o.effects, StepStatus::Lifecycle(o.status)))
-            }
-            (PluginPre::Lifecycle(p), Phase::Finalize) => finalized(p.instantiate(&mut *store)?.wukong_plugin_lifecycle().call_finalize(&mut *store, ctx, up)?),
-            (PluginPre::Migration(p), Phase::Reconcile) => {
-                p.instantiate(&mut *store)?.wukong_plugin_migration().call_reconcile(&mut *store, ctx, up)?.map(|o| (o.effects, StepStatus::Migration(o.status)))
-            }
-            (PluginPre::Migration(p), Phase::Finalize) => finalized(p.instantiate(&mut *store)?.wukong_plugin_migration().call_finalize(&mut *store, ctx, up)?),
+            (PluginPre::Network(p), Phase::Reconcile) => p
+                .instantiate(&mut *store)?
+                .wukong_plugin_network()
+                .call_reconcile(&mut *store, ctx, up)?
+                .map(|o| (o.effects, StepStatus::Networks(o.attachments))),
+            (PluginPre::Network(p), Phase::Finalize) => finalized(
+                p.instantiate(&mut *store)?
+                    .wukong_plugin_network()
+                    .call_finalize(&mut *store, ctx, up)?,
+            ),
+            (PluginPre::Storage(p), Phase::Reconcile) => p
+                .instantiate(&mut *store)?
+                .wukong_plugin_storage()
+                .call_reconcile(&mut *store, ctx, up)?
+                .map(|o| (o.effects, StepStatus::Volumes(o.volumes))),
+            (PluginPre::Storage(p), Phase::Finalize) => finalized(
+                p.instantiate(&mut *store)?
+                    .wukong_plugin_storage()
+                    .call_finalize(&mut *store, ctx, up)?,
+            ),
+            (PluginPre::Lifecycle(p), Phase::Reconcile) => p
+                .instantiate(&mut *store)?
+                .wukong_plugin_lifecycle()
+                .call_reconcile(&mut *store, ctx, up)?
+                .map(|o| (o.effects, StepStatus::Lifecycle(o.status))),
+            (PluginPre::Lifecycle(p), Phase::Finalize) => finalized(
+                p.instantiate(&mut *store)?
+                    .wukong_plugin_lifecycle()
+                    .call_finalize(&mut *store, ctx, up)?,
+            ),
+            (PluginPre::Migration(p), Phase::Reconcile) => p
+                .instantiate(&mut *store)?
+                .wukong_plugin_migration()
+                .call_reconcile(&mut *store, ctx, up)?
+                .map(|o| (o.effects, StepStatus::Migration(o.status))),
+            (PluginPre::Migration(p), Phase::Finalize) => finalized(
+                p.instantiate(&mut *store)?
+                    .wukong_plugin_migration()
+                    .call_finalize(&mut *store, ctx, up)?,
+            ),
         })
     }
 
@@ -64,7 +122,9 @@ impl Plugin {
     fn classify(&self, store: &Store<CallState>, error: &wasmtime::Error) -> CallFailure {
         match &store.data().violation {
             Some(Violation::Memory) => return CallFailure::Memory(self.limits.memory_bytes),
-            Some(Violation::HostCalls) => return CallFailure::HostCallLimit(self.limits.host_calls),
+            Some(Violation::HostCalls) => {
+                return CallFailure::HostCallLimit(self.limits.host_calls);
+            }
             Some(Violation::UndeclaredRead(what)) => return CallFailure::Capability(what.clone()),
             None => {}
         }
@@ -79,7 +139,11 @@ impl Plugin {
                     None => CallFailure::Trap(trap.to_string()),
                 }
             }
-            None if error.to_string().contains("instance") && error.to_string().contains("limit") => CallFailure::Instantiate(format!("{error:#}")),
+            None if error.to_string().contains("instance")
+                && error.to_string().contains("limit") =>
+            {
+                CallFailure::Instantiate(format!("{error:#}"))
+            }
             None => CallFailure::Trap(format!("{error:#}")),
         }
     }
@@ -89,8 +153,17 @@ impl Plugin {
 fn panic_message(stderr: &str) -> Option<String> {
     let start = stderr.find("panicked at ")?;
     let rest = &stderr[start..];
-    let message = rest.lines().skip(1).take_while(|line| !line.starts_with("note:")).collect::<Vec<_>>().join(" ");
-    Some(if message.trim().is_empty() { rest.lines().next().unwrap_or_default().to_owned() } else { message.trim().to_owned() })
+    let message = rest
+        .lines()
+        .skip(1)
+        .take_while(|line| !line.starts_with("note:"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Some(if message.trim().is_empty() {
+        rest.lines().next().unwrap_or_default().to_owned()
+    } else {
+        message.trim().to_owned()
+    })
 }
 
 fn describe_step_error(error: &StepError) -> String {

@@ -21,11 +21,17 @@ pub struct ContractInfo {
 /// Reads the contract version and step kind of a component, without compiling it.
 pub fn inspect(path: &Path, bytes: &[u8]) -> Result<ContractInfo, LoadError> {
     let exports = top_level_exports(path, bytes)?;
-    let wrong_world = || LoadError::WrongWorld { path: path.to_owned(), exports: exports.clone() };
+    let wrong_world = || LoadError::WrongWorld {
+        path: path.to_owned(),
+        exports: exports.clone(),
+    };
     let mut manifest_version = None;
     let mut step = None;
     for export in &exports {
-        let Some((interface, version)) = export.strip_prefix("wukong:plugin/").and_then(|rest| rest.split_once('@')) else {
+        let Some((interface, version)) = export
+            .strip_prefix("wukong:plugin/")
+            .and_then(|rest| rest.split_once('@'))
+        else {
             continue;
         };
         let kind = match interface {
@@ -60,7 +66,10 @@ pub fn inspect(path: &Path, bytes: &[u8]) -> Result<ContractInfo, LoadError> {
 }
 
 fn top_level_exports(path: &Path, bytes: &[u8]) -> Result<Vec<String>, LoadError> {
-    let not_component = |reason: String| LoadError::NotAComponent { path: path.to_owned(), reason };
+    let not_component = |reason: String| LoadError::NotAComponent {
+        path: path.to_owned(),
+        reason,
+    };
     let mut exports = Vec::new();
     // Every module or component, nested or not, opens with a Version payload and closes
     // with End: depth 1 is the outer component.
@@ -69,14 +78,22 @@ fn top_level_exports(path: &Path, bytes: &[u8]) -> Result<Vec<String>, LoadError
         match payload.map_err(|e| not_component(e.to_string()))? {
             Payload::Version { encoding, .. } => {
                 if depth == 0 && encoding != Encoding::Component {
-                    return Err(not_component("it is a core module; build with `--target wasm32-wasip2`".into()));
+                    return Err(not_component(
+                        "it is a core module; build with `--target wasm32-wasip2`".into(),
+                    ));
                 }
                 depth += 1;
             }
             Payload::End(_) => depth = depth.saturating_sub(1),
             Payload::ComponentExportSection(reader) if depth == 1 => {
                 for export in reader {
-                    exports.push(export.map_err(|e| not_component(e.to_string()))?.name.name.to_owned());
+                    exports.push(
+                        export
+                            .map_err(|e| not_component(e.to_string()))?
+                            .name
+                            .name
+                            .to_owned(),
+                    );
                 }
             }
             _ => {}

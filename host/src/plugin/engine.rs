@@ -45,13 +45,15 @@ pub(crate) fn build(limits: &RuntimeLimits) -> anyhow::Result<Engine> {
 
 fn start_epoch_ticker(engine: &Engine) {
     let weak = engine.weak();
-    let spawned = thread::Builder::new().name("wukong-epoch".into()).spawn(move || {
-        while let Some(engine) = weak.upgrade() {
-            engine.increment_epoch();
-            drop(engine);
-            thread::sleep(EPOCH_TICK);
-        }
-    });
+    let spawned = thread::Builder::new()
+        .name("wukong-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = weak.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                thread::sleep(EPOCH_TICK);
+            }
+        });
     if let Err(e) = spawned {
         tracing::error!(error = %e, "cannot start the epoch ticker: plugin deadlines will not fire");
     }
@@ -60,5 +62,7 @@ fn start_epoch_ticker(engine: &Engine) {
 /// Epoch ticks for a deadline, rounded up, plus one for the tick in progress.
 pub(crate) fn deadline_ticks(deadline: Duration) -> u64 {
     let tick = EPOCH_TICK.as_micros().max(1);
-    u64::try_from(deadline.as_micros().div_ceil(tick)).unwrap_or(u64::MAX).saturating_add(1)
+    u64::try_from(deadline.as_micros().div_ceil(tick))
+        .unwrap_or(u64::MAX)
+        .saturating_add(1)
 }

@@ -10,19 +10,32 @@ pub type PluginId = String;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("{path}: cannot read: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path}: not a WebAssembly component ({reason})")]
     NotAComponent { path: PathBuf, reason: String },
-    #[error("{path}: not a Wukong plugin: it exports {exports:?}, expected `wukong:plugin/manifest` and one of network, storage, lifecycle, migration")]
+    #[error(
+        "{path}: not a Wukong plugin: it exports {exports:?}, expected `wukong:plugin/manifest` and one of network, storage, lifecycle, migration"
+    )]
     WrongWorld { path: PathBuf, exports: Vec<String> },
     #[error("{path}: built against contract wukong:plugin@{found}; this host supports {supported}")]
-    UnsupportedContract { path: PathBuf, found: String, supported: String },
+    UnsupportedContract {
+        path: PathBuf,
+        found: String,
+        supported: String,
+    },
     #[error("{path}: does not compile or link: {reason}")]
     Compile { path: PathBuf, reason: String },
     #[error("{path}: invalid manifest: {reason}")]
     InvalidManifest { path: PathBuf, reason: String },
     #[error("{path} ({plugin}): config invalid: {reason}")]
-    InvalidConfig { path: PathBuf, plugin: PluginId, reason: String },
+    InvalidConfig {
+        path: PathBuf,
+        plugin: PluginId,
+        reason: String,
+    },
 }
 
 /// What broke during a call.
@@ -75,7 +88,10 @@ impl CallFailure {
 
     /// Whether calling again may succeed without the Wukong changing.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Deadline(_) | Self::Instantiate(_) | Self::Step(_))
+        matches!(
+            self,
+            Self::Deadline(_) | Self::Instantiate(_) | Self::Step(_)
+        )
     }
 }
 

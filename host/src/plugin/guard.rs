@@ -15,18 +15,30 @@ pub(crate) fn check(
     effects: Effects,
     status: StepStatus,
 ) -> Result<Outcome, CallFailure> {
-    let writes = |api_version: &str, kind: &str| capabilities.writes.iter().any(|k| k.api_version == api_version && k.kind == kind);
+    let writes = |api_version: &str, kind: &str| {
+        capabilities
+            .writes
+            .iter()
+            .any(|k| k.api_version == api_version && k.kind == kind)
+    };
     let mut apply = Vec::with_capacity(effects.apply.len());
     for (index, json) in effects.apply.iter().enumerate() {
-        let object: Value = serde_json::from_str(json)
-            .map_err(|e| CallFailure::MalformedOutput(format!("apply[{index}] is not JSON: {e}")))?;
-        let (Some(api_version), Some(kind), Some(name)) =
-            (object["apiVersion"].as_str(), object["kind"].as_str(), object["metadata"]["name"].as_str())
-        else {
-            return Err(CallFailure::MalformedOutput(format!("apply[{index}] lacks apiVersion, kind or metadata.name")));
+        let object: Value = serde_json::from_str(json).map_err(|e| {
+            CallFailure::MalformedOutput(format!("apply[{index}] is not JSON: {e}"))
+        })?;
+        let (Some(api_version), Some(kind), Some(name)) = (
+            object["apiVersion"].as_str(),
+            object["kind"].as_str(),
+            object["metadata"]["name"].as_str(),
+        ) else {
+            return Err(CallFailure::MalformedOutput(format!(
+                "apply[{index}] lacks apiVersion, kind or metadata.name"
+            )));
         };
         if !writes(api_version, kind) {
-            return Err(CallFailure::Capability(format!("apply of {api_version}/{kind} {name}: kind not declared in `writes`")));
+            return Err(CallFailure::Capability(format!(
+                "apply of {api_version}/{kind} {name}: kind not declared in `writes`"
+            )));
         }
         check_namespace(object["metadata"]["namespace"].as_str(), wukong, kind, name)?;
         apply.push(object);
@@ -39,14 +51,22 @@ pub(crate) fn check(
             Action::Subresource(call) => {
                 let declared = format!("{}/{}", call.plural, call.subresource);
                 if !capabilities.actions.contains(&declared) {
-                    return Err(CallFailure::Capability(format!("action {declared} on {}: not declared in `actions`", call.name)));
+                    return Err(CallFailure::Capability(format!(
+                        "action {declared} on {}: not declared in `actions`",
+                        call.name
+                    )));
                 }
                 if let Some(body) = &call.body {
-                    serde_json::from_str::<Value>(body)
-                        .map_err(|e| CallFailure::MalformedOutput(format!("action {declared}: body is not JSON: {e}")))?;
+                    serde_json::from_str::<Value>(body).map_err(|e| {
+                        CallFailure::MalformedOutput(format!(
+                            "action {declared}: body is not JSON: {e}"
+                        ))
+                    })?;
                 }
             }
-            Action::DeleteObject((target, _grace)) => check_delete(target, wukong, reader, &writes)?,
+            Action::DeleteObject((target, _grace)) => {
+                check_delete(target, wukong, reader, &writes)?
+            }
         }
     }
     Ok(Outcome {
@@ -60,7 +80,12 @@ pub(crate) fn check(
     })
 }
 
-fn check_namespace(namespace: Option<&str>, wukong: &Wukong, kind: &str, name: &str) -> Result<(), CallFailure> {
+fn check_namespace(
+    namespace: Option<&str>,
+    wukong: &Wukong,
+    kind: &str,
+    name: &str,
+) -> Result<(), CallFailure> {
     match namespace {
         Some(namespace) if namespace != wukong.namespace => Err(CallFailure::Capability(format!(
             "{kind} {name} in namespace {namespace:?}: only the Wukong's namespace {:?} is allowed",
@@ -76,12 +101,24 @@ fn check_delete(
     reader: &dyn ClusterReader,
     writes: &dyn Fn(&str, &str) -> bool,
 ) -> Result<(), CallFailure> {
-    let what = format!("delete of {}/{} {}", target.api_version, target.kind, target.name);
+    let what = format!(
+        "delete of {}/{} {}",
+        target.api_version, target.kind, target.name
+    );
     if !writes(&target.api_version, &target.kind) {
-        return Err(CallFailure::Capability(format!("{what}: kind not declared in `writes`")));
+        return Err(CallFailure::Capability(format!(
+            "{what}: kind not declared in `writes`"
+        )));
     }
-    check_namespace(target.namespace.as_deref(), wukong, &target.kind, &target.name)?;
-    let existing = reader.get(target, &wukong.namespace).map_err(|e| CallFailure::Step(format!("{what}: cannot read it: {e}")))?;
+    check_namespace(
+        target.namespace.as_deref(),
+        wukong,
+        &target.kind,
+        &target.name,
+    )?;
+    let existing = reader
+        .get(target, &wukong.namespace)
+        .map_err(|e| CallFailure::Step(format!("{what}: cannot read it: {e}")))?;
     let Some(existing) = existing else {
         return Ok(()); // already gone: deleting it is a no-op
     };
@@ -89,13 +126,22 @@ fn check_delete(
     if owned_by(&object, &wukong.uid, reader, &wukong.namespace, 2) {
         Ok(())
     } else {
-        Err(CallFailure::Capability(format!("{what}: the Wukong {} does not own it", wukong.name)))
+        Err(CallFailure::Capability(format!(
+            "{what}: the Wukong {} does not own it",
+            wukong.name
+        )))
     }
 }
 
 /// True when `object` is owned by `uid`, directly or through up to `depth` owners (a VMI
 /// is owned by its VirtualMachine, which the Wukong owns).
-fn owned_by(object: &Value, uid: &str, reader: &dyn ClusterReader, namespace: &str, depth: u8) -> bool {
+fn owned_by(
+    object: &Value,
+    uid: &str,
+    reader: &dyn ClusterReader,
+    namespace: &str,
+    depth: u8,
+) -> bool {
     let Some(owners) = object["metadata"]["ownerReferences"].as_array() else {
         return false;
     };
@@ -106,17 +152,27 @@ fn owned_by(object: &Value, uid: &str, reader: &dyn ClusterReader, namespace: &s
         if depth <= 1 {
             return false;
         }
-        let (Some(api_version), Some(kind), Some(name)) =
-            (owner["apiVersion"].as_str(), owner["kind"].as_str(), owner["name"].as_str())
-        else {
+        let (Some(api_version), Some(kind), Some(name)) = (
+            owner["apiVersion"].as_str(),
+            owner["kind"].as_str(),
+            owner["name"].as_str(),
+        ) else {
             return false;
         };
-        let parent = ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: None, name: name.into() };
+        let parent = ObjectRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: None,
+            name: name.into(),
+        };
         reader
             .get(&parent, namespace)
             .ok()
             .flatten()
             .and_then(|json| serde_json::from_str::<Value>(&json).ok())
-            .is_some_and(|parent| parent["metadata"]["uid"] == owner["uid"] && owned_by(&parent, uid, reader, namespace, depth - 1))
+            .is_some_and(|parent| {
+                parent["metadata"]["uid"] == owner["uid"]
+                    && owned_by(&parent, uid, reader, namespace, depth - 1)
+            })
     })
 }

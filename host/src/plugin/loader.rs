@@ -54,9 +54,20 @@ impl Runtime {
         let engine = engine::build(&limits)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
-        imports::wukong::plugin::cluster::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
-        imports::wukong::plugin::log::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)?;
-        Ok(Self { engine, linker, limits: Arc::new(limits), cache })
+        imports::wukong::plugin::cluster::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        imports::wukong::plugin::log::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )?;
+        Ok(Self {
+            engine,
+            linker,
+            limits: Arc::new(limits),
+            cache,
+        })
     }
 
     pub fn limits(&self) -> &RuntimeLimits {
@@ -65,7 +76,10 @@ impl Runtime {
 
     /// Loads a plugin file.
     pub fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read { path: path.to_owned(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         self.load_bytes(path, &bytes)
     }
 
@@ -73,21 +87,49 @@ impl Runtime {
     pub fn load_bytes(&self, path: &Path, bytes: &[u8]) -> Result<Plugin, LoadError> {
         let info = contract::inspect(path, bytes)?;
         let digest = hex::encode(Sha256::digest(bytes));
-        let compile_error = |e: wasmtime::Error| LoadError::Compile { path: path.to_owned(), reason: format!("{e:#}") };
-        let (component, code_source) = match &self.cache {
-            Some(cache) => cache.load_or_compile(&self.engine, &digest, bytes).map_err(compile_error)?,
-            None => (Component::new(&self.engine, bytes).map_err(compile_error)?, CodeSource::Compiled),
+        let compile_error = |e: wasmtime::Error| LoadError::Compile {
+            path: path.to_owned(),
+            reason: format!("{e:#}"),
         };
-        let instance_pre = self.linker.instantiate_pre(&component).map_err(compile_error)?;
+        let (component, code_source) = match &self.cache {
+            Some(cache) => cache
+                .load_or_compile(&self.engine, &digest, bytes)
+                .map_err(compile_error)?,
+            None => (
+                Component::new(&self.engine, bytes).map_err(compile_error)?,
+                CodeSource::Compiled,
+            ),
+        };
+        let instance_pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(compile_error)?;
         let pre = match info.step {
-            StepKind::Network => network::NetworkPluginPre::new(instance_pre).map(PluginPre::Network),
-            StepKind::Storage => storage::StoragePluginPre::new(instance_pre).map(PluginPre::Storage),
-            StepKind::Lifecycle => lifecycle::LifecyclePluginPre::new(instance_pre).map(PluginPre::Lifecycle),
-            StepKind::Migration => migration::MigrationPluginPre::new(instance_pre).map(PluginPre::Migration),
+            StepKind::Network => {
+                network::NetworkPluginPre::new(instance_pre).map(PluginPre::Network)
+            }
+            StepKind::Storage => {
+                storage::StoragePluginPre::new(instance_pre).map(PluginPre::Storage)
+            }
+            StepKind::Lifecycle => {
+                lifecycle::LifecyclePluginPre::new(instance_pre).map(PluginPre::Lifecycle)
+            }
+            StepKind::Migration => {
+                migration::MigrationPluginPre::new(instance_pre).map(PluginPre::Migration)
+            }
         }
         .map_err(compile_error)?;
-        let manifest = self.describe(&pre).map_err(|e| LoadError::InvalidManifest { path: path.to_owned(), reason: format!("describe failed: {e:#}") })?;
-        let config_schema = validate_manifest(&manifest, &info).map_err(|reason| LoadError::InvalidManifest { path: path.to_owned(), reason })?;
+        let manifest = self
+            .describe(&pre)
+            .map_err(|e| LoadError::InvalidManifest {
+                path: path.to_owned(),
+                reason: format!("describe failed: {e:#}"),
+            })?;
+        let config_schema =
+            validate_manifest(&manifest, &info).map_err(|reason| LoadError::InvalidManifest {
+                path: path.to_owned(),
+                reason,
+            })?;
         let id: Arc<str> = format!("{}@{}", manifest.name, manifest.version).into();
         tracing::debug!(plugin = %id, path = %path.display(), ?code_source, "plugin loaded");
         Ok(Plugin {
@@ -106,16 +148,34 @@ impl Runtime {
     }
 
     fn describe(&self, pre: &PluginPre) -> wasmtime::Result<PluginManifest> {
-        let state = CallState::new(&self.limits, "loading".into(), Arc::from([]), String::new(), Arc::new(NoCluster));
+        let state = CallState::new(
+            &self.limits,
+            "loading".into(),
+            Arc::from([]),
+            String::new(),
+            Arc::new(NoCluster),
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel)?;
         store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline()));
         let manifest = match pre {
-            PluginPre::Network(p) => p.instantiate(&mut store)?.wukong_plugin_manifest().call_describe(&mut store),
-            PluginPre::Storage(p) => p.instantiate(&mut store)?.wukong_plugin_manifest().call_describe(&mut store),
-            PluginPre::Lifecycle(p) => p.instantiate(&mut store)?.wukong_plugin_manifest().call_describe(&mut store),
-            PluginPre::Migration(p) => p.instantiate(&mut store)?.wukong_plugin_manifest().call_describe(&mut store),
+            PluginPre::Network(p) => p
+                .instantiate(&mut store)?
+                .wukong_plugin_manifest()
+                .call_describe(&mut store),
+            PluginPre::Storage(p) => p
+                .instantiate(&mut store)?
+                .wukong_plugin_manifest()
+                .call_describe(&mut store),
+            PluginPre::Lifecycle(p) => p
+                .instantiate(&mut store)?
+                .wukong_plugin_manifest()
+                .call_describe(&mut store),
+            PluginPre::Migration(p) => p
+                .instantiate(&mut store)?
+                .wukong_plugin_manifest()
+                .call_describe(&mut store),
         };
         store.data().flush_output();
         manifest
@@ -123,45 +183,83 @@ impl Runtime {
 }
 
 /// Checks a manifest and returns its parsed config schema.
-fn validate_manifest(manifest: &PluginManifest, info: &ContractInfo) -> Result<serde_json::Value, String> {
-    if manifest.name.is_empty() || !manifest.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        return Err(format!("name {:?} must be non-empty lowercase letters, digits and '-'", manifest.name));
+fn validate_manifest(
+    manifest: &PluginManifest,
+    info: &ContractInfo,
+) -> Result<serde_json::Value, String> {
+    if manifest.name.is_empty()
+        || !manifest
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        return Err(format!(
+            "name {:?} must be non-empty lowercase letters, digits and '-'",
+            manifest.name
+        ));
     }
     if !is_semver(&manifest.version) {
-        return Err(format!("version {:?} is not semver (MAJOR.MINOR.PATCH)", manifest.version));
+        return Err(format!(
+            "version {:?} is not semver (MAJOR.MINOR.PATCH)",
+            manifest.version
+        ));
     }
     if manifest.step != info.step {
-        return Err(format!("declares step {:?} but the component exports the {:?} world", manifest.step, info.step));
+        return Err(format!(
+            "declares step {:?} but the component exports the {:?} world",
+            manifest.step, info.step
+        ));
     }
     for action in &manifest.capabilities.actions {
         if action.split('/').count() != 2 || action.split('/').any(str::is_empty) {
             return Err(format!("action {action:?} must be `resource/subresource`"));
         }
     }
-    let schema: serde_json::Value = serde_json::from_str(&manifest.config_schema).map_err(|e| format!("config-schema is not JSON: {e}"))?;
-    jsonschema::validator_for(&schema).map_err(|e| format!("config-schema is not a valid JSON Schema: {e}"))?;
+    let schema: serde_json::Value = serde_json::from_str(&manifest.config_schema)
+        .map_err(|e| format!("config-schema is not JSON: {e}"))?;
+    jsonschema::validator_for(&schema)
+        .map_err(|e| format!("config-schema is not a valid JSON Schema: {e}"))?;
     Ok(schema)
 }
 
 fn is_semver(version: &str) -> bool {
     let core = version.split(['-', '+']).next().unwrap_or_default();
     let parts: Vec<&str> = core.split('.').collect();
-    parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+    parts.len() == 3
+        && parts
+            .iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
 impl Plugin {
     /// Checks a config against the manifest's schema, naming each problem's location.
     pub fn validate_config(&self, config: &serde_json::Value) -> Result<(), LoadError> {
-        let invalid = |reason: String| LoadError::InvalidConfig { path: self.path.clone(), plugin: self.id.to_string(), reason };
-        let validator = jsonschema::validator_for(&self.config_schema).map_err(|e| invalid(e.to_string()))?;
+        let invalid = |reason: String| LoadError::InvalidConfig {
+            path: self.path.clone(),
+            plugin: self.id.to_string(),
+            reason,
+        };
+        let validator =
+            jsonschema::validator_for(&self.config_schema).map_err(|e| invalid(e.to_string()))?;
         let problems: Vec<String> = validator
             .iter_errors(config)
             .map(|e| {
                 let at = e.instance_path.to_string();
-                format!("{}: {e}", if at.is_empty() { "(root)".to_owned() } else { at })
+                format!(
+                    "{}: {e}",
+                    if at.is_empty() {
+                        "(root)".to_owned()
+                    } else {
+                        at
+                    }
+                )
             })
             .collect();
-        if problems.is_empty() { Ok(()) } else { Err(invalid(problems.join("; "))) }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(invalid(problems.join("; ")))
+        }
     }
 
     pub fn step(&self) -> StepKind {

@@ -81,12 +81,26 @@ impl CallState {
     }
 
     /// Traps on a read of an undeclared kind or of another namespace.
-    fn check_read(&mut self, api_version: &str, kind: &str, namespace: Option<&str>) -> wasmtime::Result<()> {
-        let declared = self.reads.iter().any(|k| k.api_version == api_version && k.kind == kind);
+    fn check_read(
+        &mut self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> wasmtime::Result<()> {
+        let declared = self
+            .reads
+            .iter()
+            .any(|k| k.api_version == api_version && k.kind == kind);
         let problem = if !declared {
-            Some(format!("read of {api_version}/{kind}, which the manifest does not declare in `reads`"))
+            Some(format!(
+                "read of {api_version}/{kind}, which the manifest does not declare in `reads`"
+            ))
         } else if namespace.is_some_and(|ns| ns != self.namespace) {
-            Some(format!("read of {kind} in namespace {:?}; only {:?} is allowed", namespace.unwrap_or_default(), self.namespace))
+            Some(format!(
+                "read of {kind} in namespace {:?}; only {:?} is allowed",
+                namespace.unwrap_or_default(),
+                self.namespace
+            ))
         } else {
             None
         };
@@ -112,12 +126,20 @@ impl CallState {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
     }
 }
 
 impl ResourceLimiter for CallState {
-    fn memory_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired > self.memory_limit {
             self.violation = Some(Violation::Memory);
             return Ok(false);
@@ -125,7 +147,12 @@ impl ResourceLimiter for CallState {
         Ok(true)
     }
 
-    fn table_growing(&mut self, _current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         Ok(desired <= self.table_limit)
     }
 }
@@ -135,14 +162,25 @@ impl super::bindings::v0_1_0::imports::wukong::plugin::types::Host for CallState
 impl cluster::Host for CallState {
     fn get(&mut self, target: ObjectRef) -> wasmtime::Result<Result<Option<String>, String>> {
         self.spend_host_call()?;
-        self.check_read(&target.api_version, &target.kind, target.namespace.as_deref())?;
+        self.check_read(
+            &target.api_version,
+            &target.kind,
+            target.namespace.as_deref(),
+        )?;
         Ok(self.reader.get(&target, &self.namespace))
     }
 
-    fn list(&mut self, kind: KindRef, namespace: Option<String>, label_selector: Option<String>) -> wasmtime::Result<Result<Vec<String>, String>> {
+    fn list(
+        &mut self,
+        kind: KindRef,
+        namespace: Option<String>,
+        label_selector: Option<String>,
+    ) -> wasmtime::Result<Result<Vec<String>, String>> {
         self.spend_host_call()?;
         self.check_read(&kind.api_version, &kind.kind, namespace.as_deref())?;
-        Ok(self.reader.list(&kind, &self.namespace, label_selector.as_deref()))
+        Ok(self
+            .reader
+            .list(&kind, &self.namespace, label_selector.as_deref()))
     }
 }
 

@@ -8,9 +8,16 @@ use wukong::plugin::types::{Context, Upstream, Wukong};
 /// A plugin built by `tests/build-plugins.sh` (the README's test command runs it first).
 pub fn plugin_wasm(crate_name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let path = target.join("wasm32-wasip2/plugin").join(format!("{}.wasm", crate_name.replace('-', "_")));
-    assert!(path.is_file(), "{} is missing: build the plugins first with tests/build-plugins.sh", path.display());
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let path = target
+        .join("wasm32-wasip2/plugin")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    assert!(
+        path.is_file(),
+        "{} is missing: build the plugins first with tests/build-plugins.sh",
+        path.display()
+    );
     path
 }
 
@@ -29,7 +36,11 @@ pub fn wukong(namespace: &str, disks: usize) -> Wukong {
         disks: (0..disks)
             .map(|i| Disk {
                 name: format!("disk{i}"),
-                source: if i == 0 { DiskSource::Image("docker://quay.io/containerdisks/fedora:40".into()) } else { DiskSource::Blank },
+                source: if i == 0 {
+                    DiskSource::Image("docker://quay.io/containerdisks/fedora:40".into())
+                } else {
+                    DiskSource::Blank
+                },
                 size: "20Gi".into(),
                 storage_class: None,
                 backend: None,
@@ -41,15 +52,26 @@ pub fn wukong(namespace: &str, disks: usize) -> Wukong {
         networks: Vec::new(),
         lifecycle_action: None,
         migration: None,
-        labels: vec![("app.kubernetes.io/managed-by".into(), "wukong".into()), ("vm.novasphere.dev/wukong".into(), "vm1".into())],
+        labels: vec![
+            ("app.kubernetes.io/managed-by".into(), "wukong".into()),
+            ("vm.novasphere.dev/wukong".into(), "vm1".into()),
+        ],
         json: "{}".into(),
     }
 }
 
 pub fn context(wukong: Wukong, config: serde_json::Value) -> Context {
-    Context { wukong, config: config.to_string(), backend: "default".into() }
+    Context {
+        wukong,
+        config: config.to_string(),
+        backend: "default".into(),
+    }
 }
 
 pub fn no_upstream() -> Upstream {
-    Upstream { networks: Vec::new(), volumes: Vec::new(), lifecycle: None }
+    Upstream {
+        networks: Vec::new(),
+        volumes: Vec::new(),
+        lifecycle: None,
+    }
 }
