@@ -36,7 +36,31 @@ macro_rules! step_world {
     };
 }
 
-step_world!("network", network, "network-plugin", "export_network_world", "wukong_plugin_sdk::__private::network");
-step_world!("storage", storage, "storage-plugin", "export_storage_world", "wukong_plugin_sdk::__private::storage");
-step_world!("lifecycle", lifecycle, "lifecycle-plugin", "export_lifecycle_world", "wukong_plugin_sdk::__private::lifecycle");
-step_world!("migration", migration, "migration-plugin", "export_migration_world", "wukong_plugin_sdk::__private::migration");
+step_world!(
+    "network",
+    network,
+    "network-plugin",
+    "export_network_world",
+    "wukong_plugin_sdk::__private::network"
+);
+step_world!(
+    "storage",
+    storage,
+    "storage-plugin",
+    "export_storage_world",
+    "wukong_plugin_sdk::__private::storage"
+);
+step_world!(
+    "lifecycle",
+    lifecycle,
+    "lifecycle-plugin",
+    "export_lifecycle_world",
+    "wukong_plugin_sdk::__private::lifecycle"
+);
+step_world!(
+    "migration",
+    migration,
+    "migration-plugin",
+    "export_migration_world",
+    "wukong_plugin_sdk::__private::migration"
+);

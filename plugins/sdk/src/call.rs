@@ -26,10 +26,25 @@ pub struct Call<'a, C> {
 impl<'a, C: DeserializeOwned> Call<'a, C> {
     /// Parses the config and builds the call. A config that does not parse is
     /// `StepError::InvalidConfig` (the host has already checked it against the schema).
-    pub fn new(context: &'a Context, upstream: &'a Upstream, cluster: &'a dyn Cluster) -> Result<Self, StepError> {
-        let raw = if context.config.trim().is_empty() { "{}" } else { context.config.as_str() };
-        let config = serde_json::from_str(raw).map_err(|e| StepError::InvalidConfig(format!("config: {e}")))?;
-        Ok(Self { wukong: &context.wukong, config, backend: &context.backend, upstream, cluster })
+    pub fn new(
+        context: &'a Context,
+        upstream: &'a Upstream,
+        cluster: &'a dyn Cluster,
+    ) -> Result<Self, StepError> {
+        let raw = if context.config.trim().is_empty() {
+            "{}"
+        } else {
+            context.config.as_str()
+        };
+        let config = serde_json::from_str(raw)
+            .map_err(|e| StepError::InvalidConfig(format!("config: {e}")))?;
+        Ok(Self {
+            wukong: &context.wukong,
+            config,
+            backend: &context.backend,
+            upstream,
+            cluster,
+        })
     }
 }
 
@@ -47,7 +62,12 @@ impl<C> Call<'_, C> {
     where
         K: k8s_openapi::Resource<Scope = ClusterResourceScope> + DeserializeOwned,
     {
-        self.get_as(&ObjectRef { api_version: K::API_VERSION.into(), kind: K::KIND.into(), namespace: None, name: name.into() })
+        self.get_as(&ObjectRef {
+            api_version: K::API_VERSION.into(),
+            kind: K::KIND.into(),
+            namespace: None,
+            name: name.into(),
+        })
     }
 
     /// Reads one object of any kind (custom resources included) and parses it as `T`
@@ -56,9 +76,12 @@ impl<C> Call<'_, C> {
         let Some(json) = self.cluster.get(object).map_err(StepError::Cluster)? else {
             return Ok(None);
         };
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| StepError::Cluster(format!("{} {}: unexpected object: {e}", object.kind, object.name)))
+        serde_json::from_str(&json).map(Some).map_err(|e| {
+            StepError::Cluster(format!(
+                "{} {}: unexpected object: {e}",
+                object.kind, object.name
+            ))
+        })
     }
 
     /// Lists objects of a kind, parsed as `T`.
@@ -69,12 +92,19 @@ impl<C> Call<'_, C> {
         namespace: Option<&str>,
         label_selector: Option<&str>,
     ) -> Result<Vec<T>, StepError> {
-        let kind = KindRef { api_version: api_version.into(), kind: kind.into() };
+        let kind = KindRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+        };
         self.cluster
             .list(&kind, namespace, label_selector)
             .map_err(StepError::Cluster)?
             .iter()
-            .map(|json| serde_json::from_str(json).map_err(|e| StepError::Cluster(format!("{}: unexpected object: {e}", kind.kind))))
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| {
+                    StepError::Cluster(format!("{}: unexpected object: {e}", kind.kind))
+                })
+            })
             .collect()
     }
 
@@ -95,7 +125,12 @@ impl<C> Call<'_, C> {
 
     /// A reference to an object in the Wukong's namespace.
     pub fn object_ref(&self, api_version: &str, kind: &str, name: &str) -> ObjectRef {
-        ObjectRef { api_version: api_version.into(), kind: kind.into(), namespace: Some(self.wukong.namespace.clone()), name: name.into() }
+        ObjectRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: Some(self.wukong.namespace.clone()),
+            name: name.into(),
+        }
     }
 
     /// The Wukong's whole object as JSON (for status or fields not typed in the contract).

@@ -10,7 +10,12 @@ pub trait Cluster {
     /// One object as JSON, or `None` when it does not exist.
     fn get(&self, object: &ObjectRef) -> Result<Option<String>, String>;
     /// Objects of a kind as JSON, in a namespace, matching an equality label selector.
-    fn list(&self, kind: &KindRef, namespace: Option<&str>, label_selector: Option<&str>) -> Result<Vec<String>, String>;
+    fn list(
+        &self,
+        kind: &KindRef,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+    ) -> Result<Vec<String>, String>;
 }
 
 /// The host's `cluster` import. Only usable inside a component.
@@ -21,7 +26,12 @@ impl Cluster for HostCluster {
     fn get(&self, object: &ObjectRef) -> Result<Option<String>, String> {
         wit_cluster::get(object)
     }
-    fn list(&self, kind: &KindRef, namespace: Option<&str>, label_selector: Option<&str>) -> Result<Vec<String>, String> {
+    fn list(
+        &self,
+        kind: &KindRef,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+    ) -> Result<Vec<String>, String> {
         wit_cluster::list(kind, namespace, label_selector)
     }
 }
@@ -61,15 +71,19 @@ impl FixtureCluster {
 
 /// True when `labels` satisfies an equality-based selector (`a=b,c!=d,e`).
 pub(crate) fn selector_matches(selector: &str, labels: &serde_json::Value) -> bool {
-    selector.split(',').map(str::trim).filter(|term| !term.is_empty()).all(|term| {
-        if let Some((key, value)) = term.split_once("!=") {
-            labels[key.trim()].as_str() != Some(value.trim())
-        } else if let Some((key, value)) = term.split_once('=') {
-            labels[key.trim().trim_end_matches('=')].as_str() == Some(value.trim())
-        } else {
-            !labels[term].is_null()
-        }
-    })
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|term| !term.is_empty())
+        .all(|term| {
+            if let Some((key, value)) = term.split_once("!=") {
+                labels[key.trim()].as_str() != Some(value.trim())
+            } else if let Some((key, value)) = term.split_once('=') {
+                labels[key.trim().trim_end_matches('=')].as_str() == Some(value.trim())
+            } else {
+                !labels[term].is_null()
+            }
+        })
 }
 
 impl Cluster for FixtureCluster {
@@ -85,13 +99,22 @@ impl Cluster for FixtureCluster {
             .map(ToString::to_string))
     }
 
-    fn list(&self, kind: &KindRef, namespace: Option<&str>, label_selector: Option<&str>) -> Result<Vec<String>, String> {
+    fn list(
+        &self,
+        kind: &KindRef,
+        namespace: Option<&str>,
+        label_selector: Option<&str>,
+    ) -> Result<Vec<String>, String> {
         Ok(self
             .objects
             .iter()
             .filter(|candidate| Self::matches_kind(candidate, &kind.api_version, &kind.kind))
-            .filter(|candidate| namespace.is_none() || candidate["metadata"]["namespace"].as_str() == namespace)
-            .filter(|candidate| label_selector.is_none_or(|s| selector_matches(s, &candidate["metadata"]["labels"])))
+            .filter(|candidate| {
+                namespace.is_none() || candidate["metadata"]["namespace"].as_str() == namespace
+            })
+            .filter(|candidate| {
+                label_selector.is_none_or(|s| selector_matches(s, &candidate["metadata"]["labels"]))
+            })
             .map(ToString::to_string)
             .collect())
     }
@@ -117,9 +140,17 @@ mod tests {
         let cluster = FixtureCluster::new()
             .with(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "a", "namespace": "ns", "labels": {"x": "1"}}}))
             .with(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "b", "namespace": "other"}}));
-        let pvc = ObjectRef { api_version: "v1".into(), kind: "PersistentVolumeClaim".into(), namespace: Some("ns".into()), name: "a".into() };
+        let pvc = ObjectRef {
+            api_version: "v1".into(),
+            kind: "PersistentVolumeClaim".into(),
+            namespace: Some("ns".into()),
+            name: "a".into(),
+        };
         assert!(cluster.get(&pvc).unwrap().is_some());
-        let kind = KindRef { api_version: "v1".into(), kind: "PersistentVolumeClaim".into() };
+        let kind = KindRef {
+            api_version: "v1".into(),
+            kind: "PersistentVolumeClaim".into(),
+        };
         assert_eq!(cluster.list(&kind, Some("ns"), None).unwrap().len(), 1);
         assert_eq!(cluster.list(&kind, None, Some("x=1")).unwrap().len(), 1);
         assert_eq!(cluster.list(&kind, None, None).unwrap().len(), 2);

@@ -41,7 +41,16 @@ macro_rules! __export_plugin {
 #[macro_export]
 macro_rules! export_network_plugin {
     ($plugin:ty) => {
-        $crate::__export_plugin!($plugin, network, network, Network, NetworkOutcome, network_reconcile, network_finalize, export_network_world);
+        $crate::__export_plugin!(
+            $plugin,
+            network,
+            network,
+            Network,
+            NetworkOutcome,
+            network_reconcile,
+            network_finalize,
+            export_network_world
+        );
     };
 }
 
@@ -49,7 +58,16 @@ macro_rules! export_network_plugin {
 #[macro_export]
 macro_rules! export_storage_plugin {
     ($plugin:ty) => {
-        $crate::__export_plugin!($plugin, storage, storage, Storage, StorageOutcome, storage_reconcile, storage_finalize, export_storage_world);
+        $crate::__export_plugin!(
+            $plugin,
+            storage,
+            storage,
+            Storage,
+            StorageOutcome,
+            storage_reconcile,
+            storage_finalize,
+            export_storage_world
+        );
     };
 }
 
@@ -57,7 +75,16 @@ macro_rules! export_storage_plugin {
 #[macro_export]
 macro_rules! export_lifecycle_plugin {
     ($plugin:ty) => {
-        $crate::__export_plugin!($plugin, lifecycle, lifecycle, Lifecycle, LifecycleOutcome, lifecycle_reconcile, lifecycle_finalize, export_lifecycle_world);
+        $crate::__export_plugin!(
+            $plugin,
+            lifecycle,
+            lifecycle,
+            Lifecycle,
+            LifecycleOutcome,
+            lifecycle_reconcile,
+            lifecycle_finalize,
+            export_lifecycle_world
+        );
     };
 }
 
@@ -65,6 +92,15 @@ macro_rules! export_lifecycle_plugin {
 #[macro_export]
 macro_rules! export_migration_plugin {
     ($plugin:ty) => {
-        $crate::__export_plugin!($plugin, migration, migration, Migration, MigrationOutcome, migration_reconcile, migration_finalize, export_migration_world);
+        $crate::__export_plugin!(
+            $plugin,
+            migration,
+            migration,
+            Migration,
+            MigrationOutcome,
+            migration_reconcile,
+            migration_finalize,
+            export_migration_world
+        );
     };
 }

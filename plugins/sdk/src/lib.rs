@@ -38,19 +38,21 @@ mod steps;
 pub use call::Call;
 pub use cluster::{Cluster, FixtureCluster};
 pub use manifest::Manifest;
-pub use steps::{LifecyclePlugin, MigrationPlugin, NetworkPlugin, Plugin, StepResult, StoragePlugin};
+pub use steps::{
+    LifecyclePlugin, MigrationPlugin, NetworkPlugin, Plugin, StepResult, StoragePlugin,
+};
 
 /// The WIT contract version this SDK builds plugins against.
 pub const CONTRACT_VERSION: &str = "0.1.0";
 
 /// The contract's shared types, as generated from `wit/types.wit`.
 pub use bindings::imports::wukong::plugin::types::{
-    Action, ActionRecord, Capabilities, Condition, Context, Disk, DiskSource, Effects, Event, KindRef,
-    Level, LifecycleAction, LifecyclePhase, LifecycleStatus, MigrationRequest, MigrationStatus, Network,
-    NetworkAttachment, NetworkConfig, ObjectRef, PluginManifest, StepError, StepKind, SubresourceCall,
-    Upstream, Volume, Wukong, NetworkOutcome, StorageOutcome, LifecycleOutcome, MigrationOutcome,
+    Action, ActionRecord, Capabilities, Condition, Context, Disk, DiskSource, Effects, Event,
+    KindRef, Level, LifecycleAction, LifecycleOutcome, LifecyclePhase, LifecycleStatus,
+    MigrationOutcome, MigrationRequest, MigrationStatus, Network, NetworkAttachment, NetworkConfig,
+    NetworkOutcome, ObjectRef, PluginManifest, StepError, StepKind, StorageOutcome,
+    SubresourceCall, Upstream, Volume, Wukong,
 };
-
 
 /// Used by the export macros; not part of the API.
 #[doc(hidden)]
@@ -74,7 +76,10 @@ pub fn log(level: Level, message: &str) {
 #[cfg(all(
     target_family = "wasm",
     any(
-        all(feature = "network", any(feature = "storage", feature = "lifecycle", feature = "migration")),
+        all(
+            feature = "network",
+            any(feature = "storage", feature = "lifecycle", feature = "migration")
+        ),
         all(feature = "storage", any(feature = "lifecycle", feature = "migration")),
         all(feature = "lifecycle", feature = "migration"),
     )

@@ -13,14 +13,22 @@ pub struct Manifest {
 
 impl Default for Capabilities {
     fn default() -> Self {
-        Self { reads: Vec::new(), writes: Vec::new(), actions: Vec::new() }
+        Self {
+            reads: Vec::new(),
+            writes: Vec::new(),
+            actions: Vec::new(),
+        }
     }
 }
 
 impl Manifest {
     /// `name` is unique among plugins (`longhorn-storage`); `version` is semver.
     pub fn new(name: impl Into<String>, version: impl Into<String>) -> Self {
-        Self { name: name.into(), version: version.into(), ..Self::default() }
+        Self {
+            name: name.into(),
+            version: version.into(),
+            ..Self::default()
+        }
     }
 
     #[must_use]
@@ -56,5 +64,8 @@ impl Manifest {
 }
 
 fn kind_ref(api_version: &str, kind: &str) -> KindRef {
-    KindRef { api_version: api_version.to_owned(), kind: kind.to_owned() }
+    KindRef {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+    }
 }

@@ -39,7 +39,27 @@ macro_rules! native_step {
     };
 }
 
-native_step!(NetworkPlugin, NetworkOutcome, network_reconcile, network_finalize);
-native_step!(StoragePlugin, StorageOutcome, storage_reconcile, storage_finalize);
-native_step!(LifecyclePlugin, LifecycleOutcome, lifecycle_reconcile, lifecycle_finalize);
-native_step!(MigrationPlugin, MigrationOutcome, migration_reconcile, migration_finalize);
+native_step!(
+    NetworkPlugin,
+    NetworkOutcome,
+    network_reconcile,
+    network_finalize
+);
+native_step!(
+    StoragePlugin,
+    StorageOutcome,
+    storage_reconcile,
+    storage_finalize
+);
+native_step!(
+    LifecyclePlugin,
+    LifecycleOutcome,
+    lifecycle_reconcile,
+    lifecycle_finalize
+);
+native_step!(
+    MigrationPlugin,
+    MigrationOutcome,
+    migration_reconcile,
+    migration_finalize
+);

@@ -3,7 +3,9 @@
 /// Parses a quantity into bytes; `None` when it is not a valid quantity.
 pub fn to_bytes(quantity: &str) -> Option<u128> {
     let quantity = quantity.trim();
-    let split = quantity.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(quantity.len());
+    let split = quantity
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(quantity.len());
     let (number, suffix) = quantity.split_at(split);
     let multiplier: u128 = match suffix {
         "" => 1,
@@ -23,7 +25,11 @@ pub fn to_bytes(quantity: &str) -> Option<u128> {
     if whole.is_empty() && fraction.is_empty() {
         return None;
     }
-    let whole: u128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
+    let whole: u128 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().ok()?
+    };
     let mut bytes = whole.checked_mul(multiplier)?;
     let mut scale = multiplier;
     for digit in fraction.chars() {

@@ -4,7 +4,10 @@
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 
-use crate::{Call, Effects, LifecycleOutcome, Manifest, MigrationOutcome, NetworkOutcome, StepError, StorageOutcome};
+use crate::{
+    Call, Effects, LifecycleOutcome, Manifest, MigrationOutcome, NetworkOutcome, StepError,
+    StorageOutcome,
+};
 
 /// What a step returns.
 pub type StepResult<T> = Result<T, StepError>;

@@ -4,7 +4,8 @@
 
 use serde::Deserialize;
 use wukong_plugin_sdk::{
-    Call, Effects, Manifest, ObjectRef, Plugin, StepError, StepResult, StorageOutcome, StoragePlugin,
+    Call, Effects, Manifest, ObjectRef, Plugin, StepError, StepResult, StorageOutcome,
+    StoragePlugin,
 };
 
 /// Which misbehaviour to perform.
@@ -63,13 +64,35 @@ impl StoragePlugin for Hostile {
             }
             Mode::Panic => panic!("hostile plugin panics on purpose"),
             Mode::Trap => trap(),
-            Mode::UndeclaredKind => effects.apply.push(pvc_like("v1", "Secret", &call.wukong.namespace, "stolen")),
-            Mode::OtherNamespace => effects.apply.push(pvc_like("v1", "PersistentVolumeClaim", "kube-system", "intruder")),
-            Mode::DeleteUnowned => effects.delete.push(call.object_ref("v1", "PersistentVolumeClaim", "someone-elses-disk")),
-            Mode::HugeOutput => effects.apply.push("x".repeat(call.config.output_bytes.unwrap_or(16 << 20))),
-            Mode::BadJson => effects.apply.push("{\"apiVersion\": \"v1\", \"kind\": ".into()),
+            Mode::UndeclaredKind => {
+                effects
+                    .apply
+                    .push(pvc_like("v1", "Secret", &call.wukong.namespace, "stolen"))
+            }
+            Mode::OtherNamespace => effects.apply.push(pvc_like(
+                "v1",
+                "PersistentVolumeClaim",
+                "kube-system",
+                "intruder",
+            )),
+            Mode::DeleteUnowned => effects.delete.push(call.object_ref(
+                "v1",
+                "PersistentVolumeClaim",
+                "someone-elses-disk",
+            )),
+            Mode::HugeOutput => effects
+                .apply
+                .push("x".repeat(call.config.output_bytes.unwrap_or(16 << 20))),
+            Mode::BadJson => effects
+                .apply
+                .push("{\"apiVersion\": \"v1\", \"kind\": ".into()),
             Mode::UndeclaredRead => {
-                let secret = ObjectRef { api_version: "v1".into(), kind: "Secret".into(), namespace: Some(call.wukong.namespace.clone()), name: "db-password".into() };
+                let secret = ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "Secret".into(),
+                    namespace: Some(call.wukong.namespace.clone()),
+                    name: "db-password".into(),
+                };
                 call.cluster.get(&secret).map_err(StepError::Cluster)?;
             }
             Mode::Escape => effects.event("EscapeReport", escape_report()),
@@ -80,7 +103,10 @@ impl StoragePlugin for Hostile {
                 }
             }
         }
-        Ok(StorageOutcome { effects, volumes: Vec::new() })
+        Ok(StorageOutcome {
+            effects,
+            volumes: Vec::new(),
+        })
     }
 }
 
