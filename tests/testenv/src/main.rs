@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use wukong_testenv::{SimConfig, Simulator, TestEnv};
 
 #[derive(Parser)]
-#[command(name = "wukong-testenv", about = "A real kube-apiserver + etcd with a KubeVirt simulator")]
+#[command(
+    name = "wukong-testenv",
+    about = "A real kube-apiserver + etcd with a KubeVirt simulator"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,9 +55,13 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_client=off,kube_runtime=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,kube_client=off,kube_runtime=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     let Command::Up {
         nodes,
         node_cpu,
@@ -67,7 +74,11 @@ async fn main() -> anyhow::Result<()> {
         guests_ignore_acpi,
         kubeconfig_out,
     } = Cli::parse().command;
-    let mut config = if fast { SimConfig::fast() } else { SimConfig::default() };
+    let mut config = if fast {
+        SimConfig::fast()
+    } else {
+        SimConfig::default()
+    };
     config.nodes = nodes;
     config.node_cpu = node_cpu;
     config.node_memory = node_memory;
@@ -82,8 +93,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(ms) = import_step_ms {
         config.import_step_delay = Duration::from_millis(ms);
     }
-    let env = TestEnv::start().await.context("starting the control plane")?;
-    let sim = Simulator::start(&env, config).await.context("starting the KubeVirt simulator")?;
+    let env = TestEnv::start()
+        .await
+        .context("starting the control plane")?;
+    let sim = Simulator::start(&env, config)
+        .await
+        .context("starting the KubeVirt simulator")?;
     let mut kubeconfig = env.kubeconfig_path();
     if let Some(out) = kubeconfig_out {
         std::fs::copy(&kubeconfig, &out).with_context(|| format!("writing {}", out.display()))?;
@@ -93,11 +108,16 @@ async fn main() -> anyhow::Result<()> {
     println!("API server: {}", env.server());
     println!("nodes: {}", sim.node_names().join(", "));
     println!();
-    println!("  export KUBECONFIG={}; kubectl get nodes", kubeconfig.display());
+    println!(
+        "  export KUBECONFIG={}; kubectl get nodes",
+        kubeconfig.display()
+    );
     println!("  kubectl get vm,vmi,vmim,dv,pvc -A -w");
     println!();
     println!("Ctrl-C stops everything and removes the data dir.");
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
     eprintln!("stopping");
     drop(sim);
     drop(env);

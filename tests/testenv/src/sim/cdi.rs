@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use super::util::{self, conditions, flag, patch_status, set_condition, str_at};
@@ -20,7 +20,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let ar = util::dv();
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
     Controller::new_with(api, watcher::Config::default(), ar)
-        .owns(Api::<PersistentVolumeClaim>::all(ctx.client.clone()), watcher::Config::default())
+        .owns(
+            Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
+            watcher::Config::default(),
+        )
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
@@ -36,12 +39,14 @@ async fn reconcile(dv: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
     let name = dv.name_any();
     let cfg = ctx.cfg();
     let phase = str_at(&dv.data, "/status/phase").unwrap_or("").to_owned();
-    if dv.metadata.deletion_timestamp.is_some() || matches!(phase.as_str(), "Succeeded" | "Failed") {
+    if dv.metadata.deletion_timestamp.is_some() || matches!(phase.as_str(), "Succeeded" | "Failed")
+    {
         return Ok(Action::await_change());
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let Some(pvc) = pvcs.get_opt(&name).await? else {
-        pvcs.create(&PostParams::default(), &claim_for(&dv)?).await?;
+        pvcs.create(&PostParams::default(), &claim_for(&dv)?)
+            .await?;
         let status = next_status(&dv, "Pending", "N/A", false);
         write(&ctx, &dv, status).await?;
         return Ok(Action::await_change());
@@ -54,7 +59,11 @@ async fn reconcile(dv: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
             .and_then(|c| c.volume_binding_mode)
             .as_deref()
             == Some("WaitForFirstConsumer");
-        let phase = if wffc { "WaitForFirstConsumer" } else { "Pending" };
+        let phase = if wffc {
+            "WaitForFirstConsumer"
+        } else {
+            "Pending"
+        };
         write(&ctx, &dv, next_status(&dv, phase, "N/A", false)).await?;
         return Ok(Action::await_change());
     }
@@ -74,7 +83,11 @@ async fn reconcile(dv: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
         }
         _ => {
             let step = 100.0 / f64::from(cfg.import_steps.max(1));
-            let next = if fail { step / 2.0 } else { (progress + step).min(100.0) };
+            let next = if fail {
+                step / 2.0
+            } else {
+                (progress + step).min(100.0)
+            };
             if next >= 100.0 {
                 next_status(&dv, "Succeeded", "100.0%", true)
             } else {
@@ -90,9 +103,21 @@ fn next_status(dv: &DynamicObject, phase: &str, progress: &str, bound: bool) -> 
     let name = dv.name_any();
     let mut conds = conditions(&dv.data);
     if bound {
-        set_condition(&mut conds, "Bound", true, "Bound", &format!("PVC {name} Bound"));
+        set_condition(
+            &mut conds,
+            "Bound",
+            true,
+            "Bound",
+            &format!("PVC {name} Bound"),
+        );
     } else {
-        set_condition(&mut conds, "Bound", false, "Pending", &format!("PVC {name} Pending"));
+        set_condition(
+            &mut conds,
+            "Bound",
+            false,
+            "Pending",
+            &format!("PVC {name} Pending"),
+        );
     }
     let (running, running_reason) = match phase {
         "ImportInProgress" => (true, "Pod is running"),
@@ -102,8 +127,15 @@ fn next_status(dv: &DynamicObject, phase: &str, progress: &str, bound: bool) -> 
     };
     set_condition(&mut conds, "Running", running, running_reason, "");
     let ready = phase == "Succeeded";
-    set_condition(&mut conds, "Ready", ready, if ready { "" } else { phase }, "");
-    let mut status = json!({"phase": phase, "progress": progress, "conditions": conds, "claimName": name});
+    set_condition(
+        &mut conds,
+        "Ready",
+        ready,
+        if ready { "" } else { phase },
+        "",
+    );
+    let mut status =
+        json!({"phase": phase, "progress": progress, "conditions": conds, "claimName": name});
     if phase == "Failed" {
         status["restartCount"] = json!(1);
     }
@@ -114,7 +146,11 @@ async fn write(ctx: &Ctx, dv: &DynamicObject, status: Value) -> Result<()> {
     if dv.data.get("status") == Some(&status) {
         return Ok(());
     }
-    let api = util::api(&ctx.client, &util::dv(), &dv.namespace().unwrap_or_default());
+    let api = util::api(
+        &ctx.client,
+        &util::dv(),
+        &dv.namespace().unwrap_or_default(),
+    );
     patch_status(&api, dv, status).await?;
     Ok(())
 }

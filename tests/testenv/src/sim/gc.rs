@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
-use kube::runtime::watcher::{self, Event};
-use kube::runtime::WatchStreamExt;
 use kube::ResourceExt;
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
 
 use super::Ctx;
 use super::util::{self, ok_unless_conflict};
@@ -24,7 +24,9 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
 
 async fn collect_for(ctx: Arc<Ctx>, owner: ApiResource, dependents: Vec<ApiResource>) {
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &owner);
-    let mut events = watcher::watcher(api, watcher::Config::default()).default_backoff().boxed();
+    let mut events = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Delete(obj)) => {
@@ -46,7 +48,10 @@ async fn delete_dependents(ctx: &Ctx, owner: &DynamicObject, kinds: &[ApiResourc
         for dep in api.list(&ListParams::default()).await? {
             if dep.owner_references().iter().any(|o| o.uid == uid) {
                 tracing::info!(kind = %ar.kind, name = %dep.name_any(), "garbage-collecting");
-                ok_unless_conflict(api.delete(&dep.name_any(), &DeleteParams::background()).await)?;
+                ok_unless_conflict(
+                    api.delete(&dep.name_any(), &DeleteParams::background())
+                        .await,
+                )?;
             }
         }
     }

@@ -136,7 +136,10 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn cfg(&self) -> SimConfig {
-        self.cfg.read().map(|c| c.clone()).unwrap_or_else(|p| p.into_inner().clone())
+        self.cfg
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
     }
 
     /// `None` once `delay` has passed since `key` was first asked about, else the rest.
@@ -156,7 +159,10 @@ impl Ctx {
     }
 
     pub fn record(&self, call: SubresourceCall) {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner()).push(call);
+        self.calls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(call);
     }
 }
 
@@ -235,7 +241,9 @@ impl Simulator {
     /// The simulated node names.
     pub fn node_names(&self) -> Vec<String> {
         let cfg = self.ctx.cfg();
-        (0..cfg.nodes).map(|i| format!("{}{i}", cfg.node_prefix)).collect()
+        (0..cfg.nodes)
+            .map(|i| format!("{}{i}", cfg.node_prefix))
+            .collect()
     }
 
     /// Marks a node Ready or NotReady (VMIs on a NotReady node fail, nothing new lands there).

@@ -135,6 +135,8 @@ async fn sync_taint(nodes: &Api<Node>, name: &str, ready: bool) -> Result<()> {
     }
     let body = json!({"metadata": {"resourceVersion": node.metadata.resource_version},
         "spec": {"taints": if taints.is_empty() { serde_json::Value::Null } else { json!(taints) }}});
-    nodes.patch(name, &PatchParams::default(), &Patch::Merge(&body)).await?;
+    nodes
+        .patch(name, &PatchParams::default(), &Patch::Merge(&body))
+        .await?;
     Ok(())
 }

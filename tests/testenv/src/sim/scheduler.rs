@@ -49,7 +49,9 @@ pub async fn pick(
     exclude: Option<&str>,
     extra_selector: &BTreeMap<String, String>,
 ) -> Result<std::result::Result<String, String>> {
-    let nodes = Api::<Node>::all(ctx.client.clone()).list(&ListParams::default()).await?;
+    let nodes = Api::<Node>::all(ctx.client.clone())
+        .list(&ListParams::default())
+        .await?;
     let vmis = Api::<DynamicObject>::all_with(ctx.client.clone(), &util::vmi())
         .list(&ListParams::default())
         .await?;
@@ -72,8 +74,11 @@ pub async fn pick(
         if let Some(n) = str_at(&other.data, "/status/nodeName") {
             charge(n);
         }
-        let migrating = other.data.pointer("/status/migrationState/completed") != Some(&Value::Bool(true));
-        if let Some(t) = str_at(&other.data, "/status/migrationState/targetNode").filter(|_| migrating) {
+        let migrating =
+            other.data.pointer("/status/migrationState/completed") != Some(&Value::Bool(true));
+        if let Some(t) =
+            str_at(&other.data, "/status/migrationState/targetNode").filter(|_| migrating)
+        {
             charge(t);
         }
     }
@@ -84,7 +89,10 @@ pub async fn pick(
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default();
     selector.extend(extra_selector.clone());
-    let tolerations = vmi.data.pointer("/spec/tolerations").and_then(Value::as_array);
+    let tolerations = vmi
+        .data
+        .pointer("/spec/tolerations")
+        .and_then(Value::as_array);
     let affinity = vmi
         .data
         .pointer("/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms")
@@ -111,7 +119,8 @@ pub async fn pick(
         };
         let u = used.get(&name).copied().unwrap_or_default();
         let untolerated = spec.taints.iter().flatten().any(|t| {
-            matches!(t.effect.as_str(), "NoSchedule" | "NoExecute") && !tolerated(tolerations, &t.key, t.value.as_deref(), &t.effect)
+            matches!(t.effect.as_str(), "NoSchedule" | "NoExecute")
+                && !tolerated(tolerations, &t.key, t.value.as_deref(), &t.effect)
         });
         let reason = if Some(name.as_str()) == exclude {
             Some("node(s) were the migration source")
@@ -136,7 +145,10 @@ pub async fn pick(
             Some(r) => *reasons.entry(r).or_default() += 1,
             None => {
                 let free = alloc("memory") - u.memory;
-                if best.as_ref().is_none_or(|(f, n)| free > *f || (free == *f && name < *n)) {
+                if best
+                    .as_ref()
+                    .is_none_or(|(f, n)| free > *f || (free == *f && name < *n))
+                {
                     best = Some((free, name));
                 }
             }
@@ -146,12 +158,21 @@ pub async fn pick(
         Some((_, name)) => Ok(name),
         None => {
             let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
-            Err(format!("0/{} nodes are available: {}.", nodes.items.len(), detail.join(", ")))
+            Err(format!(
+                "0/{} nodes are available: {}.",
+                nodes.items.len(),
+                detail.join(", ")
+            ))
         }
     })
 }
 
-fn tolerated(tolerations: Option<&Vec<Value>>, key: &str, value: Option<&str>, effect: &str) -> bool {
+fn tolerated(
+    tolerations: Option<&Vec<Value>>,
+    key: &str,
+    value: Option<&str>,
+    effect: &str,
+) -> bool {
     tolerations.into_iter().flatten().any(|t| {
         let op = str_at(t, "/operator").unwrap_or("Equal");
         let key_ok = match str_at(t, "/key") {

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use k8s_openapi::api::storage::v1::StorageClass;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use super::Ctx;
@@ -49,7 +49,11 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
         .and_then(|r| r.get("storage"))
         .map(|q| q.0.clone())
         .unwrap_or_else(|| "1Gi".into());
-    let phase = pvc.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+    let phase = pvc
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.clone())
+        .unwrap_or_default();
     if phase == "Bound" {
         return grow(&ctx, &api, &pvc, &request).await;
     }
@@ -97,25 +101,35 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
         Err(e) => return Err(e.into()),
     }
     let bound = json!({"status": {"phase": "Bound"}});
-    pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(&bound)).await?;
+    pvs.patch_status(&pv_name, &PatchParams::default(), &Patch::Merge(&bound))
+        .await?;
     let claim = json!({
         "metadata": {"resourceVersion": pvc.resource_version(), "annotations": {
             "pv.kubernetes.io/bind-completed": "yes", "pv.kubernetes.io/bound-by-controller": "yes",
             "volume.beta.kubernetes.io/storage-provisioner": "sim.kubevirt.io/hostpath"}},
         "spec": {"volumeName": pv_name},
     });
-    if !ok_unless_conflict(api.patch(&name, &PatchParams::default(), &Patch::Merge(&claim)).await)? {
+    if !ok_unless_conflict(
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&claim))
+            .await,
+    )? {
         return Ok(Action::requeue(cfg.retry_interval));
     }
     let status = json!({"status": {"phase": "Bound", "accessModes": spec.access_modes,
         "capacity": {"storage": request}}});
-    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status)).await?;
+    api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await?;
     tracing::info!(pvc = %format!("{ns}/{name}"), pv = %pv_name, "bound");
     Ok(Action::await_change())
 }
 
 /// Grows the PV and the claim's `status.capacity` to the requested size.
-async fn grow(ctx: &Ctx, api: &Api<PersistentVolumeClaim>, pvc: &PersistentVolumeClaim, request: &str) -> Result<Action> {
+async fn grow(
+    ctx: &Ctx,
+    api: &Api<PersistentVolumeClaim>,
+    pvc: &PersistentVolumeClaim,
+    request: &str,
+) -> Result<Action> {
     let capacity = pvc
         .status
         .as_ref()
@@ -132,28 +146,45 @@ async fn grow(ctx: &Ctx, api: &Api<PersistentVolumeClaim>, pvc: &PersistentVolum
     if let Some(pv) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) {
         let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
         let body = json!({"spec": {"capacity": {"storage": request}}});
-        pvs.patch(&pv, &PatchParams::default(), &Patch::Merge(&body)).await?;
+        pvs.patch(&pv, &PatchParams::default(), &Patch::Merge(&body))
+            .await?;
     }
     let status = json!({"status": {"capacity": {"storage": request}}});
-    api.patch_status(&pvc.name_any(), &PatchParams::default(), &Patch::Merge(&status))
-        .await?;
+    api.patch_status(
+        &pvc.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&status),
+    )
+    .await?;
     tracing::info!(pvc = %pvc.name_any(), from = %capacity, to = %request, "expanded");
     Ok(Action::await_change())
 }
 
 /// Deletes the PV and drops the protection finalizers once no live VMI uses the claim.
-async fn release(ctx: &Ctx, api: &Api<PersistentVolumeClaim>, pvc: &PersistentVolumeClaim) -> Result<Action> {
+async fn release(
+    ctx: &Ctx,
+    api: &Api<PersistentVolumeClaim>,
+    pvc: &PersistentVolumeClaim,
+) -> Result<Action> {
     let ns = pvc.namespace().unwrap_or_default();
     let name = pvc.name_any();
-    let vmis = util::api(&ctx.client, &util::vmi(), &ns).list(&ListParams::default()).await?;
-    if vmis.iter().any(|v| !is_final(v) && claims(&v.data).iter().any(|c| c == &name)) {
+    let vmis = util::api(&ctx.client, &util::vmi(), &ns)
+        .list(&ListParams::default())
+        .await?;
+    if vmis
+        .iter()
+        .any(|v| !is_final(v) && claims(&v.data).iter().any(|c| c == &name))
+    {
         return Ok(Action::requeue(ctx.cfg().retry_interval));
     }
     if let Some(pv) = pvc.spec.as_ref().and_then(|s| s.volume_name.clone()) {
         let pvs: Api<PersistentVolume> = Api::all(ctx.client.clone());
         let _ = ok_unless_conflict(pvs.delete(&pv, &DeleteParams::default()).await)?;
         let body = json!({"metadata": {"finalizers": null}});
-        let _ = ok_unless_conflict(pvs.patch(&pv, &PatchParams::default(), &Patch::Merge(&body)).await)?;
+        let _ = ok_unless_conflict(
+            pvs.patch(&pv, &PatchParams::default(), &Patch::Merge(&body))
+                .await,
+        )?;
     }
     let rest: Vec<String> = pvc
         .finalizers()
@@ -162,7 +193,10 @@ async fn release(ctx: &Ctx, api: &Api<PersistentVolumeClaim>, pvc: &PersistentVo
         .cloned()
         .collect();
     let body = json!({"metadata": {"resourceVersion": pvc.resource_version(), "finalizers": rest}});
-    ok_unless_conflict(api.patch(&name, &PatchParams::default(), &Patch::Merge(&body)).await)?;
+    ok_unless_conflict(
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await,
+    )?;
     Ok(Action::await_change())
 }
 
@@ -171,9 +205,16 @@ pub async fn storage_class(ctx: &Ctx, name: Option<&str>) -> Result<Option<Stora
     let api: Api<StorageClass> = Api::all(ctx.client.clone());
     match name {
         Some(n) if !n.is_empty() => Ok(api.get_opt(n).await?),
-        _ => Ok(api.list(&ListParams::default()).await?.into_iter().find(|sc| {
-            sc.annotations().get("storageclass.kubernetes.io/is-default-class").map(String::as_str) == Some("true")
-        })),
+        _ => Ok(api
+            .list(&ListParams::default())
+            .await?
+            .into_iter()
+            .find(|sc| {
+                sc.annotations()
+                    .get("storageclass.kubernetes.io/is-default-class")
+                    .map(String::as_str)
+                    == Some("true")
+            })),
     }
 }
 
@@ -193,5 +234,8 @@ pub fn claims(vmi: &Value) -> Vec<String> {
 
 /// True for a VMI in phase Succeeded or Failed.
 pub fn is_final(vmi: &DynamicObject) -> bool {
-    matches!(str_at(&vmi.data, "/status/phase"), Some("Succeeded" | "Failed"))
+    matches!(
+        str_at(&vmi.data, "/status/phase"),
+        Some("Succeeded" | "Failed")
+    )
 }

@@ -12,7 +12,12 @@ pub fn vm() -> ApiResource {
 }
 /// `kubevirt.io/v1` VirtualMachineInstance.
 pub fn vmi() -> ApiResource {
-    ar("kubevirt.io", "v1", "VirtualMachineInstance", "virtualmachineinstances")
+    ar(
+        "kubevirt.io",
+        "v1",
+        "VirtualMachineInstance",
+        "virtualmachineinstances",
+    )
 }
 /// `kubevirt.io/v1` VirtualMachineInstanceMigration.
 pub fn vmim() -> ApiResource {
@@ -25,7 +30,12 @@ pub fn vmim() -> ApiResource {
 }
 /// `migrations.kubevirt.io/v1alpha1` MigrationPolicy.
 pub fn migration_policy() -> ApiResource {
-    ar("migrations.kubevirt.io", "v1alpha1", "MigrationPolicy", "migrationpolicies")
+    ar(
+        "migrations.kubevirt.io",
+        "v1alpha1",
+        "MigrationPolicy",
+        "migrationpolicies",
+    )
 }
 /// `cdi.kubevirt.io/v1beta1` DataVolume.
 pub fn dv() -> ApiResource {
@@ -48,7 +58,11 @@ pub fn str_at<'a>(v: &'a Value, pointer: &str) -> Option<&'a str> {
 
 /// Annotation value of an object.
 pub fn annotation<'a>(obj: &'a DynamicObject, key: &str) -> Option<&'a str> {
-    obj.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+    obj.metadata
+        .annotations
+        .as_ref()?
+        .get(key)
+        .map(String::as_str)
 }
 
 /// True when the annotation is `"true"`.
@@ -63,15 +77,26 @@ pub async fn patch_status(
     obj: &DynamicObject,
     status: Value,
 ) -> Result<bool> {
-    let body = json!({"metadata": {"resourceVersion": obj.metadata.resource_version}, "status": status});
+    let body =
+        json!({"metadata": {"resourceVersion": obj.metadata.resource_version}, "status": status});
     let name = obj.metadata.name.clone().unwrap_or_default();
-    ok_unless_conflict(api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body)).await)
+    ok_unless_conflict(
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await,
+    )
 }
 
 /// Merge-patches the object (metadata/spec) with the resourceVersion as precondition.
-pub async fn patch_object(api: &Api<DynamicObject>, obj: &DynamicObject, mut body: Value) -> Result<bool> {
+pub async fn patch_object(
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    mut body: Value,
+) -> Result<bool> {
     if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.insert("resourceVersion".into(), json!(obj.metadata.resource_version));
+        meta.insert(
+            "resourceVersion".into(),
+            json!(obj.metadata.resource_version),
+        );
     } else if let Some(map) = body.as_object_mut() {
         map.insert(
             "metadata".into(),
@@ -79,7 +104,10 @@ pub async fn patch_object(api: &Api<DynamicObject>, obj: &DynamicObject, mut bod
         );
     }
     let name = obj.metadata.name.clone().unwrap_or_default();
-    ok_unless_conflict(api.patch(&name, &PatchParams::default(), &Patch::Merge(&body)).await)
+    ok_unless_conflict(
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&body))
+            .await,
+    )
 }
 
 /// Maps 409 Conflict (and 404: the object is gone) to `Ok(false)`.
@@ -92,7 +120,12 @@ pub fn ok_unless_conflict<T>(r: std::result::Result<T, kube::Error>) -> Result<b
 }
 
 /// Adds (`add = true`) or removes a finalizer with an optimistic-concurrency patch.
-pub async fn set_finalizer(api: &Api<DynamicObject>, obj: &DynamicObject, finalizer: &str, add: bool) -> Result<bool> {
+pub async fn set_finalizer(
+    api: &Api<DynamicObject>,
+    obj: &DynamicObject,
+    finalizer: &str,
+    add: bool,
+) -> Result<bool> {
     let mut list = obj.metadata.finalizers.clone().unwrap_or_default();
     let has = list.iter().any(|f| f == finalizer);
     if has == add {
@@ -123,7 +156,13 @@ pub fn condition_status<'a>(conds: &'a [Value], type_: &str) -> Option<&'a str> 
 }
 
 /// Sets a condition, keeping its lastTransitionTime when the status does not change.
-pub fn set_condition(conds: &mut Vec<Value>, type_: &str, status: bool, reason: &str, message: &str) {
+pub fn set_condition(
+    conds: &mut Vec<Value>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+) {
     let status = if status { "True" } else { "False" };
     let pos = conds
         .iter()

@@ -6,13 +6,15 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 
-use super::util::{self, condition_status, conditions, ok_unless_conflict, patch_status, set_condition, str_at};
+use super::util::{
+    self, condition_status, conditions, ok_unless_conflict, patch_status, set_condition, str_at,
+};
 use super::{ANN_IGNORE_ACPI, Ctx};
 use crate::error::{Error, Result};
 
@@ -35,7 +37,10 @@ fn error_policy(_: Arc<DynamicObject>, e: &Error, _: Arc<Ctx>) -> Action {
 
 /// The VM's run strategy (`spec.running` is the deprecated spelling).
 pub fn run_strategy(vm: &DynamicObject) -> String {
-    match (str_at(&vm.data, "/spec/runStrategy"), vm.data.pointer("/spec/running")) {
+    match (
+        str_at(&vm.data, "/spec/runStrategy"),
+        vm.data.pointer("/spec/running"),
+    ) {
         (Some(s), _) => s.to_owned(),
         (None, Some(Value::Bool(true))) => "Always".into(),
         _ => "Halted".into(),
@@ -53,8 +58,14 @@ async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
     let retry = Action::requeue(ctx.cfg().retry_interval);
     create_data_volumes(&ctx, &vm).await?;
     let vmi = vmis.get_opt(&name).await?;
-    let deleting = vmi.as_ref().is_some_and(|v| v.metadata.deletion_timestamp.is_some());
-    let vmi_phase = vmi.as_ref().and_then(|v| str_at(&v.data, "/status/phase")).unwrap_or("").to_owned();
+    let deleting = vmi
+        .as_ref()
+        .is_some_and(|v| v.metadata.deletion_timestamp.is_some());
+    let vmi_phase = vmi
+        .as_ref()
+        .and_then(|v| str_at(&v.data, "/status/phase"))
+        .unwrap_or("")
+        .to_owned();
     let final_phase = matches!(vmi_phase.as_str(), "Succeeded" | "Failed");
     let mut requests = vm
         .data
@@ -131,7 +142,9 @@ async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
 
 fn status_for(vm: &DynamicObject, vmi: Option<&DynamicObject>, requests: &[Value]) -> Value {
     let vmi_conds = vmi.map(|v| conditions(&v.data)).unwrap_or_default();
-    let phase = vmi.and_then(|v| str_at(&v.data, "/status/phase")).unwrap_or("");
+    let phase = vmi
+        .and_then(|v| str_at(&v.data, "/status/phase"))
+        .unwrap_or("");
     let paused = condition_status(&vmi_conds, "Paused") == Some("True");
     let migrating = vmi.is_some_and(|v| {
         v.data.pointer("/status/migrationState").is_some()
@@ -149,7 +162,10 @@ fn status_for(vm: &DynamicObject, vmi: Option<&DynamicObject>, requests: &[Value
             _ => {
                 let waiting = vmi_conds.iter().find(|c| {
                     c.get("status").and_then(Value::as_str) == Some("False")
-                        && matches!(c.get("type").and_then(Value::as_str), Some("PodScheduled" | "DataVolumesReady"))
+                        && matches!(
+                            c.get("type").and_then(Value::as_str),
+                            Some("PodScheduled" | "DataVolumesReady")
+                        )
                 });
                 match waiting.and_then(|c| c.get("reason").and_then(Value::as_str)) {
                     Some("Unschedulable") => "ErrorUnschedulable",
@@ -164,12 +180,30 @@ fn status_for(vm: &DynamicObject, vmi: Option<&DynamicObject>, requests: &[Value
     if ready {
         set_condition(&mut conds, "Ready", true, "", "");
     } else if vmi.is_none() {
-        set_condition(&mut conds, "Ready", false, "VMINotExists", "VMI does not exist");
+        set_condition(
+            &mut conds,
+            "Ready",
+            false,
+            "VMINotExists",
+            "VMI does not exist",
+        );
     } else {
-        set_condition(&mut conds, "Ready", false, "VMINotReady", "VMI is not ready");
+        set_condition(
+            &mut conds,
+            "Ready",
+            false,
+            "VMINotReady",
+            "VMI is not ready",
+        );
     }
     if paused {
-        set_condition(&mut conds, "Paused", true, "PausedByUser", "VMI was paused by user");
+        set_condition(
+            &mut conds,
+            "Paused",
+            true,
+            "PausedByUser",
+            "VMI was paused by user",
+        );
     } else {
         util::remove_condition(&mut conds, "Paused");
     }
@@ -189,10 +223,20 @@ fn status_for(vm: &DynamicObject, vmi: Option<&DynamicObject>, requests: &[Value
 async fn create_vmi(ctx: &Ctx, vm: &DynamicObject) -> Result<bool> {
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
-    let template = vm.data.pointer("/spec/template").cloned().unwrap_or_else(|| json!({}));
-    let mut labels = template.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({}));
+    let template = vm
+        .data
+        .pointer("/spec/template")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    let mut labels = template
+        .pointer("/metadata/labels")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     labels["vm.kubevirt.io/name"] = json!(name);
-    let mut annotations = template.pointer("/metadata/annotations").cloned().unwrap_or_else(|| json!({}));
+    let mut annotations = template
+        .pointer("/metadata/annotations")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     if let Some(v) = util::annotation(vm, ANN_IGNORE_ACPI) {
         annotations[ANN_IGNORE_ACPI] = json!(v);
     }
@@ -216,13 +260,19 @@ async fn create_vmi(ctx: &Ctx, vm: &DynamicObject) -> Result<bool> {
 }
 
 async fn create_data_volumes(ctx: &Ctx, vm: &DynamicObject) -> Result<()> {
-    let Some(templates) = vm.data.pointer("/spec/dataVolumeTemplates").and_then(Value::as_array) else {
+    let Some(templates) = vm
+        .data
+        .pointer("/spec/dataVolumeTemplates")
+        .and_then(Value::as_array)
+    else {
         return Ok(());
     };
     let ns = vm.namespace().unwrap_or_default();
     let dvs = util::api(&ctx.client, &util::dv(), &ns);
     for t in templates {
-        let Some(name) = str_at(t, "/metadata/name") else { continue };
+        let Some(name) = str_at(t, "/metadata/name") else {
+            continue;
+        };
         if dvs.get_opt(name).await?.is_some() {
             continue;
         }

@@ -8,15 +8,18 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use super::storage::{SELECTED_NODE, claims};
-use super::util::{self, annotation, conditions, patch_status, remove_condition, set_condition, set_finalizer, str_at};
+use super::util::{
+    self, annotation, conditions, patch_status, remove_condition, set_condition, set_finalizer,
+    str_at,
+};
 use super::{ANN_GUEST_EXIT, Ctx, scheduler, vmi_status};
 use crate::error::{Error, Result};
 
@@ -31,18 +34,22 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let (ar1, ar2) = (ar.clone(), ar);
     controller
         // A node change wakes the VMIs on it and those still waiting for a node.
-        .watches(Api::<Node>::all(ctx.client.clone()), watcher::Config::default(), move |node: Node| {
-            let name = node.name_any();
-            store
-                .state()
-                .into_iter()
-                .filter(|v| {
-                    str_at(&v.data, "/status/nodeName") == Some(name.as_str())
-                        || str_at(&v.data, "/status/phase") == Some("Scheduling")
-                })
-                .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar1.clone()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<Node>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |node: Node| {
+                let name = node.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|v| {
+                        str_at(&v.data, "/status/nodeName") == Some(name.as_str())
+                            || str_at(&v.data, "/status/phase") == Some("Scheduling")
+                    })
+                    .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar1.clone()))
+                    .collect::<Vec<_>>()
+            },
+        )
         // A claim change wakes the VMIs of its namespace that wait for volumes.
         .watches(
             Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
@@ -52,7 +59,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
                 store2
                     .state()
                     .into_iter()
-                    .filter(|v| v.namespace() == ns && str_at(&v.data, "/status/phase") == Some("Scheduling"))
+                    .filter(|v| {
+                        v.namespace() == ns
+                            && str_at(&v.data, "/status/phase") == Some("Scheduling")
+                    })
                     .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar2.clone()))
                     .collect::<Vec<_>>()
             },
@@ -68,7 +78,11 @@ fn error_policy(_: Arc<DynamicObject>, e: &Error, _: Arc<Ctx>) -> Action {
 }
 
 async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
-    let api = util::api(&ctx.client, &util::vmi(), &vmi.namespace().unwrap_or_default());
+    let api = util::api(
+        &ctx.client,
+        &util::vmi(),
+        &vmi.namespace().unwrap_or_default(),
+    );
     let cfg = ctx.cfg();
     if vmi.metadata.deletion_timestamp.is_some() {
         return vmi_status::shutdown(&ctx, &api, &vmi).await;
@@ -106,23 +120,46 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
         }
         "Running" => {
             if let Some(exit) = annotation(&vmi, ANN_GUEST_EXIT) {
-                let phase = if exit == "failed" { "Failed" } else { "Succeeded" };
+                let phase = if exit == "failed" {
+                    "Failed"
+                } else {
+                    "Succeeded"
+                };
                 let mut conds = conditions(&vmi.data);
-                set_condition(&mut conds, "Ready", false, "GuestShutdown", "the guest shut down");
+                set_condition(
+                    &mut conds,
+                    "Ready",
+                    false,
+                    "GuestShutdown",
+                    "the guest shut down",
+                );
                 set_phase(&api, &vmi, phase, json!({"conditions": conds})).await?;
                 return Ok(Action::await_change());
             }
             let node = str_at(&vmi.data, "/status/nodeName").unwrap_or("");
             let ready = match Api::<Node>::all(ctx.client.clone()).get_opt(node).await? {
-                Some(n) => n.status.and_then(|s| s.conditions).is_some_and(|cs| {
-                    cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-                }),
+                Some(n) => n
+                    .status
+                    .and_then(|s| s.conditions)
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
                 None => false,
             };
             if !ready {
                 let mut conds = conditions(&vmi.data);
-                set_condition(&mut conds, "Ready", false, "NodeUnresponsive", &format!("node {node} is not ready"));
-                set_phase(&api, &vmi, "Failed", json!({"conditions": conds, "reason": "NodeUnresponsive"})).await?;
+                set_condition(
+                    &mut conds,
+                    "Ready",
+                    false,
+                    "NodeUnresponsive",
+                    &format!("node {node} is not ready"),
+                );
+                set_phase(
+                    &api,
+                    &vmi,
+                    "Failed",
+                    json!({"conditions": conds, "reason": "NodeUnresponsive"}),
+                )
+                .await?;
             }
         }
         _ => {}
@@ -131,7 +168,12 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
 }
 
 /// Writes a new phase (and more status), appending to phaseTransitionTimestamps.
-pub async fn set_phase(api: &Api<DynamicObject>, vmi: &DynamicObject, phase: &str, mut extra: Value) -> Result<bool> {
+pub async fn set_phase(
+    api: &Api<DynamicObject>,
+    vmi: &DynamicObject,
+    phase: &str,
+    mut extra: Value,
+) -> Result<bool> {
     let mut stamps = vmi
         .data
         .pointer("/status/phaseTransitionTimestamps")
@@ -180,15 +222,22 @@ async fn schedule(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) -> R
         if !bound {
             if !pvc.annotations().contains_key(SELECTED_NODE) {
                 let body = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
-                pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(&body)).await?;
+                pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(&body))
+                    .await?;
             }
-            waiting = Some(("WaitingForVolumeBinding", format!("PVC {claim} is not bound yet")));
+            waiting = Some((
+                "WaitingForVolumeBinding",
+                format!("PVC {claim} is not bound yet"),
+            ));
             continue;
         }
         let dvs = util::api(&ctx.client, &util::dv(), &ns);
         if let Some(dv) = dvs.get_opt(claim).await? {
             if str_at(&dv.data, "/status/phase") != Some("Succeeded") {
-                waiting = Some(("Provisioning", format!("DataVolume {claim} is not ready yet")));
+                waiting = Some((
+                    "Provisioning",
+                    format!("DataVolume {claim} is not ready yet"),
+                ));
             }
         }
     }
@@ -202,11 +251,29 @@ async fn schedule(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) -> R
     }
     remove_condition(&mut conds, "PodScheduled");
     if !claims_now.is_empty() {
-        set_condition(&mut conds, "DataVolumesReady", true, "AllDVsReady", "All of the VMI's DVs are bound and ready");
+        set_condition(
+            &mut conds,
+            "DataVolumesReady",
+            true,
+            "AllDVsReady",
+            "All of the VMI's DVs are bound and ready",
+        );
     }
-    if set_phase(api, vmi, "Scheduled", json!({"nodeName": node, "conditions": conds})).await? {
+    if set_phase(
+        api,
+        vmi,
+        "Scheduled",
+        json!({"nodeName": node, "conditions": conds}),
+    )
+    .await?
+    {
         let body = json!({"metadata": {"labels": {"kubevirt.io/nodeName": node}}});
-        api.patch(&vmi.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
+        api.patch(
+            &vmi.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&body),
+        )
+        .await?;
         tracing::info!(vmi = %format!("{ns}/{}", vmi.name_any()), node, "scheduled");
     }
     Ok(Action::await_change())

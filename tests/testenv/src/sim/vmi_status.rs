@@ -2,9 +2,9 @@
 //! Ready / LiveMigratable / AgentConnected, volume status) and graceful shutdown.
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use super::storage::claims;
@@ -43,7 +43,11 @@ pub async fn live_migratable(ctx: &Ctx, vmi: &DynamicObject) -> Result<(bool, St
         .and_then(Value::as_array)
         .is_some_and(|vs| vs.iter().any(|v| v.get("hostDisk").is_some()));
     if host_disk {
-        return Ok((false, "DisksNotLiveMigratable".into(), "cannot migrate VMI with host disk".into()));
+        return Ok((
+            false,
+            "DisksNotLiveMigratable".into(),
+            "cannot migrate VMI with host disk".into(),
+        ));
     }
     Ok((true, String::new(), String::new()))
 }
@@ -58,12 +62,21 @@ pub async fn running(ctx: &Ctx, vmi: &DynamicObject) -> Result<Value> {
     if cfg.guest_agent {
         set_condition(&mut conds, "AgentConnected", true, "", "");
     }
-    let networks = vmi.data.pointer("/spec/networks").and_then(Value::as_array).cloned().unwrap_or_default();
+    let networks = vmi
+        .data
+        .pointer("/spec/networks")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let mut ifaces = vmi
         .data
         .pointer("/spec/domain/devices/interfaces")
         .and_then(Value::as_array)
-        .map(|is| is.iter().filter_map(|i| str_at(i, "/name").map(str::to_owned)).collect::<Vec<_>>())
+        .map(|is| {
+            is.iter()
+                .filter_map(|i| str_at(i, "/name").map(str::to_owned))
+                .collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     if ifaces.is_empty() && networks.is_empty() {
         ifaces.push("default".into());
@@ -123,15 +136,30 @@ pub async fn shutdown(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) 
             .unwrap_or(DEFAULT_GRACE_SECONDS);
         let grace = std::time::Duration::from_secs(grace);
         let ignores = cfg.guest_ignores_acpi || flag(vmi, ANN_IGNORE_ACPI);
-        let takes = if ignores { grace } else { cfg.guest_shutdown_delay.min(grace) };
+        let takes = if ignores {
+            grace
+        } else {
+            cfg.guest_shutdown_delay.min(grace)
+        };
         let key = format!("vmi/{}/shutdown", vmi.uid().unwrap_or_default());
         if let Some(rest) = ctx.wait(key, takes) {
             return Ok(Action::requeue(rest));
         }
         let forced = ignores && !grace.is_zero();
         let mut conds = conditions(&vmi.data);
-        set_condition(&mut conds, "Ready", false, "Stopped", if forced { "killed after the grace period" } else { "shut down" });
-        let status = json!({"phase": if forced { "Failed" } else { "Succeeded" }, "conditions": conds});
+        set_condition(
+            &mut conds,
+            "Ready",
+            false,
+            "Stopped",
+            if forced {
+                "killed after the grace period"
+            } else {
+                "shut down"
+            },
+        );
+        let status =
+            json!({"phase": if forced { "Failed" } else { "Succeeded" }, "conditions": conds});
         if !patch_status(api, vmi, status).await? {
             return Ok(Action::requeue(cfg.retry_interval));
         }

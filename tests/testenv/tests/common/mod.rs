@@ -10,7 +10,12 @@ use serde_json::Value;
 pub use wukong_testenv::sim::util::{self, str_at};
 
 /// Polls `get` until `pred` holds (30 s at most); returns the object that matched.
-pub async fn wait_for(api: &Api<DynamicObject>, name: &str, what: &str, pred: impl Fn(&DynamicObject) -> bool) -> anyhow::Result<DynamicObject> {
+pub async fn wait_for(
+    api: &Api<DynamicObject>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&DynamicObject) -> bool,
+) -> anyhow::Result<DynamicObject> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut last = None;
     loop {
@@ -32,7 +37,10 @@ pub async fn wait_for(api: &Api<DynamicObject>, name: &str, what: &str, pred: im
 pub async fn wait_gone(api: &Api<DynamicObject>, name: &str) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while api.get_opt(name).await?.is_some() {
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "timed out waiting for {name} to go");
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {name} to go"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     Ok(())
@@ -54,9 +62,16 @@ pub fn cond<'a>(o: &'a DynamicObject, type_: &str) -> &'a str {
 }
 
 /// Creates an object from JSON.
-pub async fn create(client: &kube::Client, ar: &ApiResource, ns: &str, body: Value) -> anyhow::Result<DynamicObject> {
+pub async fn create(
+    client: &kube::Client,
+    ar: &ApiResource,
+    ns: &str,
+    body: Value,
+) -> anyhow::Result<DynamicObject> {
     let obj: DynamicObject = serde_json::from_value(body)?;
-    Ok(util::api(client, ar, ns).create(&PostParams::default(), &obj).await?)
+    Ok(util::api(client, ar, ns)
+        .create(&PostParams::default(), &obj)
+        .await?)
 }
 
 /// A VirtualMachine with the given run strategy, memory and volumes.
@@ -76,9 +91,19 @@ pub fn vm_body(name: &str, strategy: &str, memory: &str, volumes: Value) -> Valu
 
 /// PUT on a subresource through the API server (and so through the aggregator).
 /// Returns the HTTP status and the body.
-pub async fn put_subresource(client: &kube::Client, ns: &str, resource: &str, name: &str, action: &str, body: Value) -> anyhow::Result<(u16, String)> {
-    let url = format!("/apis/subresources.kubevirt.io/v1/namespaces/{ns}/{resource}/{name}/{action}");
-    let req = http::Request::put(url).header("Content-Type", "application/json").body(serde_json::to_vec(&body)?)?;
+pub async fn put_subresource(
+    client: &kube::Client,
+    ns: &str,
+    resource: &str,
+    name: &str,
+    action: &str,
+    body: Value,
+) -> anyhow::Result<(u16, String)> {
+    let url =
+        format!("/apis/subresources.kubevirt.io/v1/namespaces/{ns}/{resource}/{name}/{action}");
+    let req = http::Request::put(url)
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&body)?)?;
     match client.request_text(req).await {
         Ok(text) => Ok((200, text)),
         Err(kube::Error::Api(s)) => Ok((s.code, s.message.clone())),
@@ -90,5 +115,8 @@ pub async fn put_subresource(client: &kube::Client, ns: &str, resource: &str, na
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,kube_client=off"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }

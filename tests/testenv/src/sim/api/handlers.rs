@@ -7,23 +7,33 @@ use std::sync::Arc;
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
-use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 
 use super::SubresourceCall;
 use crate::sim::Ctx;
-use crate::sim::util::{self, condition_status, conditions, remove_condition, set_condition, str_at};
+use crate::sim::util::{
+    self, condition_status, conditions, remove_condition, set_condition, str_at,
+};
 use crate::sim::vm::run_strategy;
 
 const PREFIX: &str = "/apis/subresources.kubevirt.io/v1";
 
 type Reply = (StatusCode, Value);
 
-pub(super) async fn handle(ctx: Arc<Ctx>, authenticated: bool, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+pub(super) async fn handle(
+    ctx: Arc<Ctx>,
+    authenticated: bool,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let user = req.headers().get("x-remote-user").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let user = req
+        .headers()
+        .get("x-remote-user")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = match req.into_body().collect().await {
         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
         Err(_) => String::new(),
@@ -38,7 +48,11 @@ pub(super) async fn handle(ctx: Arc<Ctx>, authenticated: bool, req: Request<Inco
                 ["", "namespaces", ns, resource, name, action] => {
                     let (ns, resource, name, action) = (*ns, *resource, *name, *action);
                     let reply = if !authenticated {
-                        failure(StatusCode::UNAUTHORIZED, "Unauthorized", "a client certificate from the aggregator is required")
+                        failure(
+                            StatusCode::UNAUTHORIZED,
+                            "Unauthorized",
+                            "a client certificate from the aggregator is required",
+                        )
                     } else {
                         dispatch(&ctx, &method, ns, resource, name, action, &body).await
                     };
@@ -54,15 +68,26 @@ pub(super) async fn handle(ctx: Arc<Ctx>, authenticated: bool, req: Request<Inco
                     });
                     reply
                 }
-                _ => failure(StatusCode::NOT_FOUND, "NotFound", &format!("the server could not find {path}")),
+                _ => failure(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("the server could not find {path}"),
+                ),
             }
         }
     };
     tracing::debug!(%method, %path, code = code.as_u16(), "aggregated API");
-    let text = if code == StatusCode::OK && value.is_null() { String::new() } else { value.to_string() };
+    let text = if code == StatusCode::OK && value.is_null() {
+        String::new()
+    } else {
+        value.to_string()
+    };
     let mut resp = Response::new(Full::new(Bytes::from(text)));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
     Ok(resp)
 }
 
@@ -75,18 +100,33 @@ fn resource_list() -> Value {
     let r = |name: &str, kind: &str, verbs: &[&str]| json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs});
     let mut resources = vec![];
     for a in ["pause", "unpause", "softreboot", "guestosinfo"] {
-        let verbs: &[&str] = if a == "guestosinfo" { &["get"] } else { &["update"] };
-        resources.push(r(&format!("virtualmachineinstances/{a}"), "VirtualMachineInstance", verbs));
+        let verbs: &[&str] = if a == "guestosinfo" {
+            &["get"]
+        } else {
+            &["update"]
+        };
+        resources.push(r(
+            &format!("virtualmachineinstances/{a}"),
+            "VirtualMachineInstance",
+            verbs,
+        ));
     }
     for a in ["start", "stop", "restart", "migrate"] {
-        resources.push(r(&format!("virtualmachines/{a}"), "VirtualMachine", &["update"]));
+        resources.push(r(
+            &format!("virtualmachines/{a}"),
+            "VirtualMachine",
+            &["update"],
+        ));
     }
     json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": "subresources.kubevirt.io/v1", "resources": resources})
 }
 
 fn failure(code: StatusCode, reason: &str, message: &str) -> Reply {
-    (code, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-        "message": message, "reason": reason, "code": code.as_u16()}))
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code.as_u16()}),
+    )
 }
 
 fn conflict(message: &str) -> Reply {
@@ -94,14 +134,32 @@ fn conflict(message: &str) -> Reply {
 }
 
 fn internal(e: impl std::fmt::Display) -> Reply {
-    failure(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", &e.to_string())
+    failure(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalError",
+        &e.to_string(),
+    )
 }
 
-async fn dispatch(ctx: &Ctx, method: &Method, ns: &str, resource: &str, name: &str, action: &str, body: &str) -> Reply {
+async fn dispatch(
+    ctx: &Ctx,
+    method: &Method,
+    ns: &str,
+    resource: &str,
+    name: &str,
+    action: &str,
+    body: &str,
+) -> Reply {
     let ar = match resource {
         "virtualmachineinstances" => util::vmi(),
         "virtualmachines" => util::vm(),
-        _ => return failure(StatusCode::NOT_FOUND, "NotFound", &format!("unknown resource {resource}")),
+        _ => {
+            return failure(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &format!("unknown resource {resource}"),
+            );
+        }
     };
     let api = util::api(&ctx.client, &ar, ns);
     let body: Value = if body.trim().is_empty() {
@@ -109,23 +167,47 @@ async fn dispatch(ctx: &Ctx, method: &Method, ns: &str, resource: &str, name: &s
     } else {
         match serde_json::from_str(body) {
             Ok(v) => v,
-            Err(e) => return failure(StatusCode::BAD_REQUEST, "BadRequest", &format!("Can not unmarshal Request body to struct, error: {e}")),
+            Err(e) => {
+                return failure(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    &format!("Can not unmarshal Request body to struct, error: {e}"),
+                );
+            }
         }
     };
     // Conflicting writes from the controllers: read again and retry.
     for _ in 0..5 {
         let obj = match api.get_opt(name).await {
             Ok(Some(o)) => o,
-            Ok(None) => return failure(StatusCode::NOT_FOUND, "NotFound", &format!("{resource}.kubevirt.io \"{name}\" not found")),
+            Ok(None) => {
+                return failure(
+                    StatusCode::NOT_FOUND,
+                    "NotFound",
+                    &format!("{resource}.kubevirt.io \"{name}\" not found"),
+                );
+            }
             Err(e) => return internal(e),
         };
         let result = match (method, resource, action) {
             (&Method::GET, "virtualmachineinstances", "guestosinfo") => {
-                return (StatusCode::OK, obj.data.pointer("/status/guestOSInfo").cloned().unwrap_or(json!({})));
+                return (
+                    StatusCode::OK,
+                    obj.data
+                        .pointer("/status/guestOSInfo")
+                        .cloned()
+                        .unwrap_or(json!({})),
+                );
             }
             (&Method::PUT, "virtualmachineinstances", _) => vmi_action(&api, &obj, action).await,
             (&Method::PUT, "virtualmachines", _) => vm_action(ctx, &api, &obj, action, &body).await,
-            _ => return failure(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", &format!("{method} {action} is not supported")),
+            _ => {
+                return failure(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    &format!("{method} {action} is not supported"),
+                );
+            }
         };
         match result {
             Ok(Some(reply)) => return reply,
@@ -147,14 +229,21 @@ fn done(written: bool) -> Step {
 }
 
 async fn vmi_action(api: &Api<DynamicObject>, vmi: &DynamicObject, action: &str) -> Step {
-    let running = str_at(&vmi.data, "/status/phase") == Some("Running") && vmi.metadata.deletion_timestamp.is_none();
+    let running = str_at(&vmi.data, "/status/phase") == Some("Running")
+        && vmi.metadata.deletion_timestamp.is_none();
     let mut conds = conditions(&vmi.data);
     let paused = condition_status(&conds, "Paused") == Some("True");
     match action {
         "pause" if !running => Ok(Some(conflict("VMI is not running"))),
         "pause" if paused => Ok(Some(conflict("VMI is already paused"))),
         "pause" => {
-            set_condition(&mut conds, "Paused", true, "PausedByUser", "VMI was paused by user");
+            set_condition(
+                &mut conds,
+                "Paused",
+                true,
+                "PausedByUser",
+                "VMI was paused by user",
+            );
             done(util::patch_status(api, vmi, json!({"conditions": conds})).await?)
         }
         "unpause" if !paused => Ok(Some(conflict("VMI is not paused"))),
@@ -165,24 +254,46 @@ async fn vmi_action(api: &Api<DynamicObject>, vmi: &DynamicObject, action: &str)
         "softreboot" if !running => Ok(Some(conflict("VMI is not running"))),
         "softreboot" if paused => Ok(Some(conflict("VMI is paused"))),
         "softreboot" => ok(),
-        _ => Ok(Some(failure(StatusCode::NOT_FOUND, "NotFound", &format!("unknown action {action}")))),
+        _ => Ok(Some(failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("unknown action {action}"),
+        ))),
     }
 }
 
-async fn vm_action(ctx: &Ctx, api: &Api<DynamicObject>, vm: &DynamicObject, action: &str, body: &Value) -> Step {
+async fn vm_action(
+    ctx: &Ctx,
+    api: &Api<DynamicObject>,
+    vm: &DynamicObject,
+    action: &str,
+    body: &Value,
+) -> Step {
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
     let vmis = util::api(&ctx.client, &util::vmi(), &ns);
     let vmi = vmis.get_opt(&name).await?;
     let vmi_uid = vmi.as_ref().and_then(|v| v.uid());
-    let vmi_phase = vmi.as_ref().and_then(|v| str_at(&v.data, "/status/phase")).unwrap_or("").to_owned();
+    let vmi_phase = vmi
+        .as_ref()
+        .and_then(|v| str_at(&v.data, "/status/phase"))
+        .unwrap_or("")
+        .to_owned();
     let alive = vmi.is_some() && !matches!(vmi_phase.as_str(), "Succeeded" | "Failed");
     let strategy = run_strategy(vm);
-    let grace = body.get("gracePeriod").or_else(|| body.get("gracePeriodSeconds")).and_then(Value::as_i64);
+    let grace = body
+        .get("gracePeriod")
+        .or_else(|| body.get("gracePeriodSeconds"))
+        .and_then(Value::as_i64);
     if let (Some(g), Some(v)) = (grace, &vmi) {
         if matches!(action, "stop" | "restart") && alive {
             let patch = json!({"spec": {"terminationGracePeriodSeconds": g}});
-            vmis.patch(&v.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+            vmis.patch(
+                &v.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
         }
     }
     let stop_req = json!({"action": "Stop", "uid": vmi_uid});
@@ -203,7 +314,9 @@ async fn vm_action(ctx: &Ctx, api: &Api<DynamicObject>, vm: &DynamicObject, acti
             done(util::patch_status(api, vm, json!({"stateChangeRequests": [stop_req]})).await?)
         }
         "stop" => done(set_strategy(api, vm, "Halted").await?),
-        "restart" if strategy == "Halted" => Ok(Some(conflict("RunStategy Halted does not support manual restart requests"))),
+        "restart" if strategy == "Halted" => Ok(Some(conflict(
+            "RunStategy Halted does not support manual restart requests",
+        ))),
         "restart" if vmi.is_none() => Ok(Some(conflict("VM is not running"))),
         "restart" => {
             let reqs = json!([stop_req, {"action": "Start"}]);
@@ -218,15 +331,30 @@ async fn vm_action(ctx: &Ctx, api: &Api<DynamicObject>, vm: &DynamicObject, acti
             let m: DynamicObject = serde_json::from_value(json!({
                 "apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
                 "metadata": {"generateName": "kubevirt-migrate-vm-", "namespace": ns}, "spec": spec}))?;
-            util::api(&ctx.client, &util::vmim(), &ns).create(&PostParams::default(), &m).await?;
+            util::api(&ctx.client, &util::vmim(), &ns)
+                .create(&PostParams::default(), &m)
+                .await?;
             ok()
         }
-        _ => Ok(Some(failure(StatusCode::NOT_FOUND, "NotFound", &format!("unknown action {action}")))),
+        _ => Ok(Some(failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("unknown action {action}"),
+        ))),
     }
 }
 
 /// Sets `spec.runStrategy` (dropping the deprecated `spec.running`) with the VM's
 /// resourceVersion as precondition.
-async fn set_strategy(api: &Api<DynamicObject>, vm: &DynamicObject, strategy: &str) -> crate::Result<bool> {
-    util::patch_object(api, vm, json!({"spec": {"runStrategy": strategy, "running": null}})).await
+async fn set_strategy(
+    api: &Api<DynamicObject>,
+    vm: &DynamicObject,
+    strategy: &str,
+) -> crate::Result<bool> {
+    util::patch_object(
+        api,
+        vm,
+        json!({"spec": {"runStrategy": strategy, "running": null}}),
+    )
+    .await
 }

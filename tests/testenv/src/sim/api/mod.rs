@@ -51,8 +51,11 @@ pub struct SubresourceCall {
 pub(crate) async fn serve(env: &TestEnv, ctx: Arc<Ctx>) -> Result<(SocketAddr, JoinHandle<()>)> {
     let netns = env.netns()?;
     let listener = netns.bind(0)?;
-    let addr = listener.local_addr().map_err(|e| Error::NetNs(e.to_string()))?;
-    let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| Error::NetNs(e.to_string()))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::NetNs(e.to_string()))?;
+    let listener =
+        tokio::net::TcpListener::from_std(listener).map_err(|e| Error::NetNs(e.to_string()))?;
     let dns = format!("{SERVICE}.{NAMESPACE}.svc");
     let ip = addr.ip().to_string();
     let pair = env.issue_serving_cert(&[dns.as_str(), ip.as_str()])?;
@@ -60,16 +63,25 @@ pub(crate) async fn serve(env: &TestEnv, ctx: Arc<Ctx>) -> Result<(SocketAddr, J
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
             tokio::spawn(async move {
                 let tls = match acceptor.accept(stream).await {
                     Ok(t) => t,
                     Err(e) => return tracing::debug!("aggregated API TLS: {e}"),
                 };
-                let authenticated = tls.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
+                let authenticated = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|c| !c.is_empty());
                 let svc = service_fn(move |req| handlers::handle(ctx.clone(), authenticated, req));
-                if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(tls), svc).await {
+                if let Err(e) = http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await
+                {
                     tracing::debug!("aggregated API connection: {e}");
                 }
             });
@@ -84,17 +96,21 @@ fn tls_config(cert_pem: &str, key_pem: &str, client_ca_pem: &str) -> Result<rust
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
         .collect::<std::result::Result<_, _>>()
         .map_err(|e| tls_err(e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(e.to_string()))?;
+    let key =
+        PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls_err(e.to_string()))?;
     let mut roots = rustls::RootCertStore::empty();
     for ca in CertificateDer::pem_slice_iter(client_ca_pem.as_bytes()) {
         roots.add(ca.map_err(|e| tls_err(e.to_string()))?)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     // Proxied requests carry the aggregator's client certificate; actions require it.
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .allow_unauthenticated()
-        .build()
-        .map_err(|e| tls_err(e.to_string()))?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| tls_err(e.to_string()))?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
@@ -107,16 +123,22 @@ async fn register(env: &TestEnv, addr: SocketAddr, ca_pem: &str) -> Result<()> {
     let client = env.client();
     let pp = PatchParams::apply("kubevirt-sim").force();
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}});
-    Api::<Namespace>::all(client.clone()).patch(NAMESPACE, &pp, &Patch::Apply(&ns)).await?;
+    Api::<Namespace>::all(client.clone())
+        .patch(NAMESPACE, &pp, &Patch::Apply(&ns))
+        .await?;
     let svc = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": SERVICE, "namespace": NAMESPACE, "labels": {"kubevirt.io": "virt-api"}},
         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": addr.port(), "protocol": "TCP"}]}});
-    Api::<Service>::namespaced(client.clone(), NAMESPACE).patch(SERVICE, &pp, &Patch::Apply(&svc)).await?;
+    Api::<Service>::namespaced(client.clone(), NAMESPACE)
+        .patch(SERVICE, &pp, &Patch::Apply(&svc))
+        .await?;
     let eps = json!({"apiVersion": "v1", "kind": "Endpoints",
         "metadata": {"name": SERVICE, "namespace": NAMESPACE},
         "subsets": [{"addresses": [{"ip": addr.ip().to_string()}],
                      "ports": [{"name": "https", "port": addr.port(), "protocol": "TCP"}]}]});
-    Api::<Endpoints>::namespaced(client.clone(), NAMESPACE).patch(SERVICE, &pp, &Patch::Apply(&eps)).await?;
+    Api::<Endpoints>::namespaced(client.clone(), NAMESPACE)
+        .patch(SERVICE, &pp, &Patch::Apply(&eps))
+        .await?;
     let ca = k8s_openapi::ByteString(ca_pem.as_bytes().to_vec());
     let apisvc = json!({"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
         "metadata": {"name": API_SERVICE},
@@ -129,7 +151,8 @@ async fn register(env: &TestEnv, addr: SocketAddr, ca_pem: &str) -> Result<()> {
     match api.get_opt(API_SERVICE).await? {
         Some(old) => {
             apisvc.metadata.resource_version = old.metadata.resource_version;
-            api.replace(API_SERVICE, &PostParams::default(), &apisvc).await?;
+            api.replace(API_SERVICE, &PostParams::default(), &apisvc)
+                .await?;
         }
         None => {
             api.create(&PostParams::default(), &apisvc).await?;
@@ -140,17 +163,30 @@ async fn register(env: &TestEnv, addr: SocketAddr, ca_pem: &str) -> Result<()> {
         let svc = api.get(API_SERVICE).await?;
         let conds = svc.status.and_then(|s| s.conditions).unwrap_or_default();
         // Available, and the proxy route registered (a separate controller does that).
-        if conds.iter().any(|c| c.type_ == "Available" && c.status == "True") {
+        if conds
+            .iter()
+            .any(|c| c.type_ == "Available" && c.status == "True")
+        {
             let req = http::Request::get("/apis/subresources.kubevirt.io/v1").body(Vec::new());
             if let Ok(req) = req {
-                if client.request_text(req).await.is_ok_and(|t| t.contains("APIResourceList")) {
+                if client
+                    .request_text(req)
+                    .await
+                    .is_ok_and(|t| t.contains("APIResourceList"))
+                {
                     return Ok(());
                 }
             }
         }
         if tokio::time::Instant::now() > deadline {
-            let why: Vec<String> = conds.iter().map(|c| format!("{}: {:?}", c.type_, c.message)).collect();
-            return Err(Error::Timeout(format!("APIService {API_SERVICE} to be Available ({})", why.join("; "))));
+            let why: Vec<String> = conds
+                .iter()
+                .map(|c| format!("{}: {:?}", c.type_, c.message))
+                .collect();
+            return Err(Error::Timeout(format!(
+                "APIService {API_SERVICE} to be Available ({})",
+                why.join("; ")
+            )));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
