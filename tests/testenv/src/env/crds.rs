@@ -87,7 +87,12 @@ pub async fn install(client: &kube::Client, crds: &[CustomResourceDefinition]) -
     let pp = PatchParams::apply("wukong-testenv").force();
     for crd in crds {
         let name = crd.metadata.name.clone().unwrap_or_default();
-        api.patch(&name, &pp, &Patch::Apply(crd)).await?;
+        api.patch(&name, &pp, &Patch::Apply(crd))
+            .await
+            .map_err(|e| Error::Crd {
+                path: format!("{name} (from {} or the external CRDs)", project_crds_dir().display()),
+                reason: format!("the API server refused it: {e}"),
+            })?;
     }
     let waits = crds.iter().map(|crd| {
         let name = crd.metadata.name.clone().unwrap_or_default();
