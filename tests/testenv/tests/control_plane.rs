@@ -18,7 +18,12 @@ const CHILD_ENV: &str = "WUKONG_TESTENV_PANIC_CHILD";
 async fn crds_rbac_and_kubeconfig() -> anyhow::Result<()> {
     init_tracing();
     let env = TestEnv::start().await?;
-    assert!(env.startup_time().as_secs() < 30);
+    // Target: ≤ 5 s with a warm cache on an idle machine; generous here for busy CI machines.
+    assert!(
+        env.startup_time().as_secs() < 15,
+        "{:?}",
+        env.startup_time()
+    );
     let client = env.client();
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let names: Vec<String> = crds

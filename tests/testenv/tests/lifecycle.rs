@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use serde_json::json;
 use wukong_testenv::{SimConfig, Simulator, TestEnv};

@@ -90,7 +90,10 @@ pub async fn install(client: &kube::Client, crds: &[CustomResourceDefinition]) -
         api.patch(&name, &pp, &Patch::Apply(crd))
             .await
             .map_err(|e| Error::Crd {
-                path: format!("{name} (from {} or the external CRDs)", project_crds_dir().display()),
+                path: format!(
+                    "{name} (from {} or the external CRDs)",
+                    project_crds_dir().display()
+                ),
                 reason: format!("the API server refused it: {e}"),
             })?;
     }

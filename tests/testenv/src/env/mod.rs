@@ -4,8 +4,10 @@
 pub mod certs;
 pub mod crds;
 pub mod netns;
+pub mod paths;
 pub mod process;
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -15,6 +17,8 @@ use tempfile::TempDir;
 use crate::error::{Error, IoContext, Result};
 use certs::{Ca, CertPair};
 use netns::NetNs;
+use paths::data_root;
+pub use paths::{find_binary, random_hex};
 use process::{Proc, free_port};
 
 /// The name of the kubeconfig cluster/context the environment writes.
@@ -140,7 +144,13 @@ impl TestEnv {
         let client = client_from_yaml(&kubeconfig).await?;
         wait_ready(&client, &mut etcd, &mut apiserver).await?;
         let startup = started.elapsed();
-        eprintln!("control plane ready in {} ms", startup.as_millis());
+        // Written to the process's stderr directly, so the figure shows in test output
+        // even when the test harness captures `eprintln!`.
+        let _ = writeln!(
+            std::io::stderr(),
+            "control plane ready in {} ms",
+            startup.as_millis()
+        );
 
         let crds_started = Instant::now();
         crds::install(&client, &crds::all()?).await?;
@@ -285,48 +295,6 @@ impl Drop for TestEnv {
     }
 }
 
-fn data_root() -> PathBuf {
-    if let Some(dir) = std::env::var_os("WUKONG_TESTENV_DIR") {
-        return PathBuf::from(dir);
-    }
-    // etcd fsyncs a lot: RAM-backed storage keeps start-up and writes fast.
-    let shm = Path::new("/dev/shm");
-    if shm.is_dir() && tempfile::tempdir_in(shm).is_ok() {
-        return shm.to_path_buf();
-    }
-    std::env::temp_dir()
-}
-
-/// Where a control-plane binary is: `$KUBEBUILDER_ASSETS`, else `$WUKONG_CACHE/assets`,
-/// else `~/.cache/wukong/assets` (etcd also from `/usr/bin`).
-pub fn find_binary(name: &str) -> Result<PathBuf> {
-    let mut dirs = Vec::new();
-    if let Some(assets) = std::env::var_os("KUBEBUILDER_ASSETS") {
-        dirs.push(PathBuf::from(assets));
-    } else {
-        let cache = std::env::var_os("WUKONG_CACHE")
-            .map(PathBuf::from)
-            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/wukong")));
-        if let Some(cache) = cache {
-            dirs.push(cache.join("assets"));
-        }
-        if name == "etcd" {
-            dirs.push(PathBuf::from("/usr/bin"));
-        }
-    }
-    dirs.iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::MissingBinary {
-            binary: name.into(),
-            searched: dirs
-                .iter()
-                .map(|d| d.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
-}
-
 async fn wait_ready(client: &kube::Client, etcd: &mut Proc, apiserver: &mut Proc) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut last_err;
@@ -389,14 +357,4 @@ fn write(path: &Path, text: &str) -> Result<()> {
 fn write_pair(dir: &Path, name: &str, pair: &CertPair) -> Result<()> {
     write(&dir.join(format!("{name}.crt")), &pair.cert_pem)?;
     write(&dir.join(format!("{name}.key")), &pair.key_pem)
-}
-
-/// `n` random bytes from the kernel, hex-encoded.
-pub fn random_hex(n: usize) -> Result<String> {
-    use std::io::Read;
-    let mut buf = vec![0u8; n];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut buf))
-        .ctx("reading /dev/urandom")?;
-    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -232,13 +232,13 @@ async fn schedule(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) -> R
             continue;
         }
         let dvs = util::api(&ctx.client, &util::dv(), &ns);
-        if let Some(dv) = dvs.get_opt(claim).await? {
-            if str_at(&dv.data, "/status/phase") != Some("Succeeded") {
-                waiting = Some((
-                    "Provisioning",
-                    format!("DataVolume {claim} is not ready yet"),
-                ));
-            }
+        if let Some(dv) = dvs.get_opt(claim).await?
+            && str_at(&dv.data, "/status/phase") != Some("Succeeded")
+        {
+            waiting = Some((
+                "Provisioning",
+                format!("DataVolume {claim} is not ready yet"),
+            ));
         }
     }
     let mut conds = conditions(&vmi.data);

@@ -90,10 +90,10 @@ pub async fn running(ctx: &Ctx, vmi: &DynamicObject) -> Result<Value> {
             let mac = format!("52:54:00:{:02x}:{:02x}:{:02x}", i, last.get(2).unwrap_or(&0), last.get(3).unwrap_or(&0));
             let mut iface = json!({"name": name, "interfaceName": format!("eth{i}"), "ipAddress": ip,
                 "ipAddresses": [ip], "mac": mac, "infoSource": "domain, guest-agent", "queueCount": 1});
-            if let Some(net) = networks.iter().find(|n| str_at(n, "/name") == Some(name)) {
-                if let Some(nad) = str_at(net, "/multus/networkName") {
-                    iface["podInterfaceName"] = json!(format!("pod{}", &nad.replace('/', "-")));
-                }
+            if let Some(net) = networks.iter().find(|n| str_at(n, "/name") == Some(name))
+                && let Some(nad) = str_at(net, "/multus/networkName")
+            {
+                iface["podInterfaceName"] = json!(format!("pod{}", &nad.replace('/', "-")));
             }
             iface
         })

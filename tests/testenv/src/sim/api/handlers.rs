@@ -285,16 +285,17 @@ async fn vm_action(
         .get("gracePeriod")
         .or_else(|| body.get("gracePeriodSeconds"))
         .and_then(Value::as_i64);
-    if let (Some(g), Some(v)) = (grace, &vmi) {
-        if matches!(action, "stop" | "restart") && alive {
-            let patch = json!({"spec": {"terminationGracePeriodSeconds": g}});
-            vmis.patch(
-                &v.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
-        }
+    if let (Some(g), Some(v)) = (grace, &vmi)
+        && matches!(action, "stop" | "restart")
+        && alive
+    {
+        let patch = json!({"spec": {"terminationGracePeriodSeconds": g}});
+        vmis.patch(
+            &v.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
     }
     let stop_req = json!({"action": "Stop", "uid": vmi_uid});
     match action {

@@ -168,14 +168,13 @@ async fn register(env: &TestEnv, addr: SocketAddr, ca_pem: &str) -> Result<()> {
             .any(|c| c.type_ == "Available" && c.status == "True")
         {
             let req = http::Request::get("/apis/subresources.kubevirt.io/v1").body(Vec::new());
-            if let Ok(req) = req {
-                if client
+            if let Ok(req) = req
+                && client
                     .request_text(req)
                     .await
                     .is_ok_and(|t| t.contains("APIResourceList"))
-                {
-                    return Ok(());
-                }
+            {
+                return Ok(());
             }
         }
         if tokio::time::Instant::now() > deadline {
