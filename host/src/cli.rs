@@ -1,6 +1,8 @@
 //! The command line: one module per subcommand.
 
 pub mod crdgen;
+pub mod plugin;
+pub mod run;
 
 use std::process::ExitCode;
 
@@ -39,12 +41,18 @@ pub enum LogFormat {
 pub enum Command {
     /// Write the CRD YAML (to `crds/` or stdout).
     Crdgen(crdgen::CrdgenArgs),
+    /// Tools for plugin authors: inspect a plugin, run it on a Wukong, run test cases.
+    Plugin(plugin::PluginArgs),
+    /// Run the operator.
+    Run(run::RunArgs),
 }
 
 impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Crdgen(args) => crdgen::run(&args),
+            Self::Plugin(args) => plugin::run(args),
+            Self::Run(args) => run::run(&args),
         }
     }
 }

@@ -3,4 +3,8 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod controller;
 pub mod plugin;
+pub mod runner;

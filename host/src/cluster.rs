@@ -1,0 +1,11 @@
+//! Turning plugin outcomes into API calls, and serving plugins' reads: discovery of
+//! kinds, the live `ClusterReader`, server-side apply with owner references, deletes and
+//! KubeVirt subresource actions.
+
+mod apply;
+mod kinds;
+mod reader;
+
+pub use apply::{Applier, ApplyError, ApplyStats, Owner, is_subset};
+pub use kinds::{Kind, Kinds};
+pub use reader::LiveReader;

@@ -1,0 +1,107 @@
+//! The operator's `ClusterReader`: plugins' reads answered by the apiserver.
+//!
+//! Plugin calls run on a blocking thread; the reader blocks on the async client there.
+
+use kube::api::{Api, DynamicObject, ListParams};
+use tokio::runtime::Handle;
+
+use super::Kinds;
+use crate::plugin::ClusterReader;
+use crate::plugin::types::{KindRef, ObjectRef};
+
+/// Reads through the apiserver. Only call from a blocking thread (`spawn_blocking`).
+pub struct LiveReader {
+    kinds: Kinds,
+    handle: Handle,
+}
+
+impl LiveReader {
+    pub fn new(kinds: Kinds, handle: Handle) -> Self {
+        Self { kinds, handle }
+    }
+
+    async fn get_async(
+        &self,
+        target: &ObjectRef,
+        default_namespace: &str,
+    ) -> Result<Option<String>, String> {
+        let kind = self
+            .kinds
+            .resolve(&target.api_version, &target.kind)
+            .await
+            .map_err(|e| format!("{}/{}: {e}", target.api_version, target.kind))?;
+        let client = self.kinds.client().clone();
+        let api: Api<DynamicObject> = if kind.namespaced {
+            Api::namespaced_with(
+                client,
+                target.namespace.as_deref().unwrap_or(default_namespace),
+                &kind.resource,
+            )
+        } else {
+            Api::all_with(client, &kind.resource)
+        };
+        let found = api
+            .get_opt(&target.name)
+            .await
+            .map_err(|e| format!("{} {}: {e}", target.kind, target.name))?;
+        found
+            .map(|object| serde_json::to_string(&object).map_err(|e| e.to_string()))
+            .transpose()
+    }
+
+    async fn list_async(
+        &self,
+        kind_ref: &KindRef,
+        namespace: &str,
+        selector: Option<&str>,
+    ) -> Result<Vec<String>, String> {
+        let kind = self
+            .kinds
+            .resolve(&kind_ref.api_version, &kind_ref.kind)
+            .await
+            .map_err(|e| format!("{}/{}: {e}", kind_ref.api_version, kind_ref.kind))?;
+        let client = self.kinds.client().clone();
+        let api: Api<DynamicObject> = if kind.namespaced {
+            Api::namespaced_with(client, namespace, &kind.resource)
+        } else {
+            Api::all_with(client, &kind.resource)
+        };
+        let mut params = ListParams::default();
+        if let Some(selector) = selector {
+            params = params.labels(selector);
+        }
+        let list = api
+            .list(&params)
+            .await
+            .map_err(|e| format!("{}: {e}", kind_ref.kind))?;
+        // List items come without apiVersion and kind; plugins see whole objects.
+        let types = kube::core::TypeMeta {
+            api_version: kind_ref.api_version.clone(),
+            kind: kind_ref.kind.clone(),
+        };
+        list.items
+            .into_iter()
+            .map(|mut object| {
+                object.types.get_or_insert_with(|| types.clone());
+                serde_json::to_string(&object).map_err(|e| e.to_string())
+            })
+            .collect()
+    }
+}
+
+impl ClusterReader for LiveReader {
+    fn get(&self, target: &ObjectRef, default_namespace: &str) -> Result<Option<String>, String> {
+        self.handle
+            .block_on(self.get_async(target, default_namespace))
+    }
+
+    fn list(
+        &self,
+        kind: &KindRef,
+        namespace: &str,
+        label_selector: Option<&str>,
+    ) -> Result<Vec<String>, String> {
+        self.handle
+            .block_on(self.list_async(kind, namespace, label_selector))
+    }
+}

@@ -1,0 +1,220 @@
+//! Host configuration (`wukong.toml`, also read from a ConfigMap): the plugin for each
+//! backend, the default backend per step, each plugin's config, runtime limits.
+//!
+//! ```toml
+//! [runtime]
+//! deadlineMs = 1000
+//!
+//! [plugins]
+//! dir = "/opt/wukong/plugins"      # relative plugin paths resolve here
+//!
+//! [storage]
+//! default = "longhorn"
+//! [storage.longhorn]
+//! plugin = "longhorn_storage.wasm"
+//! config = { numberOfReplicas = 3 }
+//! ```
+
+mod backends;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use backends::{Backend, Backends};
+
+use crate::plugin::RuntimeLimits;
+use crate::plugin::types::StepKind;
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    #[serde(default)]
+    pub runtime: RuntimeLimits,
+    #[serde(default)]
+    pub plugins: PluginsSection,
+    #[serde(default)]
+    pub network: StepSection,
+    #[serde(default)]
+    pub storage: StepSection,
+    #[serde(default)]
+    pub lifecycle: StepSection,
+    #[serde(default)]
+    pub migration: StepSection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsSection {
+    /// Where relative plugin paths resolve; the config file's folder when absent.
+    pub dir: Option<PathBuf>,
+    /// Compiled-code cache; `$WUKONG_CACHE/compiled` when absent.
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// One step: its default backend and the backends by name.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct StepSection {
+    /// The backend used when a disk or network names none; the only one when absent and
+    /// there is exactly one.
+    pub default: Option<String>,
+    #[serde(flatten)]
+    pub backends: BTreeMap<String, BackendConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// A `.wasm` component file.
+    pub plugin: PathBuf,
+    /// The plugin's config, checked against the schema in its manifest.
+    #[serde(default)]
+    pub config: Option<toml::Value>,
+}
+
+/// Why a config was refused. Every message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("{origin}: {key}: {message}")]
+    Invalid {
+        origin: String,
+        key: String,
+        message: String,
+    },
+}
+
+impl HostConfig {
+    /// Parses TOML; `origin` (a path or `configmap ns/name`) names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            origin: origin.to_owned(),
+            message: e.to_string().trim().to_owned(),
+        })?;
+        let invalid = |key: String, message: String| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key,
+            message,
+        };
+        config
+            .runtime
+            .validate()
+            .map_err(|message| invalid("runtime".into(), message))?;
+        for (step, section) in config.sections() {
+            if let Some(default) = &section.default {
+                if !section.backends.contains_key(default) {
+                    return Err(invalid(
+                        format!("{step}.default"),
+                        format!("no backend {default:?} in [{step}]"),
+                    ));
+                }
+            } else if section.backends.len() > 1 {
+                return Err(invalid(
+                    format!("{step}.default"),
+                    "several backends and no default: name one".into(),
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Reads and parses a file; relative plugin paths resolve next to it.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::parse(&text, &path.display().to_string())?;
+        if config.plugins.dir.is_none() {
+            config.plugins.dir = path.parent().map(Path::to_path_buf);
+        }
+        Ok(config)
+    }
+
+    /// The four step sections with their names.
+    pub fn sections(&self) -> [(StepKind, &StepSection); 4] {
+        [
+            (StepKind::Network, &self.network),
+            (StepKind::Storage, &self.storage),
+            (StepKind::Lifecycle, &self.lifecycle),
+            (StepKind::Migration, &self.migration),
+        ]
+    }
+}
+
+/// The config key of a step: `network`, `storage`, ...
+pub fn step_name(step: StepKind) -> &'static str {
+    match step {
+        StepKind::Network => "network",
+        StepKind::Storage => "storage",
+        StepKind::Lifecycle => "lifecycle",
+        StepKind::Migration => "migration",
+    }
+}
+
+impl std::fmt::Display for StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(step_name(*self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_backends_and_defaults() {
+        let config = HostConfig::parse(
+            r#"
+            [runtime]
+            deadlineMs = 500
+            [storage]
+            default = "longhorn"
+            [storage.longhorn]
+            plugin = "longhorn_storage.wasm"
+            config = { numberOfReplicas = 3 }
+            [storage.cdi]
+            plugin = "cdi_storage.wasm"
+            "#,
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(config.runtime.deadline_ms, 500);
+        assert_eq!(config.storage.backends.len(), 2);
+        assert_eq!(config.storage.default.as_deref(), Some("longhorn"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let unknown_default = HostConfig::parse(
+            "[storage]\ndefault = \"x\"\n[storage.cdi]\nplugin = \"a.wasm\"\n",
+            "w.toml",
+        )
+        .unwrap_err();
+        assert_eq!(
+            unknown_default.to_string(),
+            "w.toml: storage.default: no backend \"x\" in [storage]"
+        );
+        let bad_limit = HostConfig::parse("[runtime]\ndeadlineMs = 0\n", "w.toml").unwrap_err();
+        assert!(
+            bad_limit.to_string().contains("runtime.deadlineMs"),
+            "{bad_limit}"
+        );
+        let typo = HostConfig::parse("[runtime]\ndeadline = 5\n", "w.toml").unwrap_err();
+        assert!(typo.to_string().contains("deadline"), "{typo}");
+        let missing_plugin =
+            HostConfig::parse("[storage.cdi]\nconfig = {}\n", "w.toml").unwrap_err();
+        assert!(
+            missing_plugin.to_string().contains("plugin"),
+            "{missing_plugin}"
+        );
+    }
+}

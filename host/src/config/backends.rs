@@ -1,0 +1,133 @@
+//! The loaded backends: for each step, each backend's plugin and its validated config.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::{ConfigError, HostConfig, step_name};
+use crate::plugin::types::StepKind;
+use crate::plugin::{CodeCache, Plugin, Runtime};
+
+/// One backend, ready to call.
+pub struct Backend {
+    /// The backend's name in the config (`longhorn`).
+    pub name: String,
+    pub plugin: Arc<Plugin>,
+    /// The plugin's config as JSON, validated against its schema.
+    pub config_json: String,
+}
+
+/// Every configured backend, loaded and validated.
+pub struct Backends {
+    pub runtime: Arc<Runtime>,
+    steps: BTreeMap<String, (Option<String>, BTreeMap<String, Arc<Backend>>)>,
+}
+
+impl Backends {
+    /// Loads every plugin the config names, checks it serves its step and that its config
+    /// passes its schema. Any problem stops here, naming the key.
+    pub fn load(config: &HostConfig, origin: &str) -> Result<Self, ConfigError> {
+        let cache = CodeCache::new(
+            config
+                .plugins
+                .cache_dir
+                .clone()
+                .unwrap_or_else(CodeCache::default_dir),
+        );
+        let runtime = Runtime::new(config.runtime.clone(), Some(cache)).map_err(|e| {
+            ConfigError::Invalid {
+                origin: origin.to_owned(),
+                key: "runtime".into(),
+                message: format!("{e:#}"),
+            }
+        })?;
+        Self::load_with(config, origin, Arc::new(runtime))
+    }
+
+    /// As [`Backends::load`], with an existing runtime (hot reloads keep the engine).
+    pub fn load_with(
+        config: &HostConfig,
+        origin: &str,
+        runtime: Arc<Runtime>,
+    ) -> Result<Self, ConfigError> {
+        let mut steps = BTreeMap::new();
+        for (step, section) in config.sections() {
+            let mut backends = BTreeMap::new();
+            for (name, backend) in &section.backends {
+                let key = format!("{}.{name}", step_name(step));
+                let invalid = |key: String, message: String| ConfigError::Invalid {
+                    origin: origin.to_owned(),
+                    key,
+                    message,
+                };
+                let path = resolve(config, &backend.plugin);
+                let plugin = runtime
+                    .load(&path)
+                    .map_err(|e| invalid(format!("{key}.plugin"), e.to_string()))?;
+                if plugin.step() != step {
+                    return Err(invalid(
+                        format!("{key}.plugin"),
+                        format!(
+                            "{} is a {} plugin, not a {} plugin",
+                            path.display(),
+                            plugin.step(),
+                            step
+                        ),
+                    ));
+                }
+                let config_json = match &backend.config {
+                    Some(value) => serde_json::to_value(value)
+                        .map_err(|e| invalid(format!("{key}.config"), e.to_string()))?,
+                    None => serde_json::json!({}),
+                };
+                plugin
+                    .validate_config(&config_json)
+                    .map_err(|e| invalid(format!("{key}.config"), e.to_string()))?;
+                tracing::info!(backend = %key, plugin = %plugin.id, digest = %plugin.digest, code = ?plugin.code_source, "backend loaded");
+                backends.insert(
+                    name.clone(),
+                    Arc::new(Backend {
+                        name: name.clone(),
+                        plugin: Arc::new(plugin),
+                        config_json: config_json.to_string(),
+                    }),
+                );
+            }
+            let default = section
+                .default
+                .clone()
+                .or_else(|| backends.keys().next().cloned());
+            steps.insert(step_name(step).to_owned(), (default, backends));
+        }
+        Ok(Self { runtime, steps })
+    }
+
+    /// The backend for a step: the named one, or the step's default. `None` when the
+    /// step has no backend configured (the step is skipped) or the name is unknown.
+    pub fn get(&self, step: StepKind, name: Option<&str>) -> Option<&Arc<Backend>> {
+        let (default, backends) = self.steps.get(step_name(step))?;
+        backends.get(name.or(default.as_deref())?)
+    }
+
+    /// Whether a step has any backend.
+    pub fn has_step(&self, step: StepKind) -> bool {
+        self.steps
+            .get(step_name(step))
+            .is_some_and(|(_, b)| !b.is_empty())
+    }
+
+    /// The names of a step's backends, for error messages.
+    pub fn names(&self, step: StepKind) -> Vec<String> {
+        self.steps
+            .get(step_name(step))
+            .map(|(_, b)| b.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn resolve(config: &HostConfig, plugin: &std::path::Path) -> PathBuf {
+    match &config.plugins.dir {
+        Some(dir) if plugin.is_relative() => dir.join(plugin),
+        _ => plugin.to_path_buf(),
+    }
+}

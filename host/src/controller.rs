@@ -1,0 +1,174 @@
+//! The reconcile loop: kube-runtime's `Controller` over Wukongs, the finalizer, the step
+//! pipeline, status through the status subresource, events, requeue and backoff.
+
+mod pipeline;
+mod reconcile;
+mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject};
+use kube::core::GroupVersionKind;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+
+use crate::api::{WUKONG_LABEL, Wukong};
+use crate::cluster::{Applier, Kinds};
+use crate::config::Backends;
+
+pub use pipeline::StepFailure;
+pub use status::{NETWORKS_CONFIGURED, READY, STEP_FAILED, VOLUMES_BOUND};
+
+/// Errors of one reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Apply(#[from] crate::cluster::ApplyError),
+    #[error("{} step failed: {}", crate::config::step_name(.0.step), .0.message)]
+    Step(StepFailure),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    /// Errors that retrying soon may fix get short backoff; the rest wait longer.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Kube(_) | Self::Finalizer(_) => true,
+            Self::Apply(e) => !e.is_permanent(),
+            Self::Step(f) => f.transient,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Publishes events on Wukongs.
+    pub recorder: Recorder,
+    /// The loaded backends; replaced whole when the config or a plugin changes.
+    pub backends: Arc<RwLock<Arc<Backends>>>,
+    /// Applies outcomes; counts writes.
+    pub applier: Applier,
+    /// Discovered kinds, shared with the reader.
+    pub kinds: Kinds,
+    /// Consecutive failures per Wukong uid, for exponential backoff.
+    failures: Mutex<HashMap<String, u32>>,
+    /// Events already published per Wukong uid, so a converged Wukong publishes none.
+    published: Mutex<HashMap<String, HashSet<(String, String)>>>,
+}
+
+impl Context {
+    pub fn new(client: Client, backends: Arc<RwLock<Arc<Backends>>>) -> Arc<Self> {
+        let kinds = Kinds::new(client.clone());
+        let reporter = Reporter {
+            controller: "wukong".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Arc::new(Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            applier: Applier::new(kinds.clone()),
+            kinds,
+            client,
+            backends,
+            failures: Mutex::default(),
+            published: Mutex::default(),
+        })
+    }
+
+    /// The backends as of now (a reload swaps them between reconciles).
+    pub fn backends(&self) -> Arc<Backends> {
+        self.backends
+            .read()
+            .map(|b| Arc::clone(&b))
+            .unwrap_or_else(|poisoned| Arc::clone(&poisoned.into_inner()))
+    }
+}
+
+/// Kinds Wukong creates or follows; a change to one reconciles its Wukong.
+const WATCHED: &[(&str, &str, &str)] = &[
+    ("kubevirt.io", "v1", "VirtualMachine"),
+    ("kubevirt.io", "v1", "VirtualMachineInstance"),
+    ("kubevirt.io", "v1", "VirtualMachineInstanceMigration"),
+    ("cdi.kubevirt.io", "v1beta1", "DataVolume"),
+    ("", "v1", "PersistentVolumeClaim"),
+    ("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
+];
+
+/// Runs the controller until a shutdown signal.
+pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
+    let wukongs = Api::<Wukong>::all(ctx.client.clone());
+    let mut controller = Controller::new(wukongs, watcher::Config::default().any_semantic())
+        .with_config(
+            kube::runtime::controller::Config::default()
+                .concurrency(16)
+                .debounce(Duration::from_millis(20)),
+        );
+    for (group, version, kind) in WATCHED {
+        match ctx.kinds.resolve(&api_version(group, version), kind).await {
+            Ok(resolved) => {
+                let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resolved.resource);
+                // Objects carry the Wukong's label: VMIs are owned by the VM, PVCs by
+                // their DataVolume, so owner references alone would miss them.
+                controller = controller.watches_with(
+                    api,
+                    resolved.resource.clone(),
+                    watcher::Config::default().labels(WUKONG_LABEL),
+                    |object| {
+                        let namespace = object.namespace();
+                        object.labels().get(WUKONG_LABEL).map(|name| {
+                            ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default())
+                        })
+                    },
+                );
+            }
+            Err(e) => {
+                tracing::warn!(kind = %GroupVersionKind::gvk(group, version, kind).kind, error = %e, "kind not served by this cluster; not watching it")
+            }
+        }
+    }
+    controller
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(wukong = %object, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+fn api_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_owned()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
+/// Backoff: transient errors from 1 s doubling to 5 min; the rest from 30 s.
+fn error_policy(wukong: Arc<Wukong>, error: &Error, ctx: Arc<Context>) -> Action {
+    let uid = wukong.uid().unwrap_or_default();
+    let attempts = ctx.failures.lock().map_or(1, |mut failures| {
+        let count = failures.entry(uid).or_insert(0);
+        *count = count.saturating_add(1);
+        *count
+    });
+    let base = if error.is_transient() { 1 } else { 30 };
+    let delay = Duration::from_secs((base << attempts.min(9).saturating_sub(1)).min(300));
+    tracing::warn!(wukong = %wukong.name_any(), namespace = ?wukong.namespace(), error = %error, attempts, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}

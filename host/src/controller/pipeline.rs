@@ -1,0 +1,171 @@
+//! The step pipeline for one Wukong: network → storage → lifecycle → migration, each a
+//! plugin call (one per backend in use), each step's objects applied before the next
+//! step runs, so later steps read what earlier ones made.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::api::PluginRecord;
+use crate::config::{Backend, Backends, step_name};
+use crate::plugin::types::{self, Action, Condition, Event, StepKind, Upstream};
+use crate::plugin::{ClusterReader, Outcome, Phase, StepRequest, StepStatus};
+
+/// What one run of the pipeline produced.
+#[derive(Default)]
+pub struct PipelineResult {
+    pub upstream: Upstream,
+    pub migration: Option<types::MigrationStatus>,
+    pub conditions: Vec<Condition>,
+    pub events: Vec<Event>,
+    pub actions: Vec<Action>,
+    pub requeue_after_ms: Option<u64>,
+    pub plugins: Vec<PluginRecord>,
+    /// The step that failed, if one did; later steps did not run.
+    pub failure: Option<StepFailure>,
+    pub network_step_ran: bool,
+    pub storage_step_ran: bool,
+}
+
+/// A failed step, for the `StepFailed` condition.
+#[derive(Debug, Clone)]
+pub struct StepFailure {
+    pub step: StepKind,
+    /// `name@version` of the plugin, or the backend name when no plugin was found.
+    pub plugin: String,
+    /// Short, stable: `deadline`, `capability`, `unknown-backend`, `apply`, ...
+    pub reason: String,
+    pub message: String,
+    /// Whether retrying soon may help.
+    pub transient: bool,
+}
+
+/// Runs one plugin call on a blocking thread.
+pub async fn call(
+    backend: &Arc<Backend>,
+    phase: Phase,
+    wukong: types::Wukong,
+    upstream: Upstream,
+    reader: Arc<dyn ClusterReader>,
+) -> Result<Outcome, StepFailure> {
+    let plugin = Arc::clone(&backend.plugin);
+    let context = types::Context {
+        wukong,
+        config: backend.config_json.clone(),
+        backend: backend.name.clone(),
+    };
+    let step = plugin.step();
+    let id = plugin.id.to_string();
+    tokio::task::spawn_blocking(move || {
+        plugin.call(
+            StepRequest {
+                phase,
+                context: &context,
+                upstream: &upstream,
+            },
+            reader,
+        )
+    })
+    .await
+    .map_err(|e| StepFailure {
+        step,
+        plugin: id.clone(),
+        reason: "internal".into(),
+        message: format!("plugin call task failed: {e}"),
+        transient: true,
+    })?
+    .map_err(|e| StepFailure {
+        step,
+        plugin: e.plugin.clone(),
+        reason: e.failure.label().into(),
+        message: e.to_string(),
+        transient: e.failure.is_transient(),
+    })
+}
+
+/// Groups items by the backend they name (None: the default), keeping spec order inside.
+pub fn by_backend<T>(
+    items: &[T],
+    backend_of: impl Fn(&T) -> Option<&str>,
+) -> BTreeMap<Option<String>, Vec<T>>
+where
+    T: Clone,
+{
+    let mut groups: BTreeMap<Option<String>, Vec<T>> = BTreeMap::new();
+    for item in items {
+        groups
+            .entry(backend_of(item).map(str::to_owned))
+            .or_default()
+            .push(item.clone());
+    }
+    groups
+}
+
+/// The backend for a step and name, or the failure that says why there is none.
+pub fn backend_for(
+    backends: &Backends,
+    step: StepKind,
+    name: Option<&str>,
+) -> Result<Arc<Backend>, StepFailure> {
+    backends
+        .get(step, name)
+        .cloned()
+        .ok_or_else(|| StepFailure {
+            step,
+            plugin: name.unwrap_or("default").to_owned(),
+            reason: "unknown-backend".into(),
+            message: match name {
+                Some(name) => format!(
+                    "{} backend {name:?} is not configured (configured: {})",
+                    step_name(step),
+                    backends.names(step).join(", ")
+                ),
+                None => format!("no {} backend is configured", step_name(step)),
+            },
+            transient: false,
+        })
+}
+
+/// The status record of a backend.
+pub fn record(step: StepKind, backend: &Backend) -> PluginRecord {
+    PluginRecord {
+        step: step_name(step).to_owned(),
+        backend: backend.name.clone(),
+        name: backend.plugin.manifest.name.clone(),
+        version: backend.plugin.manifest.version.clone(),
+        digest: backend.plugin.digest.clone(),
+    }
+}
+
+impl PipelineResult {
+    /// Takes an outcome's conditions, events, actions and requeue hint; returns the rest.
+    pub fn absorb(&mut self, outcome: &mut Outcome) {
+        self.conditions.append(&mut outcome.conditions);
+        self.events.append(&mut outcome.events);
+        self.actions.append(&mut outcome.actions);
+        if let Some(ms) = outcome.requeue_after_ms {
+            self.requeue_after_ms =
+                Some(self.requeue_after_ms.map_or(ms, |current| current.min(ms)));
+        }
+    }
+
+    /// Stores a step's typed status part.
+    pub fn take_status(&mut self, status: StepStatus) {
+        match status {
+            StepStatus::Networks(mut networks) => self.upstream.networks.append(&mut networks),
+            StepStatus::Volumes(mut volumes) => self.upstream.volumes.append(&mut volumes),
+            StepStatus::Lifecycle(lifecycle) => self.upstream.lifecycle = Some(lifecycle),
+            StepStatus::Migration(migration) => self.migration = migration,
+            StepStatus::Finalized => {}
+        }
+    }
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self {
+            networks: Vec::new(),
+            volumes: Vec::new(),
+            lifecycle: None,
+        }
+    }
+}

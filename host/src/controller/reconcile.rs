@@ -1,0 +1,426 @@
+//! One reconcile: the finalizer, then the pipeline (apply) or the steps' `finalize` in
+//! reverse (cleanup). Objects first, then status, then one-shot actions: an action is
+//! recorded before it is executed, so a crash in between cannot repeat it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::pipeline::{self, PipelineResult, StepFailure};
+use super::{Context, Error, Result, status};
+use crate::api::{FINALIZER, Wukong, WukongStatus, to_contract};
+use crate::cluster::{LiveReader, Owner};
+use crate::plugin::types::{self, Action as PluginAction, Event, StepKind};
+use crate::plugin::{ClusterReader, Outcome, Phase};
+
+/// How long a converged Wukong waits before a routine re-check.
+const RESYNC: Duration = Duration::from_secs(300);
+/// The field manager of the status the host writes.
+const STATUS_MANAGER: &str = "wukong";
+
+pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action> {
+    let namespace = wukong.namespace().unwrap_or_default();
+    let api: Api<Wukong> = Api::namespaced(ctx.client.clone(), &namespace);
+    let span =
+        tracing::info_span!("reconcile", wukong = %wukong.name_any(), namespace = %namespace);
+    let _entered = span.enter();
+    finalizer(&api, FINALIZER, wukong, |event| async {
+        match event {
+            Finalizer::Apply(wukong) => apply(&wukong, &ctx, &api).await,
+            Finalizer::Cleanup(wukong) => cleanup(&wukong, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    })
+}
+
+fn owner(wukong: &Wukong) -> Owner {
+    Owner {
+        api_version: Wukong::api_version(&()).into_owned(),
+        kind: Wukong::kind(&()).into_owned(),
+        name: wukong.name_any(),
+        namespace: wukong.namespace().unwrap_or_default(),
+        uid: wukong.uid().unwrap_or_default(),
+    }
+}
+
+fn reader(ctx: &Context) -> Arc<dyn ClusterReader> {
+    Arc::new(LiveReader::new(
+        ctx.kinds.clone(),
+        tokio::runtime::Handle::current(),
+    ))
+}
+
+async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Action> {
+    let record = to_contract(wukong);
+    let result = run_pipeline(&record, wukong, ctx).await;
+
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let new_status = status::build(
+        wukong.status.as_ref(),
+        &result,
+        wukong.metadata.generation,
+        &now,
+    );
+    write_status(api, wukong, new_status).await?;
+    for action in &result.actions {
+        execute(ctx, &record.namespace, action).await?;
+    }
+    publish(ctx, wukong, &result.events).await;
+
+    if let Some(failure) = result.failure {
+        publish(
+            ctx,
+            wukong,
+            &[Event {
+                warning: true,
+                reason: "StepFailed".into(),
+                message: format!("{} ({})", failure.message, failure.plugin),
+            }],
+        )
+        .await;
+        return Err(Error::Step(failure));
+    }
+    if let Ok(mut failures) = ctx.failures.lock() {
+        failures.remove(&record.uid);
+    }
+    Ok(result
+        .requeue_after_ms
+        .map_or(Action::requeue(RESYNC), |ms| {
+            Action::requeue(Duration::from_millis(ms.max(100)))
+        }))
+}
+
+/// Runs every step; a failing step stops the pipeline and is reported in the result.
+async fn run_pipeline(record: &types::Wukong, wukong: &Wukong, ctx: &Context) -> PipelineResult {
+    let backends = ctx.backends();
+    let reader = reader(ctx);
+    let owner = owner(wukong);
+    let mut result = PipelineResult::default();
+
+    let steps: [(StepKind, bool); 4] = [
+        (StepKind::Network, !record.networks.is_empty()),
+        (StepKind::Storage, !record.disks.is_empty()),
+        (StepKind::Lifecycle, true),
+        (StepKind::Migration, backends.has_step(StepKind::Migration)),
+    ];
+    for (step, needed) in steps {
+        if !needed {
+            continue;
+        }
+        let groups: Vec<(Option<String>, types::Wukong)> = match step {
+            StepKind::Network => pipeline::by_backend(&record.networks, |n| n.backend.as_deref())
+                .into_iter()
+                .map(|(backend, networks)| {
+                    (
+                        backend,
+                        types::Wukong {
+                            networks,
+                            ..record.clone()
+                        },
+                    )
+                })
+                .collect(),
+            StepKind::Storage => pipeline::by_backend(&record.disks, |d| d.backend.as_deref())
+                .into_iter()
+                .map(|(backend, disks)| {
+                    (
+                        backend,
+                        types::Wukong {
+                            disks,
+                            ..record.clone()
+                        },
+                    )
+                })
+                .collect(),
+            StepKind::Lifecycle | StepKind::Migration => vec![(None, record.clone())],
+        };
+        result.network_step_ran |= step == StepKind::Network;
+        result.storage_step_ran |= step == StepKind::Storage;
+        for (backend_name, subset) in groups {
+            if let Err(failure) = run_step(
+                step,
+                backend_name.as_deref(),
+                subset,
+                &backends,
+                &reader,
+                &owner,
+                ctx,
+                &mut result,
+            )
+            .await
+            {
+                result.failure = Some(failure);
+                return result;
+            }
+        }
+        order_like_spec(&mut result, record);
+    }
+    result
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one step's whole context; a struct would only rename it"
+)]
+async fn run_step(
+    step: StepKind,
+    backend_name: Option<&str>,
+    subset: types::Wukong,
+    backends: &crate::config::Backends,
+    reader: &Arc<dyn ClusterReader>,
+    owner: &Owner,
+    ctx: &Context,
+    result: &mut PipelineResult,
+) -> Result<(), StepFailure> {
+    let backend = pipeline::backend_for(backends, step, backend_name)?;
+    let labels = subset.labels.clone();
+    let mut outcome: Outcome = pipeline::call(
+        &backend,
+        Phase::Reconcile,
+        subset,
+        result.upstream.clone(),
+        Arc::clone(reader),
+    )
+    .await?;
+    result.plugins.push(pipeline::record(step, &backend));
+    apply_objects(
+        ctx,
+        &backend.plugin.manifest.name,
+        owner,
+        &mut outcome,
+        &labels,
+    )
+    .await
+    .map_err(|e| StepFailure {
+        step,
+        plugin: backend.plugin.id.to_string(),
+        reason: "apply".into(),
+        message: e.to_string(),
+        transient: !e.is_permanent(),
+    })?;
+    result.absorb(&mut outcome);
+    result.take_status(outcome.status);
+    Ok(())
+}
+
+async fn apply_objects(
+    ctx: &Context,
+    plugin: &str,
+    owner: &Owner,
+    outcome: &mut Outcome,
+    labels: &[(String, String)],
+) -> Result<(), crate::cluster::ApplyError> {
+    let manager = format!("wukong-{plugin}");
+    for object in std::mem::take(&mut outcome.apply) {
+        ctx.applier.apply(&manager, owner, object, labels).await?;
+    }
+    for target in &outcome.delete {
+        ctx.applier.delete(target, &owner.namespace, None).await?;
+    }
+    Ok(())
+}
+
+/// Backends run per group; put networks and volumes back in spec order.
+fn order_like_spec(result: &mut PipelineResult, record: &types::Wukong) {
+    let network_position = |name: &str| {
+        record
+            .networks
+            .iter()
+            .position(|n| n.name == name)
+            .unwrap_or(usize::MAX)
+    };
+    let disk_position = |name: &str| {
+        record
+            .disks
+            .iter()
+            .position(|d| d.name == name)
+            .unwrap_or(usize::MAX)
+    };
+    result
+        .upstream
+        .networks
+        .sort_by_key(|n| network_position(&n.name));
+    result
+        .upstream
+        .volumes
+        .sort_by_key(|v| disk_position(&v.name));
+}
+
+async fn execute(ctx: &Context, namespace: &str, action: &PluginAction) -> Result<()> {
+    match action {
+        PluginAction::Subresource(call) => {
+            tracing::info!(action = %format!("{}/{}", call.plural, call.subresource), target = %call.name, "executing action");
+            ctx.applier.subresource(namespace, call).await?;
+        }
+        PluginAction::DeleteObject((target, grace)) => {
+            tracing::info!(kind = %target.kind, target = %target.name, grace = ?grace, "deleting as an action");
+            ctx.applier.delete(target, namespace, *grace).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes status through the status subresource, only when it changed.
+async fn write_status(api: &Api<Wukong>, wukong: &Wukong, status: WukongStatus) -> Result<()> {
+    if wukong.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let patch = json!({"apiVersion": Wukong::api_version(&()), "kind": Wukong::kind(&()), "status": status});
+    api.patch_status(
+        &wukong.name_any(),
+        &PatchParams::apply(STATUS_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Publishes events not yet published for this Wukong (a converged Wukong publishes none).
+async fn publish(ctx: &Context, wukong: &Wukong, events: &[Event]) {
+    let uid = wukong.uid().unwrap_or_default();
+    let reference = wukong.object_ref(&());
+    for event in events {
+        let key = (event.reason.clone(), event.message.clone());
+        let fresh = ctx
+            .published
+            .lock()
+            .is_ok_and(|mut published| published.entry(uid.clone()).or_default().insert(key));
+        if !fresh {
+            continue;
+        }
+        let kube_event = KubeEvent {
+            type_: if event.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: event.reason.clone(),
+            note: Some(event.message.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&kube_event, &reference).await {
+            tracing::warn!(error = %e, reason = %event.reason, "cannot publish event");
+        }
+    }
+}
+
+/// Deletion: each step's `finalize` in reverse order, retained disks orphaned, then the
+/// finalizer goes (by kube-runtime's `finalizer`).
+async fn cleanup(wukong: &Wukong, ctx: &Context) -> Result<Action> {
+    let record = to_contract(wukong);
+    let backends = ctx.backends();
+    let reader = reader(ctx);
+    let owner = owner(wukong);
+    let upstream = types::Upstream {
+        networks: Vec::new(),
+        volumes: wukong
+            .status
+            .as_ref()
+            .map(|s| s.volumes.iter().map(volume_from_status).collect())
+            .unwrap_or_default(),
+        lifecycle: None,
+    };
+    for volume in upstream.volumes.iter().filter(|v| v.retain) {
+        let (api_version, kind) = if volume.data_volume {
+            ("cdi.kubevirt.io/v1beta1", "DataVolume")
+        } else {
+            ("v1", "PersistentVolumeClaim")
+        };
+        let target = types::ObjectRef {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: None,
+            name: volume.claim_name.clone(),
+        };
+        ctx.applier
+            .orphan(&target, &owner.namespace, &owner.uid)
+            .await?;
+    }
+    for step in [
+        StepKind::Migration,
+        StepKind::Lifecycle,
+        StepKind::Storage,
+        StepKind::Network,
+    ] {
+        let groups: Vec<Option<String>> = match step {
+            StepKind::Network => pipeline::by_backend(&record.networks, |n| n.backend.as_deref())
+                .into_keys()
+                .collect(),
+            StepKind::Storage => pipeline::by_backend(&record.disks, |d| d.backend.as_deref())
+                .into_keys()
+                .collect(),
+            _ if backends.has_step(step) => vec![None],
+            _ => Vec::new(),
+        };
+        for name in groups {
+            let backend =
+                pipeline::backend_for(&backends, step, name.as_deref()).map_err(Error::Step)?;
+            let mut outcome = pipeline::call(
+                &backend,
+                Phase::Finalize,
+                record.clone(),
+                upstream.clone(),
+                Arc::clone(&reader),
+            )
+            .await
+            .map_err(Error::Step)?;
+            apply_objects(
+                ctx,
+                &backend.plugin.manifest.name,
+                &owner,
+                &mut outcome,
+                &record.labels,
+            )
+            .await?;
+            for action in &outcome.actions {
+                execute(ctx, &record.namespace, action).await?;
+            }
+        }
+    }
+    if let Ok(mut published) = ctx.published.lock() {
+        published.remove(&record.uid);
+    }
+    publish(
+        ctx,
+        wukong,
+        &[Event {
+            warning: false,
+            reason: "Deleted".into(),
+            message: "every step finalized; removing the finalizer".into(),
+        }],
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+fn volume_from_status(v: &crate::api::VolumeStatus) -> types::Volume {
+    types::Volume {
+        name: v.name.clone(),
+        claim_name: v.claim_name.clone(),
+        data_volume: v.data_volume,
+        phase: v.phase.clone(),
+        bound: v.bound,
+        progress: v.progress.clone(),
+        requested: v.requested.clone(),
+        capacity: v.capacity.clone(),
+        access_modes: v.access_modes.clone(),
+        volume_mode: v.volume_mode.clone(),
+        storage_class: v.storage_class.clone(),
+        retain: v.retain,
+        boot_order: None,
+        bus: String::new(),
+        message: v.message.clone(),
+    }
+}
