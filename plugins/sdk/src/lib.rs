@@ -28,6 +28,7 @@
 mod bindings;
 mod call;
 mod cluster;
+pub mod disks;
 mod export;
 mod manifest;
 pub mod native;

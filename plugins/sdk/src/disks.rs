@@ -1,0 +1,509 @@
+//! Disks to claims, shared by the storage plugins: a CDI DataVolume for an image disk, a
+//! PersistentVolumeClaim for a blank one, an existing claim used as is. A backend only
+//! says which storage class, access modes and volume mode its claims get ([`ClaimClass`]),
+//! and may ask for its StorageClass ([`ensure_storage_class`]).
+//!
+//! # Expected flow
+//! [`reconcile`] builds each disk's object when it does not exist yet, reads the
+//! DataVolume and PVC back and reports one [`Volume`] per disk, in spec order, with the
+//! `VolumesBound` and `DisksResized` conditions and a requeue hint while a volume is not
+//! bound. [`finalize`] deletes the DataVolumes and PVCs of the disks that are not retained.
+//!
+//! # Guarantees
+//! - Disks only grow: a spec size above the claim's request applies the larger request
+//!   to the PVC (KubeVirt grows a disk through its PVC, never the DataVolume); a smaller
+//!   one keeps the claim as it is, with `DisksResized=False` and a warning event.
+//! - Existing objects are not re-applied unless they must change, so a converged Wukong
+//!   costs no write. NB: a DataVolume's spec is immutable once created (CDI refuses edits),
+//!   so a changed image or class applies to new disks only.
+//! - Only objects carrying the Wukong's labels are deleted.
+//!
+//! # Caveats
+//! - CDI adds filesystem overhead to the PVC of a `Filesystem` DataVolume, so the PVC's
+//!   request may exceed the disk size. Shrinking is judged against the size Wukong asked
+//!   for (the DataVolume's request, or the size annotation of the last growth), not the
+//!   PVC's request.
+//! - Retained disks carry the [`RETAIN_ANNOTATION`]: the host must not give them an owner
+//!   reference, or the garbage collector deletes them with the Wukong anyway.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::storage::v1::StorageClass;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde_json::{Value, json};
+
+use crate::{
+    Call, Disk, DiskSource, Effects, StepError, StepResult, StorageOutcome, Volume, quantity,
+};
+
+/// CDI's DataVolume.
+pub const DATA_VOLUME_API_VERSION: &str = "cdi.kubevirt.io/v1beta1";
+/// CDI's DataVolume.
+pub const DATA_VOLUME_KIND: &str = "DataVolume";
+/// The size Wukong last asked for, on PVCs it created or grew.
+pub const SIZE_ANNOTATION: &str = "vm.novasphere.dev/size";
+/// On the claims of retained disks: the host leaves their owner reference out.
+pub const RETAIN_ANNOTATION: &str = "vm.novasphere.dev/retain";
+/// Asks CDI to import at once even on a `WaitForFirstConsumer` class: the lifecycle step
+/// creates the VM only once volumes are bound.
+const BIND_IMMEDIATE_ANNOTATION: &str = "cdi.kubevirt.io/storage.bind.immediate.requested";
+/// The condition saying every volume is bound.
+pub const VOLUMES_BOUND: &str = "VolumesBound";
+/// The condition saying every disk has the size its spec asks for (or is growing to it).
+pub const DISKS_RESIZED: &str = "DisksResized";
+/// How soon to look again while a volume is not bound.
+const REQUEUE_MS: u64 = 5_000;
+
+/// What a backend decides about its claims.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimClass {
+    /// The class for disks that name none; `None` is the cluster's default class.
+    pub storage_class: Option<String>,
+    /// `ReadWriteOnce`, `ReadWriteMany`, ...
+    pub access_modes: Vec<String>,
+    /// `Filesystem` or `Block`; `None` leaves it to the cluster.
+    pub volume_mode: Option<String>,
+}
+
+/// The name of the DataVolume or PVC of a disk Wukong creates.
+pub fn claim_name(wukong: &str, disk: &str) -> String {
+    format!("{wukong}-{disk}")
+}
+
+/// The DataVolume source for an image: `docker://` is a registry import, `http(s)://` an
+/// http import. Anything else is an invalid spec.
+pub fn image_source(disk: &str, image: &str) -> StepResult<Value> {
+    if image.starts_with("docker://") {
+        Ok(json!({"registry": {"url": image}}))
+    } else if image.starts_with("http://") || image.starts_with("https://") {
+        Ok(json!({"http": {"url": image}}))
+    } else {
+        Err(StepError::InvalidSpec(format!(
+            "disk {disk}: image {image:?} has an unknown scheme: use docker://registry/image:tag or an http(s):// URL"
+        )))
+    }
+}
+
+/// Reconciles every disk of the Wukong on `class`, adding to `effects` (which may already
+/// hold, say, the backend's StorageClass).
+pub fn reconcile<C>(
+    call: &Call<'_, C>,
+    class: &ClaimClass,
+    mut effects: Effects,
+) -> StepResult<StorageOutcome> {
+    let mut volumes = Vec::with_capacity(call.wukong.disks.len());
+    let mut resizes = Vec::new();
+    for disk in &call.wukong.disks {
+        let (volume, resize) = reconcile_disk(call, class, disk, &mut effects)?;
+        volumes.push(volume);
+        resizes.extend(resize);
+    }
+    report_bound(&volumes, &mut effects);
+    report_resizes(&resizes, &mut effects);
+    Ok(StorageOutcome { effects, volumes })
+}
+
+/// Deletes the DataVolumes and PVCs of the disks that are not retained and that carry
+/// the Wukong's labels. Existing claims are never deleted.
+pub fn finalize<C>(call: &Call<'_, C>) -> StepResult<Effects> {
+    let mut effects = Effects::default();
+    for disk in call.wukong.disks.iter().filter(|d| !d.retain) {
+        let name = claim_name(&call.wukong.name, &disk.name);
+        let mut targets = vec![("v1", "PersistentVolumeClaim")];
+        match disk.source {
+            DiskSource::ExistingClaim(_) => continue,
+            DiskSource::Image(_) => targets.insert(0, (DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND)),
+            DiskSource::Blank => {}
+        }
+        for (api_version, kind) in targets {
+            let target = call.object_ref(api_version, kind, &name);
+            let existing: Option<Value> = call.get_as(&target)?;
+            if existing.is_some_and(|o| carries_labels(&o, &call.labels())) {
+                effects.delete.push(target);
+            }
+        }
+    }
+    Ok(effects)
+}
+
+/// Applies the backend's StorageClass when it does not exist. One that exists with another
+/// provisioner or other parameters is a config error: its parameters are immutable.
+pub fn ensure_storage_class<C>(
+    call: &Call<'_, C>,
+    effects: &mut Effects,
+    class: &StorageClass,
+) -> StepResult<()> {
+    let name = class.metadata.name.clone().unwrap_or_default();
+    match call.get_cluster_scoped::<StorageClass>(&name)? {
+        None => effects.apply(&crate::objects::with_type(class)?),
+        Some(existing)
+            if existing.provisioner == class.provisioner
+                && existing.parameters.clone().unwrap_or_default()
+                    == class.parameters.clone().unwrap_or_default() =>
+        {
+            Ok(())
+        }
+        Some(existing) => Err(StepError::InvalidConfig(format!(
+            "StorageClass {name} exists with provisioner {} and parameters {:?}, not {} and {:?}; \
+             a StorageClass cannot change: delete it or configure another storageClass name",
+            existing.provisioner,
+            existing.parameters.unwrap_or_default(),
+            class.provisioner,
+            class.parameters.clone().unwrap_or_default(),
+        ))),
+    }
+}
+
+/// Metadata for a StorageClass a backend shares between Wukongs: no namespace (it is
+/// cluster-scoped) and no Wukong label (it belongs to no single Wukong).
+pub fn storage_class_metadata(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.to_owned()),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/managed-by".to_owned(),
+            "wukong".to_owned(),
+        )])),
+        ..ObjectMeta::default()
+    }
+}
+
+/// A refused shrink or an expansion, for the `DisksResized` condition.
+enum Resize {
+    Grow {
+        disk: String,
+        from: String,
+        to: String,
+    },
+    Refused {
+        disk: String,
+        asked: String,
+        kept: String,
+    },
+}
+
+fn reconcile_disk<C>(
+    call: &Call<'_, C>,
+    class: &ClaimClass,
+    disk: &Disk,
+    effects: &mut Effects,
+) -> StepResult<(Volume, Option<Resize>)> {
+    let size = bytes(&disk.name, "size", &disk.size)?;
+    let (name, data_volume) = match &disk.source {
+        DiskSource::ExistingClaim(claim) => (claim.clone(), false),
+        DiskSource::Image(_) => (claim_name(&call.wukong.name, &disk.name), true),
+        DiskSource::Blank => (claim_name(&call.wukong.name, &disk.name), false),
+    };
+    let storage_class = disk
+        .storage_class
+        .clone()
+        .or_else(|| class.storage_class.clone());
+    let pvc: Option<Value> = call.get_as(&call.object_ref("v1", "PersistentVolumeClaim", &name))?;
+    let mut dv: Option<Value> = None;
+    match &disk.source {
+        DiskSource::ExistingClaim(_) => {}
+        DiskSource::Image(image) => {
+            let source = image_source(&disk.name, image)?;
+            dv = call.get_as(&call.object_ref(DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND, &name))?;
+            if dv.is_none() {
+                let storage = storage(&disk.size, storage_class.as_deref(), class);
+                let mut metadata = metadata(call, &name, disk, None)?;
+                metadata["annotations"][BIND_IMMEDIATE_ANNOTATION] = json!("true");
+                effects.apply(&json!({
+                    "apiVersion": DATA_VOLUME_API_VERSION, "kind": DATA_VOLUME_KIND,
+                    "metadata": metadata, "spec": {"source": source, "storage": storage},
+                }))?;
+            }
+        }
+        DiskSource::Blank if pvc.is_none() => {
+            let mut object = claim(call, &name, disk, &disk.size)?;
+            object["spec"] = storage(&disk.size, storage_class.as_deref(), class);
+            effects.apply(&object)?;
+        }
+        DiskSource::Blank => {}
+    }
+    let mut requested = disk.size.clone();
+    let mut resize = None;
+    if let (Some(pvc), false) = (&pvc, matches!(disk.source, DiskSource::ExistingClaim(_))) {
+        let current = pvc["spec"]["resources"]["requests"]["storage"]
+            .as_str()
+            .unwrap_or_default();
+        let asked = pvc["metadata"]["annotations"][SIZE_ANNOTATION]
+            .as_str()
+            .or_else(|| {
+                dv.as_ref()
+                    .and_then(|d| d["spec"]["storage"]["resources"]["requests"]["storage"].as_str())
+            })
+            .unwrap_or(current);
+        if size < bytes(&disk.name, "claim request", asked)? {
+            requested = asked.to_owned();
+            resize = Some(Resize::Refused {
+                disk: disk.name.clone(),
+                asked: disk.size.clone(),
+                kept: asked.to_owned(),
+            });
+        } else if quantity::to_bytes(current).is_none_or(|current| size > current) {
+            let mut object = claim(call, &name, disk, &disk.size)?;
+            if !data_volume {
+                // The same fields as at creation, immutable ones as they are: under
+                // server-side apply a field left out would be removed.
+                object["spec"] = pvc["spec"].clone();
+                object["spec"]["resources"] = json!({"requests": {"storage": disk.size}});
+                strip_server_fields(&mut object["spec"]);
+            }
+            effects.apply(&object)?;
+            resize = Some(Resize::Grow {
+                disk: disk.name.clone(),
+                from: current.to_owned(),
+                to: disk.size.clone(),
+            });
+        }
+    }
+    let volume = volume(
+        call,
+        disk,
+        &name,
+        data_volume,
+        &requested,
+        pvc.as_ref(),
+        dv.as_ref(),
+        storage_class,
+        class,
+    )?;
+    if !volume.bound {
+        effects.requeue_after(REQUEUE_MS);
+    }
+    Ok((volume, resize))
+}
+
+/// `spec.storage` of a DataVolume, also the spec of a blank PVC: the same shape.
+fn storage(size: &str, storage_class: Option<&str>, class: &ClaimClass) -> Value {
+    let mut storage = json!({
+        "accessModes": class.access_modes,
+        "resources": {"requests": {"storage": size}},
+    });
+    if let Some(mode) = &class.volume_mode {
+        storage["volumeMode"] = json!(mode);
+    }
+    if let Some(name) = storage_class {
+        storage["storageClassName"] = json!(name);
+    }
+    storage
+}
+
+/// A PVC with the request only: the growth patch of a DataVolume's PVC (whose other
+/// fields CDI owns), or the start of a blank disk's PVC.
+fn claim<C>(call: &Call<'_, C>, name: &str, disk: &Disk, size: &str) -> StepResult<Value> {
+    Ok(json!({
+        "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": metadata(call, name, disk, Some(size))?,
+        "spec": {"resources": {"requests": {"storage": size}}},
+    }))
+}
+
+fn metadata<C>(
+    call: &Call<'_, C>,
+    name: &str,
+    disk: &Disk,
+    size: Option<&str>,
+) -> StepResult<Value> {
+    let mut metadata = serde_json::to_value(call.metadata(name))
+        .map_err(|e| StepError::Internal(format!("metadata: {e}")))?;
+    metadata["annotations"] = json!({});
+    if let Some(size) = size {
+        metadata["annotations"][SIZE_ANNOTATION] = json!(size);
+    }
+    if disk.retain {
+        metadata["annotations"][RETAIN_ANNOTATION] = json!("true");
+    }
+    Ok(metadata)
+}
+
+/// Drops what the apiserver fills in on a PVC spec (the bound volume's name), which a
+/// client must not claim ownership of.
+fn strip_server_fields(spec: &mut Value) {
+    if let Some(spec) = spec.as_object_mut() {
+        spec.remove("volumeName");
+        spec.remove("dataSource");
+        spec.remove("dataSourceRef");
+    }
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one volume is reported from all these"
+)]
+fn volume<C>(
+    call: &Call<'_, C>,
+    disk: &Disk,
+    claim_name: &str,
+    data_volume: bool,
+    requested: &str,
+    pvc: Option<&Value>,
+    dv: Option<&Value>,
+    storage_class: Option<String>,
+    class: &ClaimClass,
+) -> StepResult<Volume> {
+    let pvc_phase = pvc.and_then(|p| p["status"]["phase"].as_str());
+    let dv_phase = dv.and_then(|d| d["status"]["phase"].as_str());
+    let bound = pvc_phase == Some("Bound") && (!data_volume || dv_phase == Some("Succeeded"));
+    let mut phase = if bound {
+        "Bound"
+    } else {
+        dv_phase.or(pvc_phase).unwrap_or("Pending")
+    }
+    .to_owned();
+    let progress = dv
+        .and_then(|d| d["status"]["progress"].as_str())
+        .filter(|p| !bound && *p != "N/A")
+        .map(str::to_owned);
+    let message = match (&disk.source, pvc, dv) {
+        _ if bound => String::new(),
+        (DiskSource::ExistingClaim(claim), None, _) => {
+            phase = "Missing".into();
+            format!("PersistentVolumeClaim {claim} does not exist")
+        }
+        (_, _, Some(dv)) if dv_phase == Some("Failed") => {
+            let reason = condition_message(dv, "Running").unwrap_or("import failed");
+            format!("DataVolume {claim_name} failed: {reason}")
+        }
+        _ if pvc_phase == Some("Lost") => {
+            format!("PersistentVolumeClaim {claim_name} lost its volume")
+        }
+        (_, Some(pvc), _) if pvc_phase == Some("Pending") => pending_reason(call, pvc, &mut phase)?,
+        _ => match &progress {
+            Some(progress) => format!("importing: {progress}"),
+            None => format!("waiting for {claim_name}"),
+        },
+    };
+    let spec = pvc.map(|p| &p["spec"]);
+    Ok(Volume {
+        name: disk.name.clone(),
+        claim_name: claim_name.to_owned(),
+        data_volume,
+        phase,
+        bound,
+        progress,
+        requested: requested.to_owned(),
+        capacity: pvc
+            .and_then(|p| p["status"]["capacity"]["storage"].as_str())
+            .map(str::to_owned),
+        access_modes: spec
+            .and_then(|s| s["accessModes"].as_array())
+            .map(|modes| {
+                modes
+                    .iter()
+                    .filter_map(|m| m.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_else(|| class.access_modes.clone()),
+        volume_mode: spec
+            .and_then(|s| s["volumeMode"].as_str().map(str::to_owned))
+            .or_else(|| class.volume_mode.clone()),
+        storage_class: spec
+            .and_then(|s| s["storageClassName"].as_str().map(str::to_owned))
+            .or(storage_class),
+        retain: disk.retain,
+        boot_order: disk.boot_order,
+        bus: disk.bus.clone(),
+        message,
+    })
+}
+
+/// Why a PVC is pending: its class binds on first consumer (then the VM may be created),
+/// or the class does not exist.
+fn pending_reason<C>(call: &Call<'_, C>, pvc: &Value, phase: &mut String) -> StepResult<String> {
+    let Some(class) = pvc["spec"]["storageClassName"].as_str() else {
+        return Ok("waiting for a volume".into());
+    };
+    Ok(match call.get_cluster_scoped::<StorageClass>(class)? {
+        None => format!("StorageClass {class} does not exist"),
+        Some(sc) if sc.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") => {
+            *phase = "WaitForFirstConsumer".into();
+            format!("StorageClass {class} binds when the VM is scheduled")
+        }
+        Some(_) => format!("waiting for StorageClass {class} to provide a volume"),
+    })
+}
+
+fn report_bound(volumes: &[Volume], effects: &mut Effects) {
+    let waiting: Vec<String> = volumes
+        .iter()
+        .filter(|v| !v.bound)
+        .map(|v| match &v.message {
+            m if m.is_empty() => format!("{}: {}", v.name, v.phase),
+            m => format!("{}: {} ({m})", v.name, v.phase),
+        })
+        .collect();
+    if waiting.is_empty() {
+        effects.condition(
+            VOLUMES_BOUND,
+            true,
+            "Bound",
+            format!("{} volume(s) bound", volumes.len()),
+        );
+        return;
+    }
+    let reason = if volumes
+        .iter()
+        .any(|v| matches!(v.phase.as_str(), "Failed" | "Lost" | "Missing"))
+    {
+        "Failed"
+    } else {
+        "Pending"
+    };
+    effects.condition(VOLUMES_BOUND, false, reason, waiting.join("; "));
+}
+
+fn report_resizes(resizes: &[Resize], effects: &mut Effects) {
+    let mut refused = Vec::new();
+    let mut grown = Vec::new();
+    for resize in resizes {
+        match resize {
+            Resize::Refused { disk, asked, kept } => refused.push(format!(
+                "disk {disk}: size {asked} is smaller than its claim's {kept}; disks never shrink, keeping {kept}"
+            )),
+            Resize::Grow { disk, from, to } => grown.push(format!("disk {disk}: expanding from {from} to {to}")),
+        }
+    }
+    for message in &grown {
+        effects.event("DiskExpanding", message.clone());
+    }
+    if !refused.is_empty() {
+        effects.warning("DiskShrinkRefused", refused.join("; "));
+        effects.condition(DISKS_RESIZED, false, "ShrinkRefused", refused.join("; "));
+    } else if !grown.is_empty() {
+        effects.condition(DISKS_RESIZED, true, "Expanding", grown.join("; "));
+    } else {
+        effects.condition(
+            DISKS_RESIZED,
+            true,
+            "AsRequested",
+            "every disk has its requested size",
+        );
+    }
+}
+
+fn bytes(disk: &str, what: &str, value: &str) -> StepResult<u128> {
+    quantity::to_bytes(value).ok_or_else(|| {
+        StepError::InvalidSpec(format!(
+            "disk {disk}: {what} {value:?} is not a quantity (e.g. 20Gi)"
+        ))
+    })
+}
+
+/// True when `object` carries every one of `labels`.
+pub fn carries_labels(object: &Value, labels: &BTreeMap<String, String>) -> bool {
+    labels
+        .iter()
+        .all(|(key, value)| object["metadata"]["labels"][key].as_str() == Some(value.as_str()))
+}
+
+/// The message of a condition in a Kubernetes object's `status.conditions`.
+fn condition_message<'a>(object: &'a Value, condition_type: &str) -> Option<&'a str> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == condition_type)?["message"]
+        .as_str()
+        .filter(|m| !m.is_empty())
+}
