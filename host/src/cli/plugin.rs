@@ -1,0 +1,49 @@
+//! `wukong plugin`: tools for plugin authors, no cluster needed — inspect a plugin, run
+//! one call, run a directory of cases.
+
+pub mod inspect;
+pub mod run;
+pub mod test;
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand};
+
+use crate::plugin::{CodeCache, Plugin, Runtime, RuntimeLimits};
+
+#[derive(Debug, Args)]
+pub struct PluginArgs {
+    #[command(subcommand)]
+    pub command: PluginCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PluginCommand {
+    /// Show a plugin's manifest, world, contract, capabilities, config schema and digest.
+    Inspect(inspect::InspectArgs),
+    /// Call a plugin once on a Wukong and print the checked outcome as YAML.
+    Run(run::RunArgs),
+    /// Run every case file `DIR/*.yaml` against a plugin.
+    Test(test::TestArgs),
+}
+
+pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        PluginCommand::Inspect(args) => inspect::run(&args),
+        PluginCommand::Run(args) => run::run(args),
+        PluginCommand::Test(args) => test::run(&args),
+    }
+}
+
+/// Loads a plugin with the default limits, keeping compiled code in the default cache
+/// (`$WUKONG_CACHE/compiled`, else `~/.cache/wukong/compiled`).
+pub(crate) fn load(path: &Path) -> anyhow::Result<Plugin> {
+    let runtime = Runtime::new(
+        RuntimeLimits::default(),
+        Some(CodeCache::new(CodeCache::default_dir())),
+    )
+    .context("cannot start the plugin runtime")?;
+    Ok(runtime.load(path)?)
+}
