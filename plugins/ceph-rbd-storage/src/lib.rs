@@ -1,1 +1,275 @@
-//! Work in progress.
+//! `ceph-rbd-storage`: the Wukong's disks on Ceph RBD through Rook's CSI driver
+//! (`rook-ceph.rbd.csi.ceph.com`). With `liveMigration` (the default) claims are
+//! `ReadWriteMany` in `Block` mode — the only way RBD is shared between two nodes, which
+//! KubeVirt needs to live-migrate. The plugin applies its StorageClass when
+//! `createStorageClass` is set, or uses an existing one.
+//!
+//! The disk logic is the SDK's [`wukong_plugin_sdk::disks`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::storage::v1::StorageClass;
+use schemars::JsonSchema;
+use serde::Deserialize;
+use wukong_plugin_sdk::disks::{self, ClaimClass};
+use wukong_plugin_sdk::{
+    Call, Effects, Manifest, Plugin, StepResult, StorageOutcome, StoragePlugin,
+};
+
+/// Rook's RBD CSI driver (`<operator namespace>.rbd.csi.ceph.com`).
+pub const PROVISIONER: &str = "rook-ceph.rbd.csi.ceph.com";
+
+/// The plugin's config. Defaults are Rook's example cluster.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// The StorageClass for disks that name none.
+    #[serde(default = "default_storage_class")]
+    pub storage_class: String,
+    /// Apply that StorageClass (shared by every Wukong) when it does not exist.
+    #[serde(default = "yes")]
+    pub create_storage_class: bool,
+    /// The Rook cluster's namespace, which is its CSI cluster ID.
+    #[serde(default = "default_cluster_id", rename = "clusterID")]
+    pub cluster_id: String,
+    /// The RBD pool.
+    #[serde(default = "default_pool")]
+    pub pool: String,
+    /// RBD image features.
+    #[serde(default = "default_image_features")]
+    pub image_features: String,
+    /// Namespace of the CSI secrets (Rook's operator namespace).
+    #[serde(default = "default_cluster_id")]
+    pub secret_namespace: String,
+    /// Secret for provisioning and expansion.
+    #[serde(default = "default_provisioner_secret")]
+    pub provisioner_secret: String,
+    /// Secret for staging volumes on nodes.
+    #[serde(default = "default_node_secret")]
+    pub node_secret: String,
+    /// RWX `Block` volumes; RWO `Filesystem` when false.
+    #[serde(default = "yes")]
+    pub live_migration: bool,
+}
+
+fn default_storage_class() -> String {
+    "wukong-ceph-rbd".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_cluster_id() -> String {
+    "rook-ceph".into()
+}
+fn default_pool() -> String {
+    "replicapool".into()
+}
+fn default_image_features() -> String {
+    "layering".into()
+}
+fn default_provisioner_secret() -> String {
+    "rook-csi-rbd-provisioner".into()
+}
+fn default_node_secret() -> String {
+    "rook-csi-rbd-node".into()
+}
+
+/// The plugin.
+pub struct CephRbdStorage;
+
+impl Plugin for CephRbdStorage {
+    type Config = Config;
+
+    fn manifest() -> Manifest {
+        Manifest::new("ceph-rbd-storage", env!("CARGO_PKG_VERSION"))
+            .description("Disks on Ceph RBD through Rook, live-migratable (RWX Block)")
+            .writes(disks::DATA_VOLUME_API_VERSION, disks::DATA_VOLUME_KIND)
+            .writes("v1", "PersistentVolumeClaim")
+            .writes("storage.k8s.io/v1", "StorageClass")
+    }
+}
+
+impl StoragePlugin for CephRbdStorage {
+    fn reconcile(call: &Call<'_, Config>) -> StepResult<StorageOutcome> {
+        let config = &call.config;
+        let mut effects = Effects::default();
+        if config.create_storage_class {
+            disks::ensure_storage_class(call, &mut effects, &storage_class(config))?;
+        }
+        let (access, mode) = if config.live_migration {
+            ("ReadWriteMany", "Block")
+        } else {
+            ("ReadWriteOnce", "Filesystem")
+        };
+        let class = ClaimClass {
+            storage_class: Some(config.storage_class.clone()),
+            access_modes: vec![access.into()],
+            volume_mode: Some(mode.into()),
+        };
+        disks::reconcile(call, &class, effects)
+    }
+
+    fn finalize(call: &Call<'_, Config>) -> StepResult<Effects> {
+        disks::finalize(call)
+    }
+}
+
+/// The class the plugin applies, as Rook's example: secrets for provisioning, expansion
+/// (disks grow) and node staging.
+fn storage_class(config: &Config) -> StorageClass {
+    let mut parameters: BTreeMap<String, String> = [
+        ("clusterID", &config.cluster_id),
+        ("pool", &config.pool),
+        ("imageFormat", &"2".to_owned()),
+        ("imageFeatures", &config.image_features),
+        ("csi.storage.k8s.io/fstype", &"ext4".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.clone()))
+    .collect();
+    for (role, secret) in [
+        ("provisioner", &config.provisioner_secret),
+        ("controller-expand", &config.provisioner_secret),
+        ("node-stage", &config.node_secret),
+    ] {
+        let key = format!("csi.storage.k8s.io/{role}-secret");
+        parameters.insert(format!("{key}-name"), secret.clone());
+        parameters.insert(format!("{key}-namespace"), config.secret_namespace.clone());
+    }
+    StorageClass {
+        metadata: disks::storage_class_metadata(&config.storage_class),
+        provisioner: PROVISIONER.into(),
+        parameters: Some(parameters),
+        allow_volume_expansion: Some(true),
+        reclaim_policy: Some("Delete".into()),
+        volume_binding_mode: Some("Immediate".into()),
+        ..StorageClass::default()
+    }
+}
+
+wukong_plugin_sdk::export_storage_plugin!(CephRbdStorage);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use wukong_plugin_sdk::native::{storage_finalize, storage_reconcile};
+    use wukong_plugin_sdk::{Context, Disk, DiskSource, FixtureCluster, Upstream, Wukong};
+
+    fn context(config: Value) -> Context {
+        let disk = Disk {
+            name: "data".into(),
+            source: DiskSource::Blank,
+            size: "50Gi".into(),
+            storage_class: None,
+            backend: Some("ceph-rbd".into()),
+            retain: false,
+            boot_order: None,
+            bus: "virtio".into(),
+        };
+        Context {
+            wukong: Wukong {
+                name: "vm1".into(),
+                namespace: "tenant-a".into(),
+                uid: "uid-1".into(),
+                generation: 1,
+                deleting: false,
+                cpu: 2,
+                memory: "4Gi".into(),
+                run_strategy: "Always".into(),
+                disks: vec![disk],
+                networks: vec![],
+                lifecycle_action: None,
+                migration: None,
+                labels: vec![("vm.novasphere.dev/wukong".into(), "vm1".into())],
+                json: "{}".into(),
+            },
+            config: config.to_string(),
+            backend: "ceph-rbd".into(),
+        }
+    }
+
+    fn upstream() -> Upstream {
+        Upstream {
+            networks: vec![],
+            volumes: vec![],
+            lifecycle: None,
+        }
+    }
+
+    fn applied(outcome: &StorageOutcome, kind: &str) -> Option<Value> {
+        outcome
+            .effects
+            .apply
+            .iter()
+            .map(|j| serde_json::from_str::<Value>(j).unwrap())
+            .find(|o| o["kind"] == kind)
+    }
+
+    #[test]
+    fn creates_a_rook_rbd_class_and_rwx_block_claims_on_it() {
+        let config = json!({"pool": "vms", "clusterID": "storage"});
+        let outcome = storage_reconcile::<CephRbdStorage>(
+            &context(config),
+            &upstream(),
+            &FixtureCluster::new(),
+        )
+        .unwrap();
+        let class = applied(&outcome, "StorageClass").unwrap();
+        assert_eq!(class["provisioner"], "rook-ceph.rbd.csi.ceph.com");
+        assert!(
+            class["metadata"].get("namespace").is_none(),
+            "cluster-scoped"
+        );
+        let parameters = &class["parameters"];
+        assert_eq!(
+            (
+                parameters["pool"].as_str(),
+                parameters["clusterID"].as_str()
+            ),
+            (Some("vms"), Some("storage"))
+        );
+        assert_eq!(parameters["imageFeatures"], "layering");
+        assert_eq!(
+            parameters["csi.storage.k8s.io/provisioner-secret-name"],
+            "rook-csi-rbd-provisioner"
+        );
+        assert_eq!(
+            parameters["csi.storage.k8s.io/controller-expand-secret-namespace"],
+            "rook-ceph"
+        );
+        assert_eq!(
+            parameters["csi.storage.k8s.io/node-stage-secret-name"],
+            "rook-csi-rbd-node"
+        );
+        let pvc = applied(&outcome, "PersistentVolumeClaim").unwrap();
+        assert_eq!(
+            pvc["spec"],
+            json!({"accessModes": ["ReadWriteMany"], "volumeMode": "Block", "storageClassName": "wukong-ceph-rbd",
+                "resources": {"requests": {"storage": "50Gi"}}})
+        );
+    }
+
+    #[test]
+    fn uses_an_existing_class_and_finalize_deletes_the_claim() {
+        let config = json!({"createStorageClass": false, "storageClass": "rook-ceph-block", "liveMigration": false});
+        let outcome = storage_reconcile::<CephRbdStorage>(
+            &context(config.clone()),
+            &upstream(),
+            &FixtureCluster::new(),
+        )
+        .unwrap();
+        assert!(applied(&outcome, "StorageClass").is_none());
+        let pvc = applied(&outcome, "PersistentVolumeClaim").unwrap();
+        assert_eq!(pvc["spec"]["storageClassName"], "rook-ceph-block");
+        assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
+        let effects = storage_finalize::<CephRbdStorage>(
+            &context(config),
+            &upstream(),
+            &FixtureCluster::new().with(pvc),
+        )
+        .unwrap();
+        assert_eq!(effects.delete.len(), 1);
+        assert_eq!(effects.delete[0].name, "vm1-data");
+    }
+}
