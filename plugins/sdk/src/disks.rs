@@ -99,7 +99,7 @@ pub fn reconcile<C>(
         resizes.extend(resize);
     }
     report_bound(&volumes, &mut effects);
-    report_resizes(&resizes, &mut effects);
+    report_resizes(resizes, &mut effects);
     Ok(StorageOutcome { effects, volumes })
 }
 
@@ -169,16 +169,17 @@ pub fn storage_class_metadata(name: &str) -> ObjectMeta {
 
 /// A refused shrink or an expansion, for the `DisksResized` condition.
 enum Resize {
-    Grow {
-        disk: String,
-        from: String,
-        to: String,
-    },
-    Refused {
-        disk: String,
-        asked: String,
-        kept: String,
-    },
+    Grow(String),
+    Refused(String),
+}
+
+/// What the cluster holds for one disk.
+struct Observed {
+    claim: String,
+    data_volume: bool,
+    pvc: Option<Value>,
+    dv: Option<Value>,
+    storage_class: Option<String>,
 }
 
 fn reconcile_disk<C>(
@@ -188,91 +189,106 @@ fn reconcile_disk<C>(
     effects: &mut Effects,
 ) -> StepResult<(Volume, Option<Resize>)> {
     let size = bytes(&disk.name, "size", &disk.size)?;
-    let (name, data_volume) = match &disk.source {
+    let own = claim_name(&call.wukong.name, &disk.name);
+    let (claim, data_volume) = match &disk.source {
         DiskSource::ExistingClaim(claim) => (claim.clone(), false),
-        DiskSource::Image(_) => (claim_name(&call.wukong.name, &disk.name), true),
-        DiskSource::Blank => (claim_name(&call.wukong.name, &disk.name), false),
+        DiskSource::Image(image) => {
+            image_source(&disk.name, image)?; // refuse a bad image even once imported
+            (own, true)
+        }
+        DiskSource::Blank => (own, false),
+    };
+    let pvc = call.get_as(&call.object_ref("v1", "PersistentVolumeClaim", &claim))?;
+    let dv = match data_volume {
+        true => call.get_as(&call.object_ref(DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND, &claim))?,
+        false => None,
     };
     let storage_class = disk
         .storage_class
         .clone()
         .or_else(|| class.storage_class.clone());
-    let pvc: Option<Value> = call.get_as(&call.object_ref("v1", "PersistentVolumeClaim", &name))?;
-    let mut dv: Option<Value> = None;
-    match &disk.source {
-        DiskSource::ExistingClaim(_) => {}
-        DiskSource::Image(image) => {
-            let source = image_source(&disk.name, image)?;
-            dv = call.get_as(&call.object_ref(DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND, &name))?;
-            if dv.is_none() {
-                let storage = storage(&disk.size, storage_class.as_deref(), class);
-                let mut metadata = metadata(call, &name, disk, None)?;
-                metadata["annotations"][BIND_IMMEDIATE_ANNOTATION] = json!("true");
-                effects.apply(&json!({
-                    "apiVersion": DATA_VOLUME_API_VERSION, "kind": DATA_VOLUME_KIND,
-                    "metadata": metadata, "spec": {"source": source, "storage": storage},
-                }))?;
-            }
+    let spec = storage(&disk.size, storage_class.as_deref(), class);
+    match (&disk.source, &dv, &pvc) {
+        (DiskSource::Image(image), None, _) => {
+            let mut metadata = metadata(call, &claim, disk, None)?;
+            metadata["annotations"][BIND_IMMEDIATE_ANNOTATION] = json!("true");
+            effects.apply(&json!({
+                "apiVersion": DATA_VOLUME_API_VERSION, "kind": DATA_VOLUME_KIND, "metadata": metadata,
+                "spec": {"source": image_source(&disk.name, image)?, "storage": spec},
+            }))?;
         }
-        DiskSource::Blank if pvc.is_none() => {
-            let mut object = claim(call, &name, disk, &disk.size)?;
-            object["spec"] = storage(&disk.size, storage_class.as_deref(), class);
-            effects.apply(&object)?;
-        }
-        DiskSource::Blank => {}
+        (DiskSource::Blank, _, None) => effects.apply(&claim_object(call, &claim, disk, spec)?)?,
+        _ => {}
     }
-    let mut requested = disk.size.clone();
-    let mut resize = None;
-    if let (Some(pvc), false) = (&pvc, matches!(disk.source, DiskSource::ExistingClaim(_))) {
-        let current = pvc["spec"]["resources"]["requests"]["storage"]
-            .as_str()
-            .unwrap_or_default();
-        let asked = pvc["metadata"]["annotations"][SIZE_ANNOTATION]
-            .as_str()
-            .or_else(|| {
-                dv.as_ref()
-                    .and_then(|d| d["spec"]["storage"]["resources"]["requests"]["storage"].as_str())
-            })
-            .unwrap_or(current);
-        if size < bytes(&disk.name, "claim request", asked)? {
-            requested = asked.to_owned();
-            resize = Some(Resize::Refused {
-                disk: disk.name.clone(),
-                asked: disk.size.clone(),
-                kept: asked.to_owned(),
-            });
-        } else if quantity::to_bytes(current).is_none_or(|current| size > current) {
-            let mut object = claim(call, &name, disk, &disk.size)?;
-            if !data_volume {
-                // The same fields as at creation, immutable ones as they are: under
-                // server-side apply a field left out would be removed.
-                object["spec"] = pvc["spec"].clone();
-                object["spec"]["resources"] = json!({"requests": {"storage": disk.size}});
-                strip_server_fields(&mut object["spec"]);
-            }
-            effects.apply(&object)?;
-            resize = Some(Resize::Grow {
-                disk: disk.name.clone(),
-                from: current.to_owned(),
-                to: disk.size.clone(),
-            });
-        }
-    }
-    let volume = volume(
-        call,
-        disk,
-        &name,
+    let seen = Observed {
+        claim,
         data_volume,
-        &requested,
-        pvc.as_ref(),
-        dv.as_ref(),
+        pvc,
+        dv,
         storage_class,
-        class,
-    )?;
+    };
+    let (requested, resize) = match (&disk.source, &seen.pvc) {
+        (DiskSource::ExistingClaim(_), _) | (_, None) => (disk.size.clone(), None),
+        (_, Some(pvc)) => resize(call, disk, size, &seen, pvc, effects)?,
+    };
+    let volume = volume(call, disk, requested, seen, class)?;
     if !volume.bound {
         effects.requeue_after(REQUEUE_MS);
     }
     Ok((volume, resize))
+}
+
+/// Grows the claim when the spec asks for more than its request; refuses to shrink it
+/// below what Wukong asked for. Returns the size in effect.
+fn resize<C>(
+    call: &Call<'_, C>,
+    disk: &Disk,
+    size: u128,
+    seen: &Observed,
+    pvc: &Value,
+    effects: &mut Effects,
+) -> StepResult<(String, Option<Resize>)> {
+    let text = |o: &Value, at: &str| o.pointer(at).and_then(Value::as_str).map(str::to_owned);
+    let current = text(pvc, "/spec/resources/requests/storage").unwrap_or_default();
+    let annotation = format!(
+        "/metadata/annotations/{}",
+        SIZE_ANNOTATION.replace('/', "~1")
+    );
+    let asked = text(pvc, &annotation)
+        .or_else(|| {
+            seen.dv
+                .as_ref()
+                .and_then(|d| text(d, "/spec/storage/resources/requests/storage"))
+        })
+        .unwrap_or_else(|| current.clone());
+    let name = &disk.name;
+    if size < bytes(name, "claim request", &asked)? {
+        let message = format!(
+            "disk {name}: size {} is smaller than its claim's {asked}; disks never shrink, keeping {asked}",
+            disk.size
+        );
+        return Ok((asked, Some(Resize::Refused(message))));
+    }
+    if quantity::to_bytes(&current).is_some_and(|current| size <= current) {
+        return Ok((disk.size.clone(), None));
+    }
+    let mut spec = json!({"resources": {"requests": {"storage": disk.size}}});
+    if !seen.data_volume {
+        // A blank disk's PVC is Wukong's: apply the same fields as at creation, immutable
+        // ones as they are, since under server-side apply a field left out is removed. A
+        // DataVolume's PVC is CDI's: apply only the request.
+        let mut full = pvc["spec"].clone();
+        full["resources"] = spec["resources"].take();
+        if let Some(fields) = full.as_object_mut() {
+            for filled_by_server in ["volumeName", "dataSource", "dataSourceRef"] {
+                fields.remove(filled_by_server);
+            }
+        }
+        spec = full;
+    }
+    effects.apply(&claim_object(call, &seen.claim, disk, spec)?)?;
+    let message = format!("disk {name}: expanding from {current} to {}", disk.size);
+    Ok((disk.size.clone(), Some(Resize::Grow(message))))
 }
 
 /// `spec.storage` of a DataVolume, also the spec of a blank PVC: the same shape.
@@ -290,13 +306,12 @@ fn storage(size: &str, storage_class: Option<&str>, class: &ClaimClass) -> Value
     storage
 }
 
-/// A PVC with the request only: the growth patch of a DataVolume's PVC (whose other
-/// fields CDI owns), or the start of a blank disk's PVC.
-fn claim<C>(call: &Call<'_, C>, name: &str, disk: &Disk, size: &str) -> StepResult<Value> {
+/// A PVC of a disk, annotated with the size Wukong asked for.
+fn claim_object<C>(call: &Call<'_, C>, name: &str, disk: &Disk, spec: Value) -> StepResult<Value> {
+    let size = spec["resources"]["requests"]["storage"].as_str();
     Ok(json!({
         "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-        "metadata": metadata(call, name, disk, Some(size))?,
-        "spec": {"resources": {"requests": {"storage": size}}},
+        "metadata": metadata(call, name, disk, size)?, "spec": spec,
     }))
 }
 
@@ -318,90 +333,67 @@ fn metadata<C>(
     Ok(metadata)
 }
 
-/// Drops what the apiserver fills in on a PVC spec (the bound volume's name), which a
-/// client must not claim ownership of.
-fn strip_server_fields(spec: &mut Value) {
-    if let Some(spec) = spec.as_object_mut() {
-        spec.remove("volumeName");
-        spec.remove("dataSource");
-        spec.remove("dataSourceRef");
-    }
-}
-
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one volume is reported from all these"
-)]
+/// The volume as the cluster has it: bound once the PVC is (and, for an image, the import
+/// succeeded); otherwise the DataVolume's or PVC's phase and why it waits.
 fn volume<C>(
     call: &Call<'_, C>,
     disk: &Disk,
-    claim_name: &str,
-    data_volume: bool,
-    requested: &str,
-    pvc: Option<&Value>,
-    dv: Option<&Value>,
-    storage_class: Option<String>,
+    requested: String,
+    seen: Observed,
     class: &ClaimClass,
 ) -> StepResult<Volume> {
-    let pvc_phase = pvc.and_then(|p| p["status"]["phase"].as_str());
-    let dv_phase = dv.and_then(|d| d["status"]["phase"].as_str());
-    let bound = pvc_phase == Some("Bound") && (!data_volume || dv_phase == Some("Succeeded"));
-    let mut phase = if bound {
-        "Bound"
-    } else {
-        dv_phase.or(pvc_phase).unwrap_or("Pending")
+    let (pvc, dv) = (seen.pvc.as_ref(), seen.dv.as_ref());
+    let (pvc_phase, dv_phase) = (field(pvc, "/status/phase"), field(dv, "/status/phase"));
+    let bound = pvc_phase == Some("Bound") && (!seen.data_volume || dv_phase == Some("Succeeded"));
+    let mut phase = match bound {
+        true => "Bound",
+        false => dv_phase.or(pvc_phase).unwrap_or("Pending"),
     }
     .to_owned();
-    let progress = dv
-        .and_then(|d| d["status"]["progress"].as_str())
+    let progress = field(dv, "/status/progress")
         .filter(|p| !bound && *p != "N/A")
         .map(str::to_owned);
+    let claim = &seen.claim;
     let message = match (&disk.source, pvc, dv) {
         _ if bound => String::new(),
-        (DiskSource::ExistingClaim(claim), None, _) => {
+        (DiskSource::ExistingClaim(_), None, _) => {
             phase = "Missing".into();
             format!("PersistentVolumeClaim {claim} does not exist")
         }
         (_, _, Some(dv)) if dv_phase == Some("Failed") => {
             let reason = condition_message(dv, "Running").unwrap_or("import failed");
-            format!("DataVolume {claim_name} failed: {reason}")
+            format!("DataVolume {claim} failed: {reason}")
         }
-        _ if pvc_phase == Some("Lost") => {
-            format!("PersistentVolumeClaim {claim_name} lost its volume")
-        }
+        _ if pvc_phase == Some("Lost") => format!("PersistentVolumeClaim {claim} lost its volume"),
         (_, Some(pvc), _) if pvc_phase == Some("Pending") => pending_reason(call, pvc, &mut phase)?,
-        _ => match &progress {
-            Some(progress) => format!("importing: {progress}"),
-            None => format!("waiting for {claim_name}"),
-        },
+        _ => progress.as_ref().map_or_else(
+            || format!("waiting for {claim}"),
+            |p| format!("importing: {p}"),
+        ),
     };
     let spec = pvc.map(|p| &p["spec"]);
+    let access_modes = spec.and_then(|s| s["accessModes"].as_array()).map(|modes| {
+        modes
+            .iter()
+            .filter_map(|m| m.as_str().map(str::to_owned))
+            .collect()
+    });
     Ok(Volume {
         name: disk.name.clone(),
-        claim_name: claim_name.to_owned(),
-        data_volume,
+        claim_name: seen.claim.clone(),
+        data_volume: seen.data_volume,
         phase,
         bound,
         progress,
-        requested: requested.to_owned(),
-        capacity: pvc
-            .and_then(|p| p["status"]["capacity"]["storage"].as_str())
-            .map(str::to_owned),
-        access_modes: spec
-            .and_then(|s| s["accessModes"].as_array())
-            .map(|modes| {
-                modes
-                    .iter()
-                    .filter_map(|m| m.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_else(|| class.access_modes.clone()),
-        volume_mode: spec
-            .and_then(|s| s["volumeMode"].as_str().map(str::to_owned))
+        requested,
+        capacity: field(pvc, "/status/capacity/storage").map(str::to_owned),
+        access_modes: access_modes.unwrap_or_else(|| class.access_modes.clone()),
+        volume_mode: field(pvc, "/spec/volumeMode")
+            .map(str::to_owned)
             .or_else(|| class.volume_mode.clone()),
-        storage_class: spec
-            .and_then(|s| s["storageClassName"].as_str().map(str::to_owned))
-            .or(storage_class),
+        storage_class: field(pvc, "/spec/storageClassName")
+            .map(str::to_owned)
+            .or(seen.storage_class),
         retain: disk.retain,
         boot_order: disk.boot_order,
         bus: disk.bus.clone(),
@@ -435,34 +427,22 @@ fn report_bound(volumes: &[Volume], effects: &mut Effects) {
         })
         .collect();
     if waiting.is_empty() {
-        effects.condition(
-            VOLUMES_BOUND,
-            true,
-            "Bound",
-            format!("{} volume(s) bound", volumes.len()),
-        );
-        return;
+        let message = format!("{} volume(s) bound", volumes.len());
+        return effects.condition(VOLUMES_BOUND, true, "Bound", message);
     }
-    let reason = if volumes
+    let failed = volumes
         .iter()
-        .any(|v| matches!(v.phase.as_str(), "Failed" | "Lost" | "Missing"))
-    {
-        "Failed"
-    } else {
-        "Pending"
-    };
+        .any(|v| matches!(v.phase.as_str(), "Failed" | "Lost" | "Missing"));
+    let reason = if failed { "Failed" } else { "Pending" };
     effects.condition(VOLUMES_BOUND, false, reason, waiting.join("; "));
 }
 
-fn report_resizes(resizes: &[Resize], effects: &mut Effects) {
-    let mut refused = Vec::new();
-    let mut grown = Vec::new();
+fn report_resizes(resizes: Vec<Resize>, effects: &mut Effects) {
+    let (mut refused, mut grown) = (Vec::new(), Vec::new());
     for resize in resizes {
         match resize {
-            Resize::Refused { disk, asked, kept } => refused.push(format!(
-                "disk {disk}: size {asked} is smaller than its claim's {kept}; disks never shrink, keeping {kept}"
-            )),
-            Resize::Grow { disk, from, to } => grown.push(format!("disk {disk}: expanding from {from} to {to}")),
+            Resize::Refused(message) => refused.push(message),
+            Resize::Grow(message) => grown.push(message),
         }
     }
     for message in &grown {
@@ -506,4 +486,9 @@ fn condition_message<'a>(object: &'a Value, condition_type: &str) -> Option<&'a 
         .find(|c| c["type"] == condition_type)?["message"]
         .as_str()
         .filter(|m| !m.is_empty())
+}
+
+/// A string field of an optional object, by JSON pointer.
+fn field<'a>(object: Option<&'a Value>, at: &str) -> Option<&'a str> {
+    object?.pointer(at)?.as_str()
 }
