@@ -1,0 +1,157 @@
+//! An operator under test: the real apiserver + the KubeVirt simulator, and the operator
+//! with the bundled plugins running in-process (or as the real binary).
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::{Client, ResourceExt};
+use wukong::api::Wukong;
+use wukong::config::{Backends, HostConfig};
+use wukong::controller::{self, Context};
+use wukong_testenv::{SimConfig, Simulator, TestEnv};
+
+/// The bundled plugins' folder.
+pub fn plugin_dir() -> PathBuf {
+    super::plugin_wasm("cdi-storage").parent().map(PathBuf::from).unwrap_or_default()
+}
+
+/// A host config with every bundled backend; `storage_default` picks the storage default.
+pub fn host_config(storage_default: &str, extra: &str) -> String {
+    format!(
+        r#"
+[runtime]
+deadlineMs = 2000
+
+[plugins]
+dir = "{dir}"
+
+[network]
+default = "multus"
+[network.multus]
+plugin = "multus_network.wasm"
+
+[storage]
+default = "{storage_default}"
+[storage.cdi]
+plugin = "cdi_storage.wasm"
+[storage.longhorn]
+plugin = "longhorn_storage.wasm"
+config = {{ createStorageClass = true }}
+[storage.ceph-rbd]
+plugin = "ceph_rbd_storage.wasm"
+config = {{ createStorageClass = true }}
+
+[lifecycle]
+[lifecycle.kubevirt]
+plugin = "kubevirt_lifecycle.wasm"
+{extra}
+"#,
+        dir = plugin_dir().display()
+    )
+}
+
+pub struct Cluster {
+    pub env: TestEnv,
+    pub sim: Simulator,
+}
+
+impl Cluster {
+    pub async fn start() -> Self {
+        let env = TestEnv::start().await.expect("control plane (run tests/testenv/provision.sh)");
+        let sim = Simulator::start(&env, SimConfig::fast()).await.expect("simulator");
+        Self { env, sim }
+    }
+
+    pub fn client(&self) -> Client {
+        self.env.client()
+    }
+}
+
+/// The operator running in this process.
+pub struct InProcess {
+    pub ctx: Arc<Context>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl InProcess {
+    pub async fn start(client: Client, config_toml: &str) -> Self {
+        let config = HostConfig::parse(config_toml, "test.toml").expect("host config");
+        let backends = tokio::task::spawn_blocking(move || Backends::load(&config, "test.toml")).await.expect("join").expect("backends");
+        let ctx = Context::new(client, Arc::new(RwLock::new(Arc::new(backends))));
+        let task = tokio::spawn({
+            let ctx = Arc::clone(&ctx);
+            async move {
+                if let Err(e) = controller::run(ctx).await {
+                    eprintln!("controller stopped: {e:#}");
+                }
+            }
+        });
+        Self { ctx, task }
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Creates a Wukong from YAML in `namespace`.
+pub async fn create(client: &Client, namespace: &str, yaml: &str) -> Wukong {
+    let wukong: Wukong = serde_yaml::from_str(yaml).expect("wukong yaml");
+    Api::<Wukong>::namespaced(client.clone(), namespace).create(&PostParams::default(), &wukong).await.expect("create wukong")
+}
+
+/// Polls a Wukong until `done` holds, or panics after `timeout` with its last status.
+pub async fn wait_for(client: &Client, namespace: &str, name: &str, timeout: Duration, done: impl Fn(&Wukong) -> bool) -> Wukong {
+    let api = Api::<Wukong>::namespaced(client.clone(), namespace);
+    let started = Instant::now();
+    loop {
+        if let Ok(wukong) = api.get(name).await {
+            if done(&wukong) {
+                return wukong;
+            }
+            if started.elapsed() > timeout {
+                panic!("{namespace}/{name} did not get there in {timeout:?}; status: {}", serde_yaml::to_string(&wukong.status).unwrap_or_default());
+            }
+        } else if started.elapsed() > timeout {
+            panic!("{namespace}/{name} not found after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn condition(wukong: &Wukong, condition_type: &str) -> Option<(String, String, String)> {
+    wukong.status.as_ref()?.conditions.iter().find(|c| c.condition_type == condition_type).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn is_running(wukong: &Wukong) -> bool {
+    wukong.status.as_ref().and_then(|s| s.phase) == Some(wukong::api::WukongPhase::Running) && condition(wukong, "Ready").is_some_and(|c| c.0 == "True")
+}
+
+/// Objects of a kind in a namespace, by `group/version` + kind.
+pub async fn list(client: &Client, namespace: &str, api_version: &str, kind: &str) -> Vec<DynamicObject> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+    let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.expect("discovery");
+    let api: Api<DynamicObject> = if namespace.is_empty() { Api::all_with(client.clone(), &resource) } else { Api::namespaced_with(client.clone(), namespace, &resource) };
+    api.list(&Default::default()).await.expect("list").items
+}
+
+pub fn names(objects: &[DynamicObject]) -> Vec<String> {
+    let mut names: Vec<String> = objects.iter().map(ResourceExt::name_any).collect();
+    names.sort();
+    names
+}
+
+/// Makes a namespace.
+pub async fn namespace(client: &Client, name: &str) {
+    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
+}
