@@ -1,0 +1,122 @@
+//! The operator as a separate process: killed mid-reconcile and restarted, it converges
+//! with no duplicate objects; and a storage backend is swapped by config change alone.
+
+mod support;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kube::ResourceExt;
+use support::operator::{Cluster, create, host_config, is_running, list, namespace, wait_for};
+
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `wukong run` as a child process, killed on drop.
+struct OperatorProcess(Child);
+
+impl OperatorProcess {
+    fn start(cluster: &Cluster, config_toml: &str, dir: &tempfile::TempDir, tag: &str) -> Self {
+        let config = dir.path().join(format!("wukong-{tag}.toml"));
+        std::fs::write(&config, config_toml).expect("write config");
+        let log = std::fs::File::create(dir.path().join(format!("operator-{tag}.log"))).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_wukong"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .arg("--kubeconfig")
+            .arg(cluster.env.kubeconfig_path())
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start wukong run");
+        Self(child)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    fn kill(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wukong_yaml(name: &str, backend: Option<&str>) -> String {
+    let backend = backend.map(|b| format!(", backend: {b}")).unwrap_or_default();
+    format!(
+        "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {{name: {name}}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks:\n  - {{name: root, size: 2Gi, image: \"docker://quay.io/containerdisks/fedora:40\"{backend}}}\n  - {{name: scratch, size: 1Gi{backend}}}\n  networks:\n  - {{name: lan, config: {{bridge: br0}}}}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_mid_reconcile_the_operator_converges_without_duplicates() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = "restart";
+    namespace(&client, ns).await;
+    let config = host_config("cdi", "");
+
+    let first = OperatorProcess::start(&cluster, &config, &dir, "first");
+    let names: Vec<String> = (0..6).map(|i| format!("vm{i}")).collect();
+    for name in &names {
+        create(&client, ns, &wukong_yaml(name, None)).await;
+    }
+    // Let it get part of the way: some objects made, not all Wukongs converged.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.kill();
+
+    let _second = OperatorProcess::start(&cluster, &config, &dir, "second");
+    for name in &names {
+        wait_for(&client, ns, name, TIMEOUT, is_running).await;
+    }
+    let count = |objects: &[kube::api::DynamicObject], name: &str| objects.iter().filter(|o| o.labels().get("vm.novasphere.dev/wukong").map(String::as_str) == Some(name)).count();
+    let dvs = list(&client, ns, "cdi.kubevirt.io/v1beta1", "DataVolume").await;
+    let pvcs = list(&client, ns, "v1", "PersistentVolumeClaim").await;
+    let nads = list(&client, ns, "k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition").await;
+    let vms = list(&client, ns, "kubevirt.io/v1", "VirtualMachine").await;
+    let vmis = list(&client, ns, "kubevirt.io/v1", "VirtualMachineInstance").await;
+    for name in &names {
+        assert_eq!(count(&dvs, name), 1, "{name}: one DataVolume");
+        assert_eq!(count(&nads, name), 1, "{name}: one NAD");
+        assert_eq!(count(&vms, name), 1, "{name}: one VM");
+        assert_eq!(count(&vmis, name), 1, "{name}: one VMI");
+        let blank = pvcs.iter().filter(|p| p.name_any() == format!("{name}-scratch")).count();
+        assert_eq!(blank, 1, "{name}: one blank PVC");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_backend_is_swapped_by_config_alone() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ns = "swap";
+    namespace(&client, ns).await;
+
+    // The same Wukong, no backend named: the host config's default decides.
+    let longhorn = OperatorProcess::start(&cluster, &host_config("longhorn", ""), &dir, "longhorn");
+    create(&client, ns, &wukong_yaml("on-longhorn", None)).await;
+    let first = wait_for(&client, ns, "on-longhorn", TIMEOUT, is_running).await;
+    longhorn.kill();
+
+    let _ceph = OperatorProcess::start(&cluster, &host_config("ceph-rbd", ""), &dir, "ceph");
+    create(&client, ns, &wukong_yaml("on-ceph", None)).await;
+    let second = wait_for(&client, ns, "on-ceph", TIMEOUT, is_running).await;
+
+    let plugin_of = |w: &wukong::api::Wukong| w.status.as_ref().and_then(|s| s.plugins.iter().find(|p| p.step == "storage").map(|p| p.name.clone()));
+    assert_eq!(plugin_of(&first).as_deref(), Some("longhorn-storage"));
+    assert_eq!(plugin_of(&second).as_deref(), Some("ceph-rbd-storage"));
+    let classes = list(&client, "", "storage.k8s.io/v1", "StorageClass").await;
+    let provisioner_of = |class: &str| classes.iter().find(|c| c.name_any() == class).and_then(|c| c.data["provisioner"].as_str().map(str::to_owned));
+    let class_of = |w: &wukong::api::Wukong| w.status.as_ref().and_then(|s| s.volumes.first()).and_then(|v| v.storage_class.clone()).expect("storage class in status");
+    assert_eq!(provisioner_of(&class_of(&first)).as_deref(), Some("driver.longhorn.io"));
+    assert_eq!(provisioner_of(&class_of(&second)).as_deref(), Some("rook-ceph.rbd.csi.ceph.com"));
+    let ceph_volume = second.status.as_ref().and_then(|s| s.volumes.first()).expect("volume");
+    assert_eq!(ceph_volume.volume_mode.as_deref(), Some("Block"), "Ceph RBD disks are raw block devices");
+}
