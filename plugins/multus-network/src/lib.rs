@@ -1,1 +1,498 @@
-//! Work in progress.
+//! `multus-network`: the Wukong's networks as Multus attachments. The pod network needs
+//! nothing; a network naming a NetworkAttachmentDefinition uses it (and says so when it
+//! does not exist); a network with a CNI config gets a NetworkAttachmentDefinition
+//! `<wukong>-<network>` that the plugin creates, keeps current and removes on finalize or
+//! when the network leaves the spec.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use wukong_plugin_sdk::{
+    Call, Effects, Manifest, Network, NetworkAttachment, NetworkOutcome, NetworkPlugin, Plugin,
+    StepError, StepResult,
+};
+
+/// Multus's NetworkAttachmentDefinition.
+pub const NAD_API_VERSION: &str = "k8s.cni.cncf.io/v1";
+/// Multus's NetworkAttachmentDefinition.
+pub const NAD_KIND: &str = "NetworkAttachmentDefinition";
+/// The condition this step sets.
+pub const NETWORKS_CONFIGURED: &str = "NetworksConfigured";
+/// A missing NAD is created by someone else, whose change no watch reports: look again.
+const REQUEUE_MS: u64 = 10_000;
+
+/// The plugin's config.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Host bridge of a `bridge` network whose config names none.
+    pub default_bridge: String,
+    /// `cniVersion` of the CNI configs the plugin writes.
+    pub cni_version: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            default_bridge: "br0".into(),
+            cni_version: "0.3.1".into(),
+        }
+    }
+}
+
+/// The plugin.
+pub struct MultusNetwork;
+
+impl Plugin for MultusNetwork {
+    type Config = Config;
+
+    fn manifest() -> Manifest {
+        Manifest::new("multus-network", env!("CARGO_PKG_VERSION"))
+            .description("Multus NetworkAttachmentDefinitions: uses a named one or creates one from the network's CNI config")
+            .writes(NAD_API_VERSION, NAD_KIND)
+    }
+}
+
+impl NetworkPlugin for MultusNetwork {
+    fn reconcile(call: &Call<'_, Config>) -> StepResult<NetworkOutcome> {
+        let networks = &call.wukong.networks;
+        if networks.iter().filter(|n| n.network_type == "pod").count() > 1 {
+            return Err(StepError::InvalidSpec(
+                "only one network may be the pod network".into(),
+            ));
+        }
+        let mut effects = Effects::default();
+        let mut attachments = Vec::with_capacity(networks.len());
+        for network in networks {
+            attachments.push(attach(call, network, &mut effects)?);
+        }
+        // Remove what this plugin created for networks that left the spec.
+        for stale in created(call)? {
+            let network_name = format!("{}/{stale}", call.wukong.namespace);
+            if !attachments
+                .iter()
+                .any(|a| a.created && a.network_name == network_name)
+            {
+                effects
+                    .delete
+                    .push(call.object_ref(NAD_API_VERSION, NAD_KIND, &stale));
+            }
+        }
+        let waiting: Vec<String> = attachments
+            .iter()
+            .filter(|a| !a.ready)
+            .map(|a| format!("{}: {}", a.name, a.message))
+            .collect();
+        if waiting.is_empty() {
+            let message = format!("{} network(s) attached", attachments.len());
+            effects.condition(NETWORKS_CONFIGURED, true, "Configured", message);
+        } else {
+            effects.condition(
+                NETWORKS_CONFIGURED,
+                false,
+                "NetworkAttachmentDefinitionMissing",
+                waiting.join("; "),
+            );
+            effects.requeue_after(REQUEUE_MS);
+        }
+        Ok(NetworkOutcome {
+            effects,
+            attachments,
+        })
+    }
+
+    /// Deletes the NADs this plugin created: those carrying the Wukong's labels. NADs
+    /// named by the spec are never touched.
+    fn finalize(call: &Call<'_, Config>) -> StepResult<Effects> {
+        let mut effects = Effects::default();
+        for name in created(call)? {
+            effects
+                .delete
+                .push(call.object_ref(NAD_API_VERSION, NAD_KIND, &name));
+        }
+        Ok(effects)
+    }
+}
+
+/// One network's attachment, applying its NAD when the plugin makes it.
+fn attach(
+    call: &Call<'_, Config>,
+    network: &Network,
+    effects: &mut Effects,
+) -> StepResult<NetworkAttachment> {
+    let namespace = &call.wukong.namespace;
+    let mut attachment = NetworkAttachment {
+        name: network.name.clone(),
+        network_name: "pod".into(),
+        binding: network.binding.clone(),
+        mac_address: network.mac_address.clone(),
+        created: false,
+        ready: true,
+        message: String::new(),
+    };
+    match (
+        network.network_type.as_str(),
+        &network.nad_name,
+        &network.config,
+    ) {
+        ("pod", _, _) => {}
+        ("multus", Some(nad), _) => {
+            let (nad_namespace, name) = nad.split_once('/').unwrap_or((namespace, nad));
+            attachment.network_name = format!("{nad_namespace}/{name}");
+            if nad_namespace == namespace {
+                let existing: Option<Value> =
+                    call.get_as(&call.object_ref(NAD_API_VERSION, NAD_KIND, name))?;
+                if existing.is_none() {
+                    attachment.ready = false;
+                    attachment.message = format!(
+                        "NetworkAttachmentDefinition {nad_namespace}/{name} does not exist"
+                    );
+                }
+            } else {
+                // NB: plugins may read only the Wukong's namespace; Multus reports a
+                // missing NAD on the VM's pod.
+                attachment.message = format!(
+                    "NetworkAttachmentDefinition in namespace {nad_namespace} is not checked"
+                );
+            }
+        }
+        ("multus", None, Some(_)) => {
+            let name = format!("{}-{}", call.wukong.name, network.name);
+            let desired = nad(call, network, &name)?;
+            let existing: Option<Value> =
+                call.get_as(&call.object_ref(NAD_API_VERSION, NAD_KIND, &name))?;
+            // Re-apply only a changed config: a converged Wukong costs no write.
+            if existing.is_none_or(|e| e["spec"]["config"] != desired["spec"]["config"]) {
+                effects.apply(&desired)?;
+            }
+            attachment.network_name = format!("{namespace}/{name}");
+            attachment.created = true;
+        }
+        ("multus", None, None) => {
+            return Err(StepError::InvalidSpec(format!(
+                "network {}: a multus network needs nadName (an existing NetworkAttachmentDefinition) or config (to create one)",
+                network.name
+            )));
+        }
+        (other, _, _) => {
+            return Err(StepError::InvalidSpec(format!(
+                "network {}: unknown type {other:?}; use pod or multus",
+                network.name
+            )));
+        }
+    }
+    Ok(attachment)
+}
+
+/// The NAD for a network with a config: CNI config as a JSON string, keys sorted so the
+/// same spec always gives the same string.
+fn nad(call: &Call<'_, Config>, network: &Network, name: &str) -> StepResult<Value> {
+    let Some(config) = &network.config else {
+        return Err(StepError::Internal(format!(
+            "network {}: no config",
+            network.name
+        )));
+    };
+    let mut cni = Map::new();
+    cni.insert("cniVersion".into(), json!(call.config.cni_version));
+    cni.insert("name".into(), json!(name));
+    cni.insert("type".into(), json!(config.cni_type));
+    if config.cni_type == "bridge" {
+        let bridge = config
+            .bridge
+            .as_deref()
+            .unwrap_or(&call.config.default_bridge);
+        cni.insert("bridge".into(), json!(bridge));
+    }
+    if let Some(vlan) = config.vlan {
+        cni.insert("vlan".into(), json!(vlan));
+    }
+    if let Some(mtu) = config.mtu {
+        cni.insert("mtu".into(), json!(mtu));
+    }
+    let ipam = match &config.ipam {
+        Some(ipam) => serde_json::from_str(ipam).map_err(|e| {
+            StepError::InvalidSpec(format!("network {}: ipam is not JSON: {e}", network.name))
+        })?,
+        // KubeVirt's bridge binding hands the address to the guest: no IPAM on the pod side.
+        None => json!({}),
+    };
+    cni.insert("ipam".into(), ipam);
+    let metadata = serde_json::to_value(call.metadata(name))
+        .map_err(|e| StepError::Internal(format!("metadata: {e}")))?;
+    Ok(json!({
+        "apiVersion": NAD_API_VERSION,
+        "kind": NAD_KIND,
+        "metadata": metadata,
+        "spec": {"config": Value::Object(cni).to_string()},
+    }))
+}
+
+/// The names of the NADs this plugin created for the Wukong: those with its labels.
+fn created(call: &Call<'_, Config>) -> StepResult<Vec<String>> {
+    if call.wukong.labels.is_empty() {
+        // An empty selector matches every NAD of the namespace: claim none.
+        return Ok(Vec::new());
+    }
+    let selector = call
+        .labels()
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let nads: Vec<Value> = call.list_as(
+        NAD_API_VERSION,
+        NAD_KIND,
+        Some(&call.wukong.namespace),
+        Some(&selector),
+    )?;
+    let mut names: Vec<String> = nads
+        .iter()
+        .filter_map(|nad| nad["metadata"]["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+wukong_plugin_sdk::export_network_plugin!(MultusNetwork);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wukong_plugin_sdk::native::{network_finalize, network_reconcile};
+    use wukong_plugin_sdk::{Context, FixtureCluster, NetworkConfig, Upstream, Wukong};
+
+    fn network(name: &str, network_type: &str) -> Network {
+        Network {
+            name: name.into(),
+            network_type: network_type.into(),
+            nad_name: None,
+            config: None,
+            backend: None,
+            binding: if network_type == "pod" {
+                "masquerade"
+            } else {
+                "bridge"
+            }
+            .into(),
+            mac_address: None,
+        }
+    }
+
+    fn bridged(name: &str, bridge: Option<&str>) -> Network {
+        let mut network = network(name, "multus");
+        network.config = Some(NetworkConfig {
+            cni_type: "bridge".into(),
+            bridge: bridge.map(Into::into),
+            vlan: Some(100),
+            mtu: Some(9000),
+            ipam: Some(r#"{"type":"whereabouts","range":"10.10.0.0/24"}"#.into()),
+        });
+        network
+    }
+
+    fn named(name: &str, nad: &str) -> Network {
+        let mut network = network(name, "multus");
+        network.nad_name = Some(nad.into());
+        network
+    }
+
+    fn context(networks: Vec<Network>) -> Context {
+        Context {
+            wukong: Wukong {
+                name: "vm1".into(),
+                namespace: "tenant-a".into(),
+                uid: "uid-1".into(),
+                generation: 1,
+                deleting: false,
+                cpu: 1,
+                memory: "1Gi".into(),
+                run_strategy: "Always".into(),
+                disks: vec![],
+                networks,
+                lifecycle_action: None,
+                migration: None,
+                labels: vec![
+                    ("app.kubernetes.io/managed-by".into(), "wukong".into()),
+                    ("vm.novasphere.dev/wukong".into(), "vm1".into()),
+                ],
+                json: "{}".into(),
+            },
+            config: r#"{"defaultBridge": "br-default"}"#.into(),
+            backend: "default".into(),
+        }
+    }
+
+    fn upstream() -> Upstream {
+        Upstream {
+            networks: vec![],
+            volumes: vec![],
+            lifecycle: None,
+        }
+    }
+
+    fn run(networks: Vec<Network>, cluster: &FixtureCluster) -> StepResult<NetworkOutcome> {
+        network_reconcile::<MultusNetwork>(&context(networks), &upstream(), cluster)
+    }
+
+    fn nad_object(name: &str, wukong: Option<&str>) -> Value {
+        let labels = wukong.map_or(
+            json!({}),
+            |w| json!({"app.kubernetes.io/managed-by": "wukong", "vm.novasphere.dev/wukong": w}),
+        );
+        json!({"apiVersion": NAD_API_VERSION, "kind": NAD_KIND,
+            "metadata": {"name": name, "namespace": "tenant-a", "labels": labels}, "spec": {"config": "{}"}})
+    }
+
+    fn configured(outcome: &NetworkOutcome) -> (&str, &str) {
+        let c = outcome
+            .effects
+            .conditions
+            .iter()
+            .find(|c| c.condition_type == NETWORKS_CONFIGURED)
+            .unwrap();
+        (&c.status, &c.message)
+    }
+
+    #[test]
+    fn pod_network_is_attached_with_masquerade() {
+        let outcome = run(vec![network("default", "pod")], &FixtureCluster::new()).unwrap();
+        let pod = &outcome.attachments[0];
+        assert_eq!(
+            (pod.network_name.as_str(), pod.binding.as_str()),
+            ("pod", "masquerade")
+        );
+        assert!(pod.ready && !pod.created);
+        assert!(outcome.effects.apply.is_empty());
+        assert_eq!(configured(&outcome).0, "True");
+    }
+
+    #[test]
+    fn a_config_creates_a_bridge_nad() {
+        let mut lan = bridged("lan", Some("br1"));
+        lan.mac_address = Some("02:00:00:00:00:01".into());
+        let outcome = run(vec![lan], &FixtureCluster::new()).unwrap();
+        let nad: Value = serde_json::from_str(&outcome.effects.apply[0]).unwrap();
+        assert_eq!(nad["kind"], NAD_KIND);
+        assert_eq!(nad["metadata"]["name"], "vm1-lan");
+        assert_eq!(nad["metadata"]["namespace"], "tenant-a");
+        assert_eq!(nad["metadata"]["labels"]["vm.novasphere.dev/wukong"], "vm1");
+        let cni: Value = serde_json::from_str(nad["spec"]["config"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            cni,
+            json!({"cniVersion": "0.3.1", "name": "vm1-lan", "type": "bridge", "bridge": "br1",
+            "vlan": 100, "mtu": 9000, "ipam": {"type": "whereabouts", "range": "10.10.0.0/24"}})
+        );
+        let lan = &outcome.attachments[0];
+        assert_eq!(lan.network_name, "tenant-a/vm1-lan");
+        assert_eq!(lan.mac_address.as_deref(), Some("02:00:00:00:00:01"));
+        assert!(lan.created && lan.ready);
+    }
+
+    #[test]
+    fn the_default_bridge_fills_in_and_an_unchanged_nad_is_not_reapplied() {
+        let outcome = run(vec![bridged("lan", None)], &FixtureCluster::new()).unwrap();
+        let nad: Value = serde_json::from_str(&outcome.effects.apply[0]).unwrap();
+        assert!(
+            nad["spec"]["config"]
+                .as_str()
+                .unwrap()
+                .contains(r#""bridge":"br-default""#)
+        );
+        let again = run(vec![bridged("lan", None)], &FixtureCluster::new().with(nad)).unwrap();
+        assert!(again.effects.apply.is_empty() && again.effects.delete.is_empty());
+    }
+
+    #[test]
+    fn a_named_nad_is_used_and_a_missing_one_is_reported() {
+        let cluster = FixtureCluster::new().with(nad_object("storage-net", None));
+        let outcome = run(
+            vec![named("san", "storage-net"), named("lan", "tenant-a/absent")],
+            &cluster,
+        )
+        .unwrap();
+        assert!(outcome.effects.apply.is_empty());
+        let (san, lan) = (&outcome.attachments[0], &outcome.attachments[1]);
+        assert_eq!(san.network_name, "tenant-a/storage-net");
+        assert!(san.ready && !san.created);
+        assert!(!lan.ready);
+        let (status, message) = configured(&outcome);
+        assert_eq!(status, "False");
+        assert!(
+            message.contains("NetworkAttachmentDefinition tenant-a/absent does not exist"),
+            "{message}"
+        );
+        assert_eq!(outcome.effects.requeue_after_ms, Some(REQUEUE_MS));
+    }
+
+    #[test]
+    fn a_nad_in_another_namespace_is_used_without_reading_it() {
+        let outcome = run(
+            vec![named("lan", "shared/vlan-100")],
+            &FixtureCluster::new(),
+        )
+        .unwrap();
+        let lan = &outcome.attachments[0];
+        assert_eq!(lan.network_name, "shared/vlan-100");
+        assert!(lan.ready);
+        assert!(lan.message.contains("not checked"));
+    }
+
+    #[test]
+    fn invalid_networks_are_refused_with_a_clear_message() {
+        let cases = [
+            (vec![network("lan", "multus")], "needs nadName"),
+            (
+                vec![network("a", "pod"), network("b", "pod")],
+                "only one network",
+            ),
+            (vec![network("x", "sriov-magic")], "unknown type"),
+        ];
+        for (networks, expected) in cases {
+            let err = run(networks, &FixtureCluster::new()).unwrap_err();
+            assert!(
+                matches!(&err, StepError::InvalidSpec(m) if m.contains(expected)),
+                "{err:?}"
+            );
+        }
+        let mut bad_ipam = bridged("lan", None);
+        if let Some(config) = bad_ipam.config.as_mut() {
+            config.ipam = Some("{not json".into());
+        }
+        assert!(
+            matches!(run(vec![bad_ipam], &FixtureCluster::new()), Err(StepError::InvalidSpec(m)) if m.contains("ipam"))
+        );
+    }
+
+    #[test]
+    fn a_network_that_left_the_spec_loses_its_nad() {
+        let cluster = FixtureCluster::new()
+            .with(nad_object("vm1-old", Some("vm1")))
+            .with(nad_object("vm2-lan", Some("vm2")));
+        let outcome = run(vec![network("default", "pod")], &cluster).unwrap();
+        let deleted: Vec<_> = outcome
+            .effects
+            .delete
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(deleted, ["vm1-old"]);
+    }
+
+    #[test]
+    fn finalize_deletes_only_the_nads_it_created() {
+        let cluster = FixtureCluster::new()
+            .with(nad_object("vm1-lan", Some("vm1")))
+            .with(nad_object("storage-net", None))
+            .with(nad_object("vm2-lan", Some("vm2")));
+        let networks = vec![bridged("lan", None), named("san", "storage-net")];
+        let effects =
+            network_finalize::<MultusNetwork>(&context(networks), &upstream(), &cluster).unwrap();
+        let deleted: Vec<_> = effects
+            .delete
+            .iter()
+            .map(|r| (r.kind.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(deleted, [(NAD_KIND, "vm1-lan")]);
+    }
+}
