@@ -40,12 +40,33 @@ pub struct Case {
 
 /// What a case expects: exactly one of these.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(try_from = "RawExpect")]
 pub enum Expect {
     /// An outcome, matched as a subset of the actual one.
     Outcome(Value),
     /// A failure whose message contains this.
     Error(String),
+}
+
+/// `expect` as written: a map with one key. NB: serde_yaml 0.9 reads enums from YAML
+/// tags (`!outcome`), not from maps, hence this detour.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawExpect {
+    outcome: Option<Value>,
+    error: Option<String>,
+}
+
+impl TryFrom<RawExpect> for Expect {
+    type Error = &'static str;
+
+    fn try_from(raw: RawExpect) -> Result<Self, &'static str> {
+        match (raw.outcome, raw.error) {
+            (Some(outcome), None) => Ok(Self::Outcome(outcome)),
+            (None, Some(error)) => Ok(Self::Error(error)),
+            _ => Err("expect needs exactly one of `outcome` and `error`"),
+        }
+    }
 }
 
 fn reconcile() -> Phase {
