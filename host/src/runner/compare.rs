@@ -116,7 +116,7 @@ mod tests {
         let expected = json!({"status": {"volumes": [{"name": "root", "bound": true}]}});
         let diff = subset_diff(&expected, &actual);
         assert!(
-            diff.contains("-    bound: true") && diff.contains("+    bound: false"),
+            diff.contains("-  - bound: true") && diff.contains("+  - bound: false"),
             "{diff}"
         );
         assert!(!diff.contains("phase"), "unchecked keys stay out: {diff}");
