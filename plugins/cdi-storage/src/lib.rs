@@ -68,6 +68,10 @@ impl StoragePlugin for CdiStorage {
 wukong_plugin_sdk::export_storage_plugin!(CdiStorage);
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on what it did not expect"
+)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};

@@ -150,6 +150,10 @@ fn storage_class(config: &Config) -> StorageClass {
 wukong_plugin_sdk::export_storage_plugin!(CephRbdStorage);
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on what it did not expect"
+)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};

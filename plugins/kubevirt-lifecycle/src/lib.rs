@@ -141,6 +141,10 @@ fn waiting_for(call: &Call<'_, Config>) -> Option<String> {
 wukong_plugin_sdk::export_lifecycle_plugin!(KubevirtLifecycle);
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on what it did not expect"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

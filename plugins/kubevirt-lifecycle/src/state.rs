@@ -89,6 +89,10 @@ pub fn phase_name(phase: LifecyclePhase) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on what it did not expect"
+)]
 mod tests {
     use super::*;
     use serde_json::json;

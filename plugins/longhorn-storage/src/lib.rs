@@ -123,6 +123,10 @@ fn storage_class(config: &Config) -> StorageClass {
 wukong_plugin_sdk::export_storage_plugin!(LonghornStorage);
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on what it did not expect"
+)]
 mod tests {
     use super::*;
     use serde_json::{Value, json};

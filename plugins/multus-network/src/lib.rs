@@ -257,6 +257,10 @@ fn created(call: &Call<'_, Config>) -> StepResult<Vec<String>> {
 wukong_plugin_sdk::export_network_plugin!(MultusNetwork);
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on what it did not expect"
+)]
 mod tests {
     use super::*;
     use wukong_plugin_sdk::native::{network_finalize, network_reconcile};
