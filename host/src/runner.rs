@@ -3,13 +3,36 @@
 //! it, and plugin authors call it from their own `cargo test`.
 //!
 //! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::path::Path;
 //! use wukong::plugin::{Runtime, RuntimeLimits};
 //! use wukong::runner::run_dir;
 //!
-//! let runtime = Runtime::new(RuntimeLimits::default(), None).unwrap();
-//! let plugin = runtime.load("target/wasm32-wasip2/plugin/my_storage.wasm".as_ref()).unwrap();
-//! let report = run_dir(&plugin, "cases".as_ref()).unwrap();
+//! let runtime = Runtime::new(RuntimeLimits::default(), None)?;
+//! let plugin = runtime.load(Path::new("target/wasm32-wasip2/plugin/my_storage.wasm"))?;
+//! let report = run_dir(&plugin, Path::new("cases"))?;
 //! assert!(report.is_success(), "{report}");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! One call with fixtures, asserting on the outcome itself:
+//!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # use std::path::Path;
+//! # use wukong::plugin::{Runtime, RuntimeLimits};
+//! use std::sync::Arc;
+//! use wukong::runner::{FixtureCluster, Input, parse_yaml, run};
+//!
+//! # let plugin = Runtime::new(RuntimeLimits::default(), None)?.load(Path::new("p.wasm"))?;
+//! let input = Input::new(parse_yaml(Path::new("vm1.yaml"))?)
+//!     .config(serde_json::json!({"numberOfReplicas": 3}));
+//! let cluster = FixtureCluster::load(Path::new("cluster.yaml"))?;
+//! let outcome = run(&plugin, &input, Arc::new(cluster))?;
+//! assert!(outcome.delete.is_empty());
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # Case files

@@ -101,7 +101,12 @@ impl Case {
         Input {
             phase: self.phase,
             backend: self.backend.clone(),
-            config: self.config.clone(),
+            // `config:` left empty in YAML is null: the same as no config.
+            config: if self.config.is_null() {
+                empty_map()
+            } else {
+                self.config.clone()
+            },
             wukong: self.wukong.clone(),
             upstream: self.upstream.clone(),
         }
