@@ -21,57 +21,43 @@ pub const PROVISIONER: &str = "rook-ceph.rbd.csi.ceph.com";
 
 /// The plugin's config. Defaults are Rook's example cluster.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     /// The StorageClass for disks that name none.
-    #[serde(default = "default_storage_class")]
     pub storage_class: String,
     /// Apply that StorageClass (shared by every Wukong) when it does not exist.
-    #[serde(default = "yes")]
     pub create_storage_class: bool,
     /// The Rook cluster's namespace, which is its CSI cluster ID.
-    #[serde(default = "default_cluster_id", rename = "clusterID")]
+    #[serde(rename = "clusterID")]
     pub cluster_id: String,
     /// The RBD pool.
-    #[serde(default = "default_pool")]
     pub pool: String,
     /// RBD image features.
-    #[serde(default = "default_image_features")]
     pub image_features: String,
     /// Namespace of the CSI secrets (Rook's operator namespace).
-    #[serde(default = "default_cluster_id")]
     pub secret_namespace: String,
     /// Secret for provisioning and expansion.
-    #[serde(default = "default_provisioner_secret")]
     pub provisioner_secret: String,
     /// Secret for staging volumes on nodes.
-    #[serde(default = "default_node_secret")]
     pub node_secret: String,
     /// RWX `Block` volumes; RWO `Filesystem` when false.
-    #[serde(default = "yes")]
     pub live_migration: bool,
 }
 
-fn default_storage_class() -> String {
-    "wukong-ceph-rbd".into()
-}
-fn yes() -> bool {
-    true
-}
-fn default_cluster_id() -> String {
-    "rook-ceph".into()
-}
-fn default_pool() -> String {
-    "replicapool".into()
-}
-fn default_image_features() -> String {
-    "layering".into()
-}
-fn default_provisioner_secret() -> String {
-    "rook-csi-rbd-provisioner".into()
-}
-fn default_node_secret() -> String {
-    "rook-csi-rbd-node".into()
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            storage_class: "wukong-ceph-rbd".into(),
+            create_storage_class: true,
+            cluster_id: "rook-ceph".into(),
+            pool: "replicapool".into(),
+            image_features: "layering".into(),
+            secret_namespace: "rook-ceph".into(),
+            provisioner_secret: "rook-csi-rbd-provisioner".into(),
+            node_secret: "rook-csi-rbd-node".into(),
+            live_migration: true,
+        }
+    }
 }
 
 /// The plugin.
@@ -96,16 +82,7 @@ impl StoragePlugin for CephRbdStorage {
         if config.create_storage_class {
             disks::ensure_storage_class(call, &mut effects, &storage_class(config))?;
         }
-        let (access, mode) = if config.live_migration {
-            ("ReadWriteMany", "Block")
-        } else {
-            ("ReadWriteOnce", "Filesystem")
-        };
-        let class = ClaimClass {
-            storage_class: Some(config.storage_class.clone()),
-            access_modes: vec![access.into()],
-            volume_mode: Some(mode.into()),
-        };
+        let class = ClaimClass::shared(&config.storage_class, config.live_migration);
         disks::reconcile(call, &class, effects)
     }
 

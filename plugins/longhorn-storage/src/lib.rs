@@ -20,37 +20,31 @@ pub const PROVISIONER: &str = "driver.longhorn.io";
 
 /// The plugin's config.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct Config {
     /// The StorageClass for disks that name none.
-    #[serde(default = "default_storage_class")]
     pub storage_class: String,
     /// Apply that StorageClass (shared by every Wukong) when it does not exist.
-    #[serde(default = "yes")]
     pub create_storage_class: bool,
     /// Longhorn replicas per volume.
-    #[serde(default = "default_replicas")]
     #[schemars(range(min = 1, max = 20))]
     pub number_of_replicas: u32,
     /// Minutes before Longhorn drops an unreachable replica.
-    #[serde(default = "default_stale_replica_timeout")]
     pub stale_replica_timeout: u32,
     /// RWX `Block` volumes with `migratable: "true"`; RWO `Filesystem` when false.
-    #[serde(default = "yes")]
     pub live_migration: bool,
 }
 
-fn default_storage_class() -> String {
-    "wukong-longhorn".into()
-}
-fn yes() -> bool {
-    true
-}
-fn default_replicas() -> u32 {
-    3
-}
-fn default_stale_replica_timeout() -> u32 {
-    30
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            storage_class: "wukong-longhorn".into(),
+            create_storage_class: true,
+            number_of_replicas: 3,
+            stale_replica_timeout: 30,
+            live_migration: true,
+        }
+    }
 }
 
 /// The plugin.
@@ -75,16 +69,7 @@ impl StoragePlugin for LonghornStorage {
         if config.create_storage_class {
             disks::ensure_storage_class(call, &mut effects, &storage_class(config))?;
         }
-        let (access, mode) = if config.live_migration {
-            ("ReadWriteMany", "Block")
-        } else {
-            ("ReadWriteOnce", "Filesystem")
-        };
-        let class = ClaimClass {
-            storage_class: Some(config.storage_class.clone()),
-            access_modes: vec![access.into()],
-            volume_mode: Some(mode.into()),
-        };
+        let class = ClaimClass::shared(&config.storage_class, config.live_migration);
         disks::reconcile(call, &class, effects)
     }
 

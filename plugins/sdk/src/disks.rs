@@ -65,6 +65,23 @@ pub struct ClaimClass {
     pub volume_mode: Option<String>,
 }
 
+impl ClaimClass {
+    /// Claims on `storage_class` that KubeVirt can live-migrate (`ReadWriteMany` in
+    /// `Block` mode, what Longhorn and Ceph RBD share between nodes), or plain
+    /// `ReadWriteOnce` `Filesystem` claims.
+    pub fn shared(storage_class: &str, live_migration: bool) -> Self {
+        let (access, mode) = match live_migration {
+            true => ("ReadWriteMany", "Block"),
+            false => ("ReadWriteOnce", "Filesystem"),
+        };
+        Self {
+            storage_class: Some(storage_class.to_owned()),
+            access_modes: vec![access.to_owned()],
+            volume_mode: Some(mode.to_owned()),
+        }
+    }
+}
+
 /// The name of the DataVolume or PVC of a disk Wukong creates.
 pub fn claim_name(wukong: &str, disk: &str) -> String {
     format!("{wukong}-{disk}")
