@@ -1,1 +1,230 @@
-fn main() {}
+//! Plugin-call benchmark: prints figures, asserts nothing.
+//!
+//! `cargo bench -p wukong --bench plugin_calls` (after `tests/build-plugins.sh`):
+//! - per-call latency p50/p99 of a no-op step and of a realistic storage step (4 disks);
+//! - instantiate-only cost;
+//! - load of a plugin from `.wasm` (compile) and from the code cache, and of every
+//!   bundled plugin from a warm cache;
+//! - the wasm/native ratio of the same SDK impl on the same step.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wukong::plugin::types::{Context, Disk, DiskSource, Upstream, Wukong};
+use wukong::plugin::{
+    ClusterReader, CodeCache, Phase, Plugin, Runtime, RuntimeLimits, StepRequest,
+};
+use wukong::runner::FixtureCluster;
+
+const CALLS: usize = 3_000;
+const DISKS: usize = 4;
+
+fn plugin_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("wasm32-wasip2/plugin")
+}
+
+fn wukong_record() -> Wukong {
+    Wukong {
+        name: "vm1".into(),
+        namespace: "bench".into(),
+        uid: "00000000-0000-4000-8000-000000000001".into(),
+        generation: 1,
+        deleting: false,
+        cpu: 2,
+        memory: "4Gi".into(),
+        run_strategy: "Always".into(),
+        disks: (0..DISKS)
+            .map(|i| Disk {
+                name: format!("disk{i}"),
+                source: DiskSource::Image(format!(
+                    "docker://quay.io/containerdisks/fedora:{}",
+                    38 + i
+                )),
+                size: "20Gi".into(),
+                storage_class: None,
+                backend: None,
+                retain: false,
+                boot_order: (i == 0).then_some(1),
+                bus: "virtio".into(),
+            })
+            .collect(),
+        networks: Vec::new(),
+        lifecycle_action: None,
+        migration: None,
+        labels: vec![("vm.novasphere.dev/wukong".into(), "vm1".into())],
+        json: "{}".into(),
+    }
+}
+
+/// The 4 disks imported and bound: what a converged Wukong's storage step reads.
+fn fixtures() -> Vec<Value> {
+    (0..DISKS)
+        .flat_map(|i| {
+            let name = format!("vm1-disk{i}");
+            [
+                json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": name, "namespace": "bench"},
+                    "status": {"phase": "Succeeded", "progress": "100.0%"}}),
+                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "bench"},
+                    "spec": {"resources": {"requests": {"storage": "20Gi"}}, "accessModes": ["ReadWriteOnce"]},
+                    "status": {"phase": "Bound", "capacity": {"storage": "20Gi"}}}),
+            ]
+        })
+        .collect()
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    (at(0.50), at(0.99))
+}
+
+fn time_calls(mut call: impl FnMut()) -> (Duration, Duration) {
+    for _ in 0..200 {
+        call();
+    }
+    let samples = (0..CALLS)
+        .map(|_| {
+            let started = Instant::now();
+            call();
+            started.elapsed()
+        })
+        .collect();
+    percentiles(samples)
+}
+
+fn main() -> anyhow::Result<()> {
+    let dir = plugin_dir();
+    let cache_dir = tempfile::tempdir()?;
+    let limits = RuntimeLimits::default();
+    let runtime = Runtime::new(limits.clone(), Some(CodeCache::new(cache_dir.path())))?;
+
+    // Loads: compile, then a new runtime (as after a restart) loads from the cache.
+    let cdi_path = dir.join("cdi_storage.wasm");
+    let started = Instant::now();
+    let cdi = runtime.load(&cdi_path)?;
+    let compile = started.elapsed();
+    let bundled = [
+        "multus_network",
+        "cdi_storage",
+        "longhorn_storage",
+        "ceph_rbd_storage",
+        "kubevirt_lifecycle",
+        "hostile_plugin",
+    ];
+    for name in bundled {
+        runtime.load(&dir.join(format!("{name}.wasm")))?;
+    }
+    let warm = Runtime::new(limits, Some(CodeCache::new(cache_dir.path())))?;
+    let started = Instant::now();
+    let from_cache = warm.load(&cdi_path)?;
+    let cached = started.elapsed();
+    assert_eq!(from_cache.code_source, wukong::plugin::CodeSource::Cache);
+    let started = Instant::now();
+    let loaded: Vec<Plugin> = bundled
+        .iter()
+        .map(|name| warm.load(&dir.join(format!("{name}.wasm"))))
+        .collect::<Result<_, _>>()?;
+    let all_cached = started.elapsed();
+
+    // Calls.
+    let upstream = Upstream {
+        networks: Vec::new(),
+        volumes: Vec::new(),
+        lifecycle: None,
+    };
+    let reader: Arc<dyn ClusterReader> = Arc::new(FixtureCluster::new(fixtures())?);
+    let storage_context = Context {
+        wukong: wukong_record(),
+        config: "{}".into(),
+        backend: "default".into(),
+    };
+    let noop_context = Context {
+        wukong: wukong_record(),
+        config: r#"{"mode":"noop"}"#.into(),
+        backend: "default".into(),
+    };
+    let hostile = loaded
+        .iter()
+        .find(|p| p.manifest.name == "hostile")
+        .ok_or_else(|| anyhow::anyhow!("hostile plugin missing"))?;
+    let request = |context| StepRequest {
+        phase: Phase::Reconcile,
+        context,
+        upstream: &upstream,
+    };
+    let outcome = cdi.call(request(&storage_context), Arc::clone(&reader))?;
+    anyhow::ensure!(
+        matches!(&outcome.status, wukong::plugin::StepStatus::Volumes(v) if v.len() == DISKS && v.iter().all(|v| v.bound)),
+        "the storage step sees 4 bound disks"
+    );
+
+    let (noop_p50, noop_p99) =
+        time_calls(|| drop(hostile.call(request(&noop_context), Arc::clone(&reader))));
+    let (step_p50, step_p99) =
+        time_calls(|| drop(cdi.call(request(&storage_context), Arc::clone(&reader))));
+    let (inst_p50, inst_p99) = time_calls(|| drop(cdi.instantiate_only()));
+
+    let native_cluster = {
+        let mut cluster = wukong_plugin_sdk::FixtureCluster::new();
+        for object in fixtures() {
+            cluster = cluster.with(object);
+        }
+        cluster
+    };
+    let sdk_context: wukong_plugin_sdk::Context =
+        serde_json::from_value(serde_json::to_value(&storage_context)?)?;
+    let sdk_upstream: wukong_plugin_sdk::Upstream =
+        serde_json::from_value(serde_json::to_value(&upstream)?)?;
+    let (native_p50, native_p99) = time_calls(|| {
+        drop(wukong_plugin_sdk::native::storage_reconcile::<
+            cdi_storage::CdiStorage,
+        >(&sdk_context, &sdk_upstream, &native_cluster));
+    });
+
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("plugin-call benchmark ({CALLS} calls each, after 200 warm-up calls)");
+    println!(
+        "  no-op step (instantiate + call + checks) p50 {:>8.1} µs   p99 {:>8.1} µs",
+        us(noop_p50),
+        us(noop_p99)
+    );
+    println!(
+        "  storage step, {DISKS} disks, wasm           p50 {:>8.1} µs   p99 {:>8.1} µs",
+        us(step_p50),
+        us(step_p99)
+    );
+    println!(
+        "  storage step, {DISKS} disks, native         p50 {:>8.1} µs   p99 {:>8.1} µs",
+        us(native_p50),
+        us(native_p99)
+    );
+    println!(
+        "  wasm/native ratio (p50)                  {:>8.2}x",
+        step_p50.as_secs_f64() / native_p50.as_secs_f64().max(1e-9)
+    );
+    println!(
+        "  instantiate only                         p50 {:>8.1} µs   p99 {:>8.1} µs",
+        us(inst_p50),
+        us(inst_p99)
+    );
+    println!(
+        "  load cdi-storage from .wasm (compile)    {:>8.1} ms",
+        ms(compile)
+    );
+    println!(
+        "  load cdi-storage from the code cache     {:>8.1} ms",
+        ms(cached)
+    );
+    println!(
+        "  load {} plugins from the code cache       {:>8.1} ms",
+        loaded.len(),
+        ms(all_cached)
+    );
+    Ok(())
+}

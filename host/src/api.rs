@@ -14,21 +14,35 @@ use kube::CustomResourceExt;
 
 /// The Wukong CRD as the apiserver accepts it.
 ///
-/// NB: schemars lists `null` among the values of an optional enum; the apiserver refuses
-/// a `null` enum value in a structural schema (`nullable: true` already says it).
+/// NB: schemars lists `null` among the values of an optional enum, and gives `""` as the
+/// default of a defaulted string; older apiservers refuse both (`nullable: true` already
+/// says the first, and an empty default says nothing).
 pub fn crd() -> CustomResourceDefinition {
     let mut crd = Wukong::crd();
     for version in &mut crd.spec.versions {
-        if let Some(schema) = version.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        {
             drop_null_enum_values(schema);
         }
     }
     crd
 }
 
-fn drop_null_enum_values(schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps) {
+fn drop_null_enum_values(
+    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
+) {
     if let Some(values) = schema.enum_.as_mut() {
         values.retain(|v| !v.0.is_null());
+    }
+    if schema
+        .default
+        .as_ref()
+        .is_some_and(|d| d.0.as_str() == Some(""))
+    {
+        schema.default = None;
     }
     for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
         drop_null_enum_values(child);

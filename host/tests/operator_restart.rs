@@ -18,7 +18,8 @@ impl OperatorProcess {
     fn start(cluster: &Cluster, config_toml: &str, dir: &tempfile::TempDir, tag: &str) -> Self {
         let config = dir.path().join(format!("wukong-{tag}.toml"));
         std::fs::write(&config, config_toml).expect("write config");
-        let log = std::fs::File::create(dir.path().join(format!("operator-{tag}.log"))).expect("log file");
+        let log = std::fs::File::create(dir.path().join(format!("operator-{tag}.log")))
+            .expect("log file");
         let child = Command::new(env!("CARGO_BIN_EXE_wukong"))
             .args(["run", "--config"])
             .arg(&config)
@@ -47,7 +48,9 @@ impl Drop for OperatorProcess {
 }
 
 fn wukong_yaml(name: &str, backend: Option<&str>) -> String {
-    let backend = backend.map(|b| format!(", backend: {b}")).unwrap_or_default();
+    let backend = backend
+        .map(|b| format!(", backend: {b}"))
+        .unwrap_or_default();
     format!(
         "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {{name: {name}}}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks:\n  - {{name: root, size: 2Gi, image: \"docker://quay.io/containerdisks/fedora:40\"{backend}}}\n  - {{name: scratch, size: 1Gi{backend}}}\n  networks:\n  - {{name: lan, config: {{bridge: br0}}}}\n"
     )
@@ -75,10 +78,26 @@ async fn killed_mid_reconcile_the_operator_converges_without_duplicates() {
     for name in &names {
         wait_for(&client, ns, name, TIMEOUT, is_running).await;
     }
-    let count = |objects: &[kube::api::DynamicObject], name: &str| objects.iter().filter(|o| o.labels().get("vm.novasphere.dev/wukong").map(String::as_str) == Some(name)).count();
+    let count = |objects: &[kube::api::DynamicObject], name: &str| {
+        objects
+            .iter()
+            .filter(|o| {
+                o.labels()
+                    .get("vm.novasphere.dev/wukong")
+                    .map(String::as_str)
+                    == Some(name)
+            })
+            .count()
+    };
     let dvs = list(&client, ns, "cdi.kubevirt.io/v1beta1", "DataVolume").await;
     let pvcs = list(&client, ns, "v1", "PersistentVolumeClaim").await;
-    let nads = list(&client, ns, "k8s.cni.cncf.io/v1", "NetworkAttachmentDefinition").await;
+    let nads = list(
+        &client,
+        ns,
+        "k8s.cni.cncf.io/v1",
+        "NetworkAttachmentDefinition",
+    )
+    .await;
     let vms = list(&client, ns, "kubevirt.io/v1", "VirtualMachine").await;
     let vmis = list(&client, ns, "kubevirt.io/v1", "VirtualMachineInstance").await;
     for name in &names {
@@ -86,7 +105,10 @@ async fn killed_mid_reconcile_the_operator_converges_without_duplicates() {
         assert_eq!(count(&nads, name), 1, "{name}: one NAD");
         assert_eq!(count(&vms, name), 1, "{name}: one VM");
         assert_eq!(count(&vmis, name), 1, "{name}: one VMI");
-        let blank = pvcs.iter().filter(|p| p.name_any() == format!("{name}-scratch")).count();
+        let blank = pvcs
+            .iter()
+            .filter(|p| p.name_any() == format!("{name}-scratch"))
+            .count();
         assert_eq!(blank, 1, "{name}: one blank PVC");
     }
 }
@@ -109,14 +131,46 @@ async fn a_storage_backend_is_swapped_by_config_alone() {
     create(&client, ns, &wukong_yaml("on-ceph", None)).await;
     let second = wait_for(&client, ns, "on-ceph", TIMEOUT, is_running).await;
 
-    let plugin_of = |w: &wukong::api::Wukong| w.status.as_ref().and_then(|s| s.plugins.iter().find(|p| p.step == "storage").map(|p| p.name.clone()));
+    let plugin_of = |w: &wukong::api::Wukong| {
+        w.status.as_ref().and_then(|s| {
+            s.plugins
+                .iter()
+                .find(|p| p.step == "storage")
+                .map(|p| p.name.clone())
+        })
+    };
     assert_eq!(plugin_of(&first).as_deref(), Some("longhorn-storage"));
     assert_eq!(plugin_of(&second).as_deref(), Some("ceph-rbd-storage"));
     let classes = list(&client, "", "storage.k8s.io/v1", "StorageClass").await;
-    let provisioner_of = |class: &str| classes.iter().find(|c| c.name_any() == class).and_then(|c| c.data["provisioner"].as_str().map(str::to_owned));
-    let class_of = |w: &wukong::api::Wukong| w.status.as_ref().and_then(|s| s.volumes.first()).and_then(|v| v.storage_class.clone()).expect("storage class in status");
-    assert_eq!(provisioner_of(&class_of(&first)).as_deref(), Some("driver.longhorn.io"));
-    assert_eq!(provisioner_of(&class_of(&second)).as_deref(), Some("rook-ceph.rbd.csi.ceph.com"));
-    let ceph_volume = second.status.as_ref().and_then(|s| s.volumes.first()).expect("volume");
-    assert_eq!(ceph_volume.volume_mode.as_deref(), Some("Block"), "Ceph RBD disks are raw block devices");
+    let provisioner_of = |class: &str| {
+        classes
+            .iter()
+            .find(|c| c.name_any() == class)
+            .and_then(|c| c.data["provisioner"].as_str().map(str::to_owned))
+    };
+    let class_of = |w: &wukong::api::Wukong| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.volumes.first())
+            .and_then(|v| v.storage_class.clone())
+            .expect("storage class in status")
+    };
+    assert_eq!(
+        provisioner_of(&class_of(&first)).as_deref(),
+        Some("driver.longhorn.io")
+    );
+    assert_eq!(
+        provisioner_of(&class_of(&second)).as_deref(),
+        Some("rook-ceph.rbd.csi.ceph.com")
+    );
+    let ceph_volume = second
+        .status
+        .as_ref()
+        .and_then(|s| s.volumes.first())
+        .expect("volume");
+    assert_eq!(
+        ceph_volume.volume_mode.as_deref(),
+        Some("Block"),
+        "Ceph RBD disks are raw block devices"
+    );
 }

@@ -60,7 +60,8 @@ pub struct WukongCondition {
     /// `True`, `False` or `Unknown`.
     pub status: String,
     pub reason: String,
-    #[serde(default)]
+    // NB: an empty string reaches a 1.20 apiserver's server-side apply as null.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
     /// RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]

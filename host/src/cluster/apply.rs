@@ -123,17 +123,26 @@ impl Applier {
         }
         if kind.namespaced {
             metadata.insert("namespace".into(), Value::String(owner.namespace.clone()));
-            // Cluster-scoped objects cannot be owned by a namespaced Wukong: labels only.
-            metadata.insert(
-                "ownerReferences".into(),
-                json!([{"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name, "uid": owner.uid, "controller": true, "blockOwnerDeletion": true}]),
-            );
         }
         let api = self.api(&kind, &owner.namespace);
         let live = api.get_opt(&name).await.map_err(|source| ApplyError::Api {
             what: what.clone(),
             source,
         })?;
+        if kind.namespaced {
+            // Cluster-scoped objects cannot be owned by a namespaced Wukong: labels only.
+            // An object another controller already controls (the PVC CDI made for a
+            // DataVolume) gets a plain, non-controller reference.
+            let controlled_elsewhere = live.as_ref().is_some_and(|l| {
+                l.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|o| o.controller == Some(true) && o.uid != owner.uid)
+            });
+            object["metadata"]["ownerReferences"] = json!([{"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name,
+                "uid": owner.uid, "controller": !controlled_elsewhere, "blockOwnerDeletion": true}]);
+        }
         if let Some(live) = live {
             let live = serde_json::to_value(&live).unwrap_or(Value::Null);
             if is_subset(&object, &live) {

@@ -268,7 +268,7 @@ impl Plugin {
 }
 
 /// The cluster while loading: a manifest needs no reads.
-struct NoCluster;
+pub(crate) struct NoCluster;
 
 impl super::ClusterReader for NoCluster {
     fn get(&self, _: &super::types::ObjectRef, _: &str) -> Result<Option<String>, String> {

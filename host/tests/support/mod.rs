@@ -1,6 +1,8 @@
 //! Shared by the host's integration tests: where the compiled plugins are, and inputs.
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
+pub mod operator;
+
 use std::path::PathBuf;
 
 use wukong::plugin::types::{Context, Upstream, Wukong};

@@ -14,7 +14,10 @@ use wukong_testenv::{SimConfig, Simulator, TestEnv};
 
 /// The bundled plugins' folder.
 pub fn plugin_dir() -> PathBuf {
-    super::plugin_wasm("cdi-storage").parent().map(PathBuf::from).unwrap_or_default()
+    super::plugin_wasm("cdi-storage")
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or_default()
 }
 
 /// A host config with every bundled backend; `storage_default` picks the storage default.
@@ -59,8 +62,12 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Self {
-        let env = TestEnv::start().await.expect("control plane (run tests/testenv/provision.sh)");
-        let sim = Simulator::start(&env, SimConfig::fast()).await.expect("simulator");
+        let env = TestEnv::start()
+            .await
+            .expect("control plane (run tests/testenv/provision.sh)");
+        let sim = Simulator::start(&env, SimConfig::fast())
+            .await
+            .expect("simulator");
         Self { env, sim }
     }
 
@@ -77,8 +84,15 @@ pub struct InProcess {
 
 impl InProcess {
     pub async fn start(client: Client, config_toml: &str) -> Self {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "info,kube=warn".into()))
+            .with_test_writer()
+            .try_init();
         let config = HostConfig::parse(config_toml, "test.toml").expect("host config");
-        let backends = tokio::task::spawn_blocking(move || Backends::load(&config, "test.toml")).await.expect("join").expect("backends");
+        let backends = tokio::task::spawn_blocking(move || Backends::load(&config, "test.toml"))
+            .await
+            .expect("join")
+            .expect("backends");
         let ctx = Context::new(client, Arc::new(RwLock::new(Arc::new(backends))));
         let task = tokio::spawn({
             let ctx = Arc::clone(&ctx);
@@ -105,11 +119,20 @@ impl Drop for InProcess {
 /// Creates a Wukong from YAML in `namespace`.
 pub async fn create(client: &Client, namespace: &str, yaml: &str) -> Wukong {
     let wukong: Wukong = serde_yaml::from_str(yaml).expect("wukong yaml");
-    Api::<Wukong>::namespaced(client.clone(), namespace).create(&PostParams::default(), &wukong).await.expect("create wukong")
+    Api::<Wukong>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), &wukong)
+        .await
+        .expect("create wukong")
 }
 
 /// Polls a Wukong until `done` holds, or panics after `timeout` with its last status.
-pub async fn wait_for(client: &Client, namespace: &str, name: &str, timeout: Duration, done: impl Fn(&Wukong) -> bool) -> Wukong {
+pub async fn wait_for(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    done: impl Fn(&Wukong) -> bool,
+) -> Wukong {
     let api = Api::<Wukong>::namespaced(client.clone(), namespace);
     let started = Instant::now();
     loop {
@@ -118,7 +141,10 @@ pub async fn wait_for(client: &Client, namespace: &str, name: &str, timeout: Dur
                 return wukong;
             }
             if started.elapsed() > timeout {
-                panic!("{namespace}/{name} did not get there in {timeout:?}; status: {}", serde_yaml::to_string(&wukong.status).unwrap_or_default());
+                panic!(
+                    "{namespace}/{name} did not get there in {timeout:?}; status: {}",
+                    serde_yaml::to_string(&wukong.status).unwrap_or_default()
+                );
             }
         } else if started.elapsed() > timeout {
             panic!("{namespace}/{name} not found after {timeout:?}");
@@ -128,19 +154,37 @@ pub async fn wait_for(client: &Client, namespace: &str, name: &str, timeout: Dur
 }
 
 pub fn condition(wukong: &Wukong, condition_type: &str) -> Option<(String, String, String)> {
-    wukong.status.as_ref()?.conditions.iter().find(|c| c.condition_type == condition_type).map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    wukong
+        .status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == condition_type)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
 }
 
 pub fn is_running(wukong: &Wukong) -> bool {
-    wukong.status.as_ref().and_then(|s| s.phase) == Some(wukong::api::WukongPhase::Running) && condition(wukong, "Ready").is_some_and(|c| c.0 == "True")
+    wukong.status.as_ref().and_then(|s| s.phase) == Some(wukong::api::WukongPhase::Running)
+        && condition(wukong, "Ready").is_some_and(|c| c.0 == "True")
 }
 
 /// Objects of a kind in a namespace, by `group/version` + kind.
-pub async fn list(client: &Client, namespace: &str, api_version: &str, kind: &str) -> Vec<DynamicObject> {
+pub async fn list(
+    client: &Client,
+    namespace: &str,
+    api_version: &str,
+    kind: &str,
+) -> Vec<DynamicObject> {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     let gvk = kube::core::GroupVersionKind::gvk(group, version, kind);
-    let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.expect("discovery");
-    let api: Api<DynamicObject> = if namespace.is_empty() { Api::all_with(client.clone(), &resource) } else { Api::namespaced_with(client.clone(), namespace, &resource) };
+    let (resource, _) = kube::discovery::pinned_kind(client, &gvk)
+        .await
+        .expect("discovery");
+    let api: Api<DynamicObject> = if namespace.is_empty() {
+        Api::all_with(client.clone(), &resource)
+    } else {
+        Api::namespaced_with(client.clone(), namespace, &resource)
+    };
     api.list(&Default::default()).await.expect("list").items
 }
 
@@ -152,6 +196,9 @@ pub fn names(objects: &[DynamicObject]) -> Vec<String> {
 
 /// Makes a namespace.
 pub async fn namespace(client: &Client, name: &str) {
-    let ns: k8s_openapi::api::core::v1::Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
-    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await;
+    let ns: k8s_openapi::api::core::v1::Namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await;
 }

@@ -310,6 +310,9 @@ async fn vm_action(
             done(util::patch_status(api, vm, json!({"stateChangeRequests": reqs})).await?)
         }
         "stop" if !alive && strategy != "Always" => Ok(Some(conflict("VM is not running"))),
+        // As KubeVirt: a stop with a grace period on a VM already stopping shortens its
+        // grace period (a forced stop after a graceful one); without one it is refused.
+        "stop" if strategy == "Halted" && alive && grace.is_some() => ok(),
         "stop" if strategy == "Halted" => Ok(Some(conflict("VM is not running"))),
         "stop" if strategy == "Manual" => {
             done(util::patch_status(api, vm, json!({"stateChangeRequests": [stop_req]})).await?)
