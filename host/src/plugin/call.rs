@@ -67,6 +67,25 @@ impl Plugin {
         .map_err(fail)
     }
 
+    /// Instantiates a fresh instance and drops it: a cheap liveness check of the plugin
+    /// and the instance pool, and the instantiate-only figure of the benchmark.
+    pub fn instantiate_only(&self) -> Result<(), CallError> {
+        let fail = |e: wasmtime::Error| CallError { plugin: self.id.to_string(), failure: CallFailure::Instantiate(format!("{e:#}")) };
+        let reader: Arc<dyn ClusterReader> = Arc::new(super::loader::NoCluster);
+        let state = CallState::new(&self.limits, Arc::clone(&self.id), Arc::clone(&self.reads), String::new(), reader);
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        store.set_fuel(self.limits.fuel).map_err(fail)?;
+        store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline()));
+        match &self.pre {
+            PluginPre::Network(p) => p.instantiate(&mut store).map(drop),
+            PluginPre::Storage(p) => p.instantiate(&mut store).map(drop),
+            PluginPre::Lifecycle(p) => p.instantiate(&mut store).map(drop),
+            PluginPre::Migration(p) => p.instantiate(&mut store).map(drop),
+        }
+        .map_err(fail)
+    }
+
     fn invoke(
         &self,
         store: &mut Store<CallState>,
