@@ -142,11 +142,13 @@ fn main() -> anyhow::Result<()> {
         wukong: wukong_record(),
         config: "{}".into(),
         backend: "default".into(),
+        now: "2026-01-01T00:00:00Z".into(),
     };
     let noop_context = Context {
         wukong: wukong_record(),
         config: r#"{"mode":"noop"}"#.into(),
         backend: "default".into(),
+        now: "2026-01-01T00:00:00Z".into(),
     };
     let hostile = loaded
         .iter()

@@ -102,7 +102,9 @@ pub use case::{Case, CaseReport, Expect, Report, run_case, run_case_file, run_di
 pub use compare::{matches_subset, subset_diff};
 pub use error::RunnerError;
 pub use fixture::FixtureCluster;
-pub use input::{DEFAULT_UID, DELETION_TIMESTAMP, Input, Prepared, outcome_to_value, parse_yaml};
+pub use input::{
+    DEFAULT_NOW, DEFAULT_UID, DELETION_TIMESTAMP, Input, Prepared, outcome_to_value, parse_yaml,
+};
 pub use live::LiveCluster;
 pub use record::{
     GetRequest, ListRequest, ReadAnswer, ReadRequest, RecordedRead, Recording, Replay,

@@ -11,7 +11,7 @@ pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "wuk
 pub const WUKONG_LABEL: &str = "vm.novasphere.dev/wukong";
 
 /// Graceful stop when the action does not say.
-const DEFAULT_GRACE_PERIOD_SECONDS: u32 = 30;
+pub const DEFAULT_GRACE_PERIOD_SECONDS: u32 = 30;
 
 /// Maps a Wukong into the contract's `wukong` record.
 pub fn to_contract(wukong: &Wukong) -> types::Wukong {
@@ -37,10 +37,12 @@ pub fn to_contract(wukong: &Wukong) -> types::Wukong {
                 grace_period_seconds: a
                     .grace_period_seconds
                     .unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS),
-                request_id: a
-                    .request_id
-                    .clone()
-                    .unwrap_or_else(|| format!("generation-{generation}")),
+                request_id: a.request_id.clone().unwrap_or_else(|| {
+                    let grace = a
+                        .grace_period_seconds
+                        .unwrap_or(DEFAULT_GRACE_PERIOD_SECONDS);
+                    format!("{}/force={}/grace={grace}", action_name(a.action), a.force)
+                }),
             }),
         migration: spec.migration.as_ref().map(|m| types::MigrationRequest {
             target_node: m.target_node.clone(),
@@ -48,10 +50,9 @@ pub fn to_contract(wukong: &Wukong) -> types::Wukong {
             allow_post_copy: m.allow_post_copy,
             completion_timeout_per_gi_b: m.completion_timeout_per_gi_b,
             abort: m.abort,
-            request_id: m
-                .request_id
-                .clone()
-                .unwrap_or_else(|| format!("generation-{generation}")),
+            request_id: m.request_id.clone().unwrap_or_else(|| {
+                format!("migrate/{}", m.target_node.as_deref().unwrap_or("any"))
+            }),
         }),
         labels: vec![
             (MANAGED_BY_LABEL.0.to_owned(), MANAGED_BY_LABEL.1.to_owned()),

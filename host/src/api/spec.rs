@@ -177,8 +177,9 @@ pub struct LifecycleActionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 86400))]
     pub grace_period_seconds: Option<u32>,
-    /// Identifies the request: set a new value to repeat the same action. When absent,
-    /// the Wukong's generation at the time of the change identifies it.
+    /// Identifies the request. When absent, the action's content does (`restart/force=false/
+    /// grace=30`): re-applying the same spec does not repeat it, a different action does.
+    /// Set a new value to repeat the same action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }

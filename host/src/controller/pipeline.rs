@@ -52,6 +52,7 @@ pub async fn call(
         wukong,
         config: backend.config_json.clone(),
         backend: backend.name.clone(),
+        now: k8s_openapi::jiff::Timestamp::now().to_string(),
     };
     let step = plugin.step();
     let id = plugin.id.to_string();

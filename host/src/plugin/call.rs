@@ -70,9 +70,18 @@ impl Plugin {
     /// Instantiates a fresh instance and drops it: a cheap liveness check of the plugin
     /// and the instance pool, and the instantiate-only figure of the benchmark.
     pub fn instantiate_only(&self) -> Result<(), CallError> {
-        let fail = |e: wasmtime::Error| CallError { plugin: self.id.to_string(), failure: CallFailure::Instantiate(format!("{e:#}")) };
+        let fail = |e: wasmtime::Error| CallError {
+            plugin: self.id.to_string(),
+            failure: CallFailure::Instantiate(format!("{e:#}")),
+        };
         let reader: Arc<dyn ClusterReader> = Arc::new(super::loader::NoCluster);
-        let state = CallState::new(&self.limits, Arc::clone(&self.id), Arc::clone(&self.reads), String::new(), reader);
+        let state = CallState::new(
+            &self.limits,
+            Arc::clone(&self.id),
+            Arc::clone(&self.reads),
+            String::new(),
+            reader,
+        );
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| s);
         store.set_fuel(self.limits.fuel).map_err(fail)?;

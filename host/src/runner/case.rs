@@ -26,6 +26,9 @@ pub struct Case {
     pub phase: Phase,
     #[serde(default = "default_backend")]
     pub backend: String,
+    /// The call's time (RFC 3339); `DEFAULT_NOW` when absent.
+    #[serde(default = "default_now")]
+    pub now: String,
     #[serde(default = "empty_map")]
     pub config: Value,
     /// A Wukong manifest as users write it.
@@ -73,6 +76,10 @@ fn reconcile() -> Phase {
     Phase::Reconcile
 }
 
+fn default_now() -> String {
+    super::input::DEFAULT_NOW.into()
+}
+
 fn default_backend() -> String {
     "default".into()
 }
@@ -101,6 +108,7 @@ impl Case {
         Input {
             phase: self.phase,
             backend: self.backend.clone(),
+            now: self.now.clone(),
             // `config:` left empty in YAML is null: the same as no config.
             config: if self.config.is_null() {
                 empty_map()

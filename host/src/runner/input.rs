@@ -10,6 +10,9 @@ use crate::api::{self, Wukong};
 use crate::plugin::types::{Context, Upstream};
 use crate::plugin::{LoadError, Outcome, Phase, Plugin, StepRequest};
 
+/// The time a case runs at unless it says `now:`, so outcomes are reproducible.
+pub const DEFAULT_NOW: &str = "2026-01-01T00:00:00Z";
+
 /// The uid a Wukong gets when its manifest has none, so fixtures can be owned by it.
 pub const DEFAULT_UID: &str = "00000000-0000-4000-8000-000000000001";
 /// The `deletionTimestamp` a Wukong gets for a `finalize` call when it has none.
@@ -24,6 +27,8 @@ pub struct Input {
     pub phase: Phase,
     /// The backend name passed in the context.
     pub backend: String,
+    /// The call's time, RFC 3339; [`DEFAULT_NOW`] unless a case says otherwise.
+    pub now: String,
     /// The plugin's config.
     pub config: Value,
     /// A Wukong manifest (`apiVersion`, `kind`, `metadata`, `spec`, optional `status`).
@@ -57,6 +62,7 @@ impl Input {
         Self {
             phase: Phase::Reconcile,
             backend: "default".into(),
+            now: DEFAULT_NOW.into(),
             config: json!({}),
             wukong,
             upstream: None,
@@ -105,6 +111,7 @@ impl Input {
                 wukong: api::to_contract(&wukong),
                 config: self.config.to_string(),
                 backend: self.backend.clone(),
+                now: self.now.clone(),
             },
             upstream: upstream(self.upstream.as_ref())?,
         })

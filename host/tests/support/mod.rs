@@ -67,6 +67,7 @@ pub fn context(wukong: Wukong, config: serde_json::Value) -> Context {
         wukong,
         config: config.to_string(),
         backend: "default".into(),
+        now: "2026-01-01T00:00:00Z".into(),
     }
 }
 

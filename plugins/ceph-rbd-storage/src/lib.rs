@@ -167,6 +167,7 @@ mod tests {
             },
             config: config.to_string(),
             backend: "ceph-rbd".into(),
+            now: "2026-01-01T00:00:00Z".into(),
         }
     }
 

@@ -176,6 +176,7 @@ mod tests {
             },
             config: config.to_string(),
             backend: "default".into(),
+            now: "2026-01-01T00:00:00Z".into(),
         }
     }
 

@@ -150,6 +150,7 @@ mod tests {
             },
             config: config.to_string(),
             backend: "longhorn".into(),
+            now: "2026-01-01T00:00:00Z".into(),
         }
     }
 

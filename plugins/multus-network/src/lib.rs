@@ -324,6 +324,7 @@ mod tests {
             },
             config: r#"{"defaultBridge": "br-default"}"#.into(),
             backend: "default".into(),
+            now: "2026-01-01T00:00:00Z".into(),
         }
     }
 

@@ -17,6 +17,8 @@ pub struct Call<'a, C> {
     pub config: C,
     /// The backend name the host chose for this call (`longhorn`, `default`).
     pub backend: &'a str,
+    /// The time of this call (RFC 3339), from the host: use it instead of a clock.
+    pub now: &'a str,
     /// The results of the steps before this one.
     pub upstream: &'a Upstream,
     /// Read-only cluster access, scoped to the manifest's `reads`.
@@ -42,6 +44,7 @@ impl<'a, C: DeserializeOwned> Call<'a, C> {
             wukong: &context.wukong,
             config,
             backend: &context.backend,
+            now: &context.now,
             upstream,
             cluster,
         })

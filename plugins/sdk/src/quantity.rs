@@ -31,10 +31,13 @@ pub fn to_bytes(quantity: &str) -> Option<u128> {
         whole.parse().ok()?
     };
     let mut bytes = whole.checked_mul(multiplier)?;
-    let mut scale = multiplier;
-    for digit in fraction.chars() {
-        scale /= 10;
-        bytes = bytes.checked_add(u128::from(digit.to_digit(10)?) * scale)?;
+    if !fraction.is_empty() {
+        let digits: u128 = fraction
+            .parse()
+            .ok()
+            .filter(|_| fraction.chars().all(|c| c.is_ascii_digit()))?;
+        let scale = 10u128.checked_pow(u32::try_from(fraction.len()).ok()?)?;
+        bytes = bytes.checked_add(digits.checked_mul(multiplier)? / scale)?;
     }
     Some(bytes)
 }
