@@ -78,8 +78,10 @@ pub(crate) fn selector_matches(selector: &str, labels: &serde_json::Value) -> bo
         .all(|term| {
             if let Some((key, value)) = term.split_once("!=") {
                 labels[key.trim()].as_str() != Some(value.trim())
-            } else if let Some((key, value)) = term.split_once('=') {
-                labels[key.trim().trim_end_matches('=')].as_str() == Some(value.trim())
+            } else if let Some((key, value)) =
+                term.split_once("==").or_else(|| term.split_once('='))
+            {
+                labels[key.trim()].as_str() == Some(value.trim())
             } else {
                 !labels[term].is_null()
             }
