@@ -12,6 +12,9 @@ echo "[run-all] control-plane binaries: $KUBEBUILDER_ASSETS" >&2
 echo "[run-all] checking formatting" >&2
 cargo fmt --all -- --check
 
+echo "[run-all] clippy" >&2
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
 echo "[run-all] building plugin components" >&2
 bash tests/build-plugins.sh
 

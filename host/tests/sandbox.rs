@@ -27,6 +27,9 @@ impl ClusterReader for OneForeignPvc {
 
 const DEADLINE_MS: u64 = 300;
 
+/// Whether a failure is the one a mode must cause.
+type Expectation = fn(&CallFailure) -> bool;
+
 fn runtime() -> Runtime {
     // Fuel far above what the deadline allows, so the deadline is what stops the loop.
     let limits = RuntimeLimits {
@@ -81,7 +84,7 @@ fn every_hostile_plugin_is_contained_and_the_next_call_succeeds() {
         .expect("load hostile plugin");
     let deadline = Duration::from_millis(DEADLINE_MS);
 
-    let expectations: Vec<(&str, fn(&CallFailure) -> bool)> = vec![
+    let expectations: Vec<(&str, Expectation)> = vec![
         ("loop", |f| matches!(f, CallFailure::Deadline(_))),
         ("alloc", |f| matches!(f, CallFailure::Memory(_))),
         ("stack", |f| matches!(f, CallFailure::StackOverflow)),

@@ -17,10 +17,13 @@ pub struct Backend {
     pub config_json: String,
 }
 
+/// One step's default backend name and its backends by name.
+type StepBackends = (Option<String>, BTreeMap<String, Arc<Backend>>);
+
 /// Every configured backend, loaded and validated.
 pub struct Backends {
     pub runtime: Arc<Runtime>,
-    steps: BTreeMap<String, (Option<String>, BTreeMap<String, Arc<Backend>>)>,
+    steps: BTreeMap<String, StepBackends>,
 }
 
 impl Backends {
