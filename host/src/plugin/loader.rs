@@ -231,6 +231,18 @@ fn is_semver(version: &str) -> bool {
             .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
 }
 
+impl std::fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plugin")
+            .field("id", &self.id)
+            .field("path", &self.path)
+            .field("digest", &self.digest)
+            .field("contract", &self.contract)
+            .field("code_source", &self.code_source)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Plugin {
     /// Checks a config against the manifest's schema, naming each problem's location.
     pub fn validate_config(&self, config: &serde_json::Value) -> Result<(), LoadError> {
