@@ -152,18 +152,7 @@ impl HostConfig {
 
 /// The config key of a step: `network`, `storage`, ...
 pub fn step_name(step: StepKind) -> &'static str {
-    match step {
-        StepKind::Network => "network",
-        StepKind::Storage => "storage",
-        StepKind::Lifecycle => "lifecycle",
-        StepKind::Migration => "migration",
-    }
-}
-
-impl std::fmt::Display for StepKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(step_name(*self))
-    }
+    crate::plugin::step_name(step)
 }
 
 #[cfg(test)]

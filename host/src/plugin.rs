@@ -43,6 +43,22 @@ pub trait ClusterReader: Send + Sync {
     ) -> Result<Vec<String>, String>;
 }
 
+/// A step's name as the contract and the config spell it: `network`, `storage`, ...
+pub fn step_name(step: types::StepKind) -> &'static str {
+    match step {
+        types::StepKind::Network => "network",
+        types::StepKind::Storage => "storage",
+        types::StepKind::Lifecycle => "lifecycle",
+        types::StepKind::Migration => "migration",
+    }
+}
+
+impl std::fmt::Display for types::StepKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(step_name(*self))
+    }
+}
+
 /// `reconcile` or `finalize`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -206,7 +206,7 @@ fn validate_manifest(
     }
     if manifest.step != info.step {
         return Err(format!(
-            "declares step {:?} but the component exports the {:?} world",
+            "declares step {} but the component exports the {} world",
             manifest.step, info.step
         ));
     }
@@ -288,5 +288,55 @@ impl super::ClusterReader for NoCluster {
     }
     fn list(&self, _: &KindRef, _: &str, _: Option<&str>) -> Result<Vec<String>, String> {
         Err("no cluster reads while loading".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::types::Capabilities;
+
+    fn manifest(name: &str, version: &str, step: StepKind, schema: &str) -> PluginManifest {
+        PluginManifest {
+            name: name.into(),
+            version: version.into(),
+            step,
+            description: String::new(),
+            capabilities: Capabilities {
+                reads: Vec::new(),
+                writes: Vec::new(),
+                actions: vec!["virtualmachines/stop".into()],
+            },
+            config_schema: schema.into(),
+        }
+    }
+
+    #[test]
+    fn invalid_manifests_are_refused_with_the_reason() {
+        let info = ContractInfo {
+            version: "0.1.0".into(),
+            step: StepKind::Storage,
+        };
+        assert!(
+            validate_manifest(
+                &manifest("good-one", "1.2.3", StepKind::Storage, "{}"),
+                &info
+            )
+            .is_ok()
+        );
+        let reason = |m| validate_manifest(&m, &info).unwrap_err();
+        assert!(reason(manifest("Bad Name", "1.0.0", StepKind::Storage, "{}")).contains("name"));
+        assert!(reason(manifest("ok", "1.0", StepKind::Storage, "{}")).contains("semver"));
+        assert!(
+            reason(manifest("ok", "1.0.0", StepKind::Network, "{}"))
+                .contains("exports the storage world")
+        );
+        assert!(
+            reason(manifest("ok", "1.0.0", StepKind::Storage, "not json")).contains("not JSON")
+        );
+        assert!(
+            reason(manifest("ok", "1.0.0", StepKind::Storage, r#"{"type": 7}"#))
+                .contains("JSON Schema")
+        );
     }
 }
