@@ -15,7 +15,8 @@ use wukong::controller::{self, Context};
 use wukong_testenv::{SimConfig, Simulator, TestEnv};
 
 fn config() -> String {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin");
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin");
     format!(
         "[plugins]\ndir = \"{}\"\n[network.multus]\nplugin = \"multus_network.wasm\"\n[storage.cdi]\nplugin = \"cdi_storage.wasm\"\n[lifecycle.kubevirt]\nplugin = \"kubevirt_lifecycle.wasm\"\n",
         dir.display()
@@ -34,7 +35,14 @@ async fn all_running(api: &Api<Wukong>, count: usize) {
         let running = api
             .list(&Default::default())
             .await
-            .map(|l| l.items.iter().filter(|w| w.status.as_ref().and_then(|s| s.phase) == Some(WukongPhase::Running)).count())
+            .map(|l| {
+                l.items
+                    .iter()
+                    .filter(|w| {
+                        w.status.as_ref().and_then(|s| s.phase) == Some(WukongPhase::Running)
+                    })
+                    .count()
+            })
             .unwrap_or(0);
         if running >= count {
             return;
@@ -53,31 +61,47 @@ async fn main() -> anyhow::Result<()> {
     let _sim = Simulator::start(&env, sim_config).await?;
     let client = env.client();
     let host = HostConfig::parse(&config(), "bench.toml")?;
-    let backends = tokio::task::spawn_blocking(move || Backends::load(&host, "bench.toml")).await??;
+    let backends =
+        tokio::task::spawn_blocking(move || Backends::load(&host, "bench.toml")).await??;
     let ctx = Context::new(client.clone(), Arc::new(RwLock::new(Arc::new(backends))));
     let operator = tokio::spawn(controller::run(Arc::clone(&ctx)));
     let api = Api::<Wukong>::namespaced(client.clone(), "default");
 
     let started = Instant::now();
-    api.create(&PostParams::default(), &wukong("single")).await?;
+    api.create(&PostParams::default(), &wukong("single"))
+        .await?;
     all_running(&api, 1).await;
     let one = started.elapsed();
 
     let writes = ctx.applier.stats.writes();
-    api.patch("single", &PatchParams::default(), &Patch::Merge(serde_json::json!({"metadata": {"labels": {"poke": "1"}}}))).await?;
+    api.patch(
+        "single",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"poke": "1"}}})),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let converged_writes = ctx.applier.stats.writes() - writes;
 
     let started = Instant::now();
     for i in 0..100 {
-        api.create(&PostParams::default(), &wukong(&format!("many-{i}"))).await?;
+        api.create(&PostParams::default(), &wukong(&format!("many-{i}")))
+            .await?;
     }
     all_running(&api, 101).await;
     let hundred = started.elapsed();
 
-    println!("operator benchmark (real apiserver, zero-delay simulator, 1 image disk + 1 network each)");
-    println!("  1 Wukong create -> Running            {:>8.2} s", one.as_secs_f64());
-    println!("  100 Wukongs create -> all Running     {:>8.2} s", hundred.as_secs_f64());
+    println!(
+        "operator benchmark (real apiserver, zero-delay simulator, 1 image disk + 1 network each)"
+    );
+    println!(
+        "  1 Wukong create -> Running            {:>8.2} s",
+        one.as_secs_f64()
+    );
+    println!(
+        "  100 Wukongs create -> all Running     {:>8.2} s",
+        hundred.as_secs_f64()
+    );
     println!("  writes by a converged re-reconcile    {converged_writes:>8}");
     operator.abort();
     Ok(())
