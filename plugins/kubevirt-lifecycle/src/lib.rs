@@ -1,11 +1,17 @@
 //! `kubevirt-lifecycle`: builds the KubeVirt VirtualMachine of a Wukong once its volumes
 //! are bound and its networks attached, and reports the VM's state from the
-//! VirtualMachine and its instance. Lifecycle actions (start, stop, pause, ...) are
-//! declared in the manifest for the actions to come; this version runs none.
+//! VirtualMachine and its instance, and runs the lifecycle actions of
+//! `spec.lifecycleAction` (start, stop, restart, suspend, resume, soft reboot; see
+//! [`actions`]) through KubeVirt's subresources.
 //!
 //! On finalize it deletes the VirtualMachine itself rather than waiting for the garbage
 //! collector, so the VM is gone before the storage step deletes its disks.
 
+pub mod actions;
+mod drive;
+mod observed;
+mod record;
+pub mod run_strategy;
 mod state;
 mod vm;
 
@@ -52,7 +58,9 @@ impl Plugin for KubevirtLifecycle {
 
     fn manifest() -> Manifest {
         Manifest::new("kubevirt-lifecycle", env!("CARGO_PKG_VERSION"))
-            .description("Builds the KubeVirt VirtualMachine and reports VM/VMI state")
+            .description(
+                "Builds the KubeVirt VirtualMachine, runs lifecycle actions, reports VM/VMI state",
+            )
             .writes(VM_API_VERSION, VM_KIND)
             // A forced stop deletes the VMI with a zero grace period.
             .writes(VM_API_VERSION, VMI_KIND)
@@ -73,21 +81,21 @@ impl LifecyclePlugin for KubevirtLifecycle {
         let vmi: Option<Value> = call.get_as(&call.object_ref(VM_API_VERSION, VMI_KIND, name))?;
         let mut effects = Effects::default();
         let waiting = waiting_for(call);
-        let status = match (&waiting, &vm) {
+        let strategy = run_strategy::effective(&call.wukong.run_strategy, vm.as_ref());
+        let mut status = match (&waiting, &vm) {
             // Nothing to run yet: the VM would start on missing disks or networks.
             (Some(waiting), None) => LifecycleStatus {
                 phase: LifecyclePhase::Pending,
                 message: waiting.clone(),
-                ..status(name, &call.wukong.run_strategy, None, None)
+                ..status(name, &strategy, None, None)
             },
-            (Some(_), Some(_)) => {
-                status(name, &call.wukong.run_strategy, vm.as_ref(), vmi.as_ref())
-            }
+            (Some(_), Some(_)) => status(name, &strategy, vm.as_ref(), vmi.as_ref()),
             (None, _) => {
-                effects.apply(&vm::build(call)?)?;
-                status(name, &call.wukong.run_strategy, vm.as_ref(), vmi.as_ref())
+                effects.apply(&vm::build(call, &strategy)?)?;
+                status(name, &strategy, vm.as_ref(), vmi.as_ref())
             }
         };
+        drive::run(call, vm.as_ref(), vmi.as_ref(), &mut effects, &mut status);
         let phase = state::phase_name(status.phase);
         if status.ready {
             effects.condition(READY, true, phase, "the VM is running and ready");

@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 use wukong_plugin_sdk::{Call, NetworkAttachment, StepError, StepResult, Volume, quantity};
 
 use crate::Config;
+use crate::run_strategy::APPLIED_ANNOTATION;
 
 /// KubeVirt's VirtualMachine.
 pub const VM_API_VERSION: &str = "kubevirt.io/v1";
@@ -13,8 +14,9 @@ pub const VM_API_VERSION: &str = "kubevirt.io/v1";
 pub const VM_KIND: &str = "VirtualMachine";
 
 /// The VirtualMachine, named after the Wukong. Its template carries the Wukong's labels,
-/// so the VMI (and its pod) carry them too.
-pub fn build(call: &Call<'_, Config>) -> StepResult<Value> {
+/// so the VMI (and its pod) carry them too. `run_strategy` is the one to apply (see
+/// [`crate::run_strategy`]); the spec's value is recorded in an annotation.
+pub fn build(call: &Call<'_, Config>, run_strategy: &str) -> StepResult<Value> {
     let wukong = call.wukong;
     if quantity::to_bytes(&wukong.memory).is_none() {
         return Err(StepError::InvalidSpec(format!(
@@ -54,14 +56,15 @@ pub fn build(call: &Call<'_, Config>) -> StepResult<Value> {
     {
         spec["evictionStrategy"] = json!("LiveMigrate");
     }
-    let metadata = serde_json::to_value(call.metadata(&wukong.name))
+    let mut metadata = serde_json::to_value(call.metadata(&wukong.name))
         .map_err(|e| StepError::Internal(format!("metadata: {e}")))?;
+    metadata["annotations"] = json!({APPLIED_ANNOTATION: wukong.run_strategy});
     Ok(json!({
         "apiVersion": VM_API_VERSION,
         "kind": VM_KIND,
         "metadata": metadata,
         "spec": {
-            "runStrategy": wukong.run_strategy,
+            "runStrategy": run_strategy,
             "template": {"metadata": {"labels": call.labels()}, "spec": spec},
         },
     }))

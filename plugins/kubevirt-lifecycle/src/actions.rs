@@ -1,0 +1,263 @@
+//! Lifecycle actions from `spec.lifecycleAction`: start, stop, restart, suspend, resume,
+//! soft reboot, each a small state machine over KubeVirt's subresources.
+//!
+//! # Exactly once
+//! The plugin is a pure function: it remembers nothing but the record it reported last
+//! time (read back from the Wukong's status). A request whose id is the newest in the
+//! history is done and never redone; a new id starts a new action. Every step that calls
+//! KubeVirt moves the record to an `*-issued` stage in the same outcome, and the host
+//! writes that status *before* it executes the call. After a crash in between, the next
+//! call sees the stage, checks whether the cluster shows the step's effect (stop: the run
+//! strategy is `Halted`; start: an instance or a running strategy; pause: the `Paused`
+//! condition; a forced stop: the instance's grace period is 0) and re-issues the step only
+//! when it does not. A soft reboot leaves no trace, so it is issued at most once.
+//!
+//! # Graceful stop and its fallback
+//! A graceful stop gives the guest its grace period plus [`FORCE_MARGIN_MS`]; an instance
+//! still there then is stopped with `gracePeriod: 0`, and the action ends
+//! `ForcedAfterTimeout`, with a Warning event of that reason.
+
+use serde_json::json;
+use wukong_plugin_sdk::{Action, ActionRecord, LifecycleAction, LifecyclePhase, SubresourceCall};
+
+use crate::observed::Observed;
+use crate::record::{IN_PROGRESS, millis_between};
+
+/// Past the grace period, how long before a graceful stop is forced.
+pub const FORCE_MARGIN_MS: i64 = 1_000;
+/// How long an action may wait for KubeVirt before it is given up as failed.
+const ACTION_TIMEOUT_MS: i64 = 300_000;
+/// How long before a pause or unpause not yet visible is asked again (KubeVirt reports
+/// them through the instance's conditions a little after the call).
+const REISSUE_AFTER_MS: i64 = 2_000;
+
+/// The outcome of one call for the action in progress.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub actions: Vec<Action>,
+    /// `(warning, reason, message)`.
+    pub events: Vec<(bool, &'static str, String)>,
+}
+
+/// Why KubeVirt would refuse `request` now, as it words it; `None` when it can run.
+pub fn refusal(request: &LifecycleAction, vm: &Observed<'_>) -> Option<String> {
+    let reason = match request.action.as_str() {
+        "start" if vm.alive() => "VM is already running",
+        "stop" if !vm.alive() && vm.strategy() != "Always" => "VM is not running",
+        "restart" if !vm.alive() => "VM is not running",
+        "suspend" if !vm.running() => "VM is not running",
+        "suspend" if vm.paused() => "VM is already paused",
+        "resume" if !vm.paused() => "VM is not paused",
+        "softReboot" if !vm.running() => "VM is not running",
+        "softReboot" if vm.paused() => "VM is paused",
+        "start" | "stop" | "restart" | "suspend" | "resume" | "softReboot" => return None,
+        other => return Some(format!("unknown action {other:?}")),
+    };
+    Some(reason.to_owned())
+}
+
+/// The state shown while `action` is in progress.
+pub fn phase_of(action: &str) -> Option<LifecyclePhase> {
+    Some(match action {
+        "start" => LifecyclePhase::Starting,
+        "stop" => LifecyclePhase::Stopping,
+        "restart" => LifecyclePhase::Restarting,
+        "suspend" => LifecyclePhase::Suspending,
+        "resume" => LifecyclePhase::Resuming,
+        _ => return None,
+    })
+}
+
+/// Moves `record` (in progress) on by one call: issues the next step, re-issues one a
+/// crash lost, or finishes it.
+pub fn advance(
+    request: &LifecycleAction,
+    record: &mut ActionRecord,
+    vm: &Observed<'_>,
+    name: &str,
+    now: &str,
+) -> Step {
+    let mut step = Step::default();
+    let elapsed = millis_between(&record.started_at, now).unwrap_or(0);
+    let grace = if request.force {
+        0
+    } else {
+        request.grace_period_seconds
+    };
+    let stop = |grace: u32| vm_call(name, "stop", Some(json!({"gracePeriod": grace})));
+    let start = || vm_call(name, "start", None);
+    let fallback = !request.force && record.stage.starts_with("force-");
+    let success = if fallback {
+        "ForcedAfterTimeout"
+    } else {
+        "Succeeded"
+    };
+    match (record.action.as_str(), record.stage.as_str()) {
+        ("start", "") => issue(record, &mut step, start(), "start-issued"),
+        ("stop" | "restart", "") => issue(record, &mut step, stop(grace), stopping(grace)),
+        ("suspend", "") => issue(record, &mut step, vmi_call(name, "pause"), "pause-issued"),
+        ("resume", "") => issue(
+            record,
+            &mut step,
+            vmi_call(name, "unpause"),
+            "unpause-issued",
+        ),
+        ("softReboot", "") => issue(
+            record,
+            &mut step,
+            vmi_call(name, "softreboot"),
+            "softreboot-issued",
+        ),
+
+        // Stopping (stop, and the first half of restart).
+        (_, "stop-issued" | "force-stop-issued") if vm.gone() => {
+            if record.action == "restart" {
+                let stage = if fallback {
+                    "force-start-issued"
+                } else {
+                    "start-issued"
+                };
+                issue(record, &mut step, start(), stage);
+            } else {
+                finish(record, &mut step, success, "the VM is stopped", now);
+            }
+        }
+        (_, "stop-issued") if !vm.stop_took_effect() => {
+            issue(record, &mut step, stop(grace), "stop-issued");
+        }
+        (_, "stop-issued") if elapsed >= i64::from(grace) * 1000 + FORCE_MARGIN_MS => {
+            let message =
+                format!("the guest did not shut down within {grace}s; stopping it by force");
+            step.events.push((
+                true,
+                "ForcedAfterTimeout",
+                format!("{} ({}): {message}", record.action, record.request_id),
+            ));
+            record.message = message;
+            issue(record, &mut step, stop(0), "force-stop-issued");
+        }
+        (_, "force-stop-issued") if !vm.force_took_effect() => {
+            issue(record, &mut step, stop(0), "force-stop-issued");
+        }
+
+        // Starting (start, and the second half of restart).
+        (_, "start-issued" | "force-start-issued") if vm.running() => {
+            finish(record, &mut step, success, "the VM is running", now);
+        }
+        (_, "start-issued" | "force-start-issued") if vm.failed() => {
+            finish(record, &mut step, "Failed", "the VM failed to start", now);
+        }
+        (_, stage @ ("start-issued" | "force-start-issued")) if !vm.start_took_effect() => {
+            let stage = stage.to_owned();
+            issue(record, &mut step, start(), &stage);
+        }
+
+        ("suspend", "pause-issued") if vm.paused() => {
+            finish(record, &mut step, "Succeeded", "the VM is paused", now);
+        }
+        ("resume", "unpause-issued") if !vm.paused() => {
+            finish(record, &mut step, "Succeeded", "the VM runs again", now);
+        }
+        ("suspend" | "resume", _) if !vm.running() => {
+            finish(record, &mut step, "Failed", "the VM stopped running", now);
+        }
+        ("suspend", "pause-issued") if elapsed >= REISSUE_AFTER_MS => {
+            issue(record, &mut step, vmi_call(name, "pause"), "pause-issued");
+        }
+        ("resume", "unpause-issued") if elapsed >= REISSUE_AFTER_MS => {
+            issue(
+                record,
+                &mut step,
+                vmi_call(name, "unpause"),
+                "unpause-issued",
+            );
+        }
+        // NB: a soft reboot shows nowhere, so once issued it is done (at most once).
+        ("softReboot", "softreboot-issued") => {
+            finish(
+                record,
+                &mut step,
+                "Succeeded",
+                "the guest was asked to reboot",
+                now,
+            );
+        }
+        _ if elapsed >= ACTION_TIMEOUT_MS => {
+            let message = format!(
+                "KubeVirt did not finish {} in {}s (stage {})",
+                record.action,
+                ACTION_TIMEOUT_MS / 1000,
+                record.stage
+            );
+            finish(record, &mut step, "Failed", &message, now);
+        }
+        // Waiting for KubeVirt.
+        _ => {}
+    }
+    step
+}
+
+fn stopping(grace: u32) -> &'static str {
+    if grace == 0 {
+        "force-stop-issued"
+    } else {
+        "stop-issued"
+    }
+}
+
+fn issue(record: &mut ActionRecord, step: &mut Step, action: Action, stage: &str) {
+    record.stage = stage.to_owned();
+    step.actions.push(action);
+}
+
+fn finish(record: &mut ActionRecord, step: &mut Step, outcome: &str, message: &str, now: &str) {
+    record.outcome = outcome.to_owned();
+    record.finished_at = Some(now.to_owned());
+    if record.message.is_empty() || outcome != "ForcedAfterTimeout" {
+        record.message = message.to_owned();
+    }
+    let (warning, reason) = match outcome {
+        "Succeeded" => (false, "ActionSucceeded"),
+        "ForcedAfterTimeout" => (true, "ActionForced"),
+        _ => (true, "ActionFailed"),
+    };
+    step.events.push((
+        warning,
+        reason,
+        format!(
+            "{} ({}): {}",
+            record.action, record.request_id, record.message
+        ),
+    ));
+}
+
+/// A new record for `request`, started now.
+pub fn begin(request: &LifecycleAction, now: &str) -> ActionRecord {
+    ActionRecord {
+        action: request.action.clone(),
+        request_id: request.request_id.clone(),
+        started_at: now.to_owned(),
+        finished_at: None,
+        outcome: IN_PROGRESS.to_owned(),
+        message: String::new(),
+        stage: String::new(),
+    }
+}
+
+fn vm_call(name: &str, subresource: &str, body: Option<serde_json::Value>) -> Action {
+    Action::Subresource(SubresourceCall {
+        plural: "virtualmachines".into(),
+        name: name.to_owned(),
+        subresource: subresource.into(),
+        body: body.map(|b| b.to_string()),
+    })
+}
+
+fn vmi_call(name: &str, subresource: &str) -> Action {
+    Action::Subresource(SubresourceCall {
+        plural: "virtualmachineinstances".into(),
+        name: name.to_owned(),
+        subresource: subresource.into(),
+        body: None,
+    })
+}
