@@ -74,7 +74,7 @@ async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
     );
     write_status(api, wukong, new_status).await?;
     for action in &result.actions {
-        execute(ctx, &record.namespace, action).await?;
+        execute(ctx, wukong, action).await?;
     }
     publish(ctx, wukong, &result.events).await;
 
@@ -257,15 +257,35 @@ fn order_like_spec(result: &mut PipelineResult, record: &types::Wukong) {
         .sort_by_key(|v| disk_position(&v.name));
 }
 
-async fn execute(ctx: &Context, namespace: &str, action: &PluginAction) -> Result<()> {
+/// Executes one plugin action. KubeVirt refusing it (HTTP 409: the VM is not in a state
+/// that allows it) is not a failed step: the plugin sees the state on its next call and
+/// decides (its requeue hint brings that call soon); the refusal is published as a Warning
+/// event naming the action and KubeVirt's message, so it never loops silently.
+async fn execute(ctx: &Context, wukong: &Wukong, action: &PluginAction) -> Result<()> {
+    let namespace = wukong.namespace().unwrap_or_default();
     match action {
         PluginAction::Subresource(call) => {
-            tracing::info!(action = %format!("{}/{}", call.plural, call.subresource), target = %call.name, "executing action");
-            ctx.applier.subresource(namespace, call).await?;
+            let what = format!("{}/{}", call.plural, call.subresource);
+            tracing::info!(action = %what, target = %call.name, "executing action");
+            match ctx.applier.subresource(&namespace, call).await {
+                Err(crate::cluster::ApplyError::Api {
+                    source: kube::Error::Api(status),
+                    ..
+                }) if status.code == 409 => {
+                    tracing::warn!(action = %what, target = %call.name, message = %status.message, "KubeVirt refused the action");
+                    let event = Event {
+                        warning: true,
+                        reason: "ActionRefusedByKubeVirt".into(),
+                        message: format!("{what} {}: {}", call.name, status.message),
+                    };
+                    publish(ctx, wukong, &[event]).await;
+                }
+                other => other?,
+            }
         }
         PluginAction::DeleteObject((target, grace)) => {
             tracing::info!(kind = %target.kind, target = %target.name, grace = ?grace, "deleting as an action");
-            ctx.applier.delete(target, namespace, *grace).await?;
+            ctx.applier.delete(target, &namespace, *grace).await?;
         }
     }
     Ok(())
@@ -385,7 +405,7 @@ async fn cleanup(wukong: &Wukong, ctx: &Context) -> Result<Action> {
             )
             .await?;
             for action in &outcome.actions {
-                execute(ctx, &record.namespace, action).await?;
+                execute(ctx, wukong, action).await?;
             }
         }
     }
