@@ -1,0 +1,481 @@
+//! Native unit tests: every branch of the manual and automatic paths against a fixture
+//! cluster.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on what it did not expect"
+)]
+
+use serde_json::{Value, json};
+use wukong_plugin_sdk::native::{describe, migration_finalize, migration_reconcile};
+use wukong_plugin_sdk::{
+    Action, Context, FixtureCluster, MigrationOutcome, MigrationRequest, StepKind, Upstream, Wukong,
+};
+
+use super::*;
+
+const NOW: &str = "2026-01-01T12:00:00Z";
+
+fn request(target: &str) -> MigrationRequest {
+    MigrationRequest {
+        target_node: Some(target.into()),
+        allow_auto_converge: true,
+        allow_post_copy: true,
+        completion_timeout_per_gi_b: Some(800),
+        abort: false,
+        request_id: format!("migrate/{target}"),
+    }
+}
+
+fn context(migration: Option<MigrationRequest>, spec: Value, status: Value) -> Context {
+    let json =
+        json!({"metadata": {"name": "vm1", "namespace": "ns"}, "spec": spec, "status": status});
+    Context {
+        wukong: Wukong {
+            name: "vm1".into(),
+            namespace: "ns".into(),
+            uid: "uid-1".into(),
+            generation: 1,
+            deleting: false,
+            cpu: 2,
+            memory: "4Gi".into(),
+            run_strategy: "Always".into(),
+            disks: vec![],
+            networks: vec![],
+            lifecycle_action: None,
+            migration,
+            labels: vec![("vm.novasphere.dev/wukong".into(), "vm1".into())],
+            json: json.to_string(),
+        },
+        config: "{}".into(),
+        backend: "default".into(),
+        now: NOW.into(),
+    }
+}
+
+fn vmi(node: &str, migratable: bool) -> Value {
+    json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+        "metadata": {"name": "vm1", "namespace": "ns", "uid": "vmi-uid"},
+        "status": {"phase": "Running", "nodeName": node, "conditions": [
+            {"type": "LiveMigratable", "status": if migratable { "True" } else { "False" },
+             "message": "PVC root is not shared"}]}})
+}
+
+fn node(name: &str, extra: Value) -> Value {
+    let mut n = json!({"apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name, "node-type": "compute"}},
+        "spec": {},
+        "status": {"allocatable": {"cpu": "8", "memory": "32Gi"},
+            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": "2026-01-01T00:00:00Z"}]}});
+    merge(&mut n, extra);
+    n
+}
+
+fn merge(into: &mut Value, from: Value) {
+    match (into, from) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v,
+    }
+}
+
+fn cluster(objects: Vec<Value>) -> FixtureCluster {
+    objects
+        .into_iter()
+        .fold(FixtureCluster::new(), FixtureCluster::with)
+}
+
+fn run(ctx: &Context, objects: Vec<Value>) -> MigrationOutcome {
+    migration_reconcile::<KubevirtMigration>(
+        ctx,
+        &Upstream {
+            networks: vec![],
+            volumes: vec![],
+            lifecycle: None,
+        },
+        &cluster(objects),
+    )
+    .unwrap()
+}
+
+fn applied(outcome: &MigrationOutcome, kind: &str) -> Option<Value> {
+    outcome
+        .effects
+        .apply
+        .iter()
+        .map(|j| serde_json::from_str::<Value>(j).unwrap())
+        .find(|o| o["kind"] == kind)
+}
+
+fn condition<'o>(outcome: &'o MigrationOutcome, kind: &str) -> (&'o str, &'o str, &'o str) {
+    let c = outcome
+        .effects
+        .conditions
+        .iter()
+        .find(|c| c.condition_type == kind)
+        .unwrap();
+    (&c.status, &c.reason, &c.message)
+}
+
+fn two_nodes() -> Vec<Value> {
+    vec![
+        vmi("node-0", true),
+        node("node-0", json!({})),
+        node("node-1", json!({})),
+    ]
+}
+
+#[test]
+fn starts_a_manual_migration_with_policy_and_target() {
+    let out = run(
+        &context(Some(request("node-1")), json!({}), json!({})),
+        two_nodes(),
+    );
+    let policy = applied(&out, POLICY_KIND).unwrap();
+    assert_eq!(policy["metadata"]["name"], "ns-vm1");
+    assert_eq!(policy["spec"]["allowPostCopy"], true);
+    assert_eq!(policy["spec"]["allowAutoConverge"], true);
+    assert_eq!(policy["spec"]["completionTimeoutPerGiB"], 800);
+    assert_eq!(
+        policy["spec"]["selectors"]["virtualMachineInstanceSelector"][WUKONG_LABEL],
+        "vm1"
+    );
+    let m = applied(&out, VMIM).unwrap();
+    assert_eq!(m["spec"]["vmiName"], "vm1");
+    assert_eq!(
+        m["spec"]["addedNodeSelector"]["kubernetes.io/hostname"],
+        "node-1"
+    );
+    assert_eq!(m["metadata"]["labels"][AUTOMATIC_LABEL], "false");
+    let status = out.status.clone().unwrap();
+    assert_eq!(status.phase, "Pending");
+    assert_eq!(status.request_id, "migrate/node-1");
+    assert_eq!(status.source_node.as_deref(), Some("node-0"));
+    assert_eq!(status.started_at.as_deref(), Some(NOW));
+    assert_eq!(
+        status.migration_name.as_deref(),
+        m["metadata"]["name"].as_str()
+    );
+}
+
+#[test]
+fn refuses_with_a_reason_and_converges() {
+    let cases = [
+        ("node-9", two_nodes(), "target node node-9 does not exist"),
+        ("node-0", two_nodes(), "already runs on node node-0"),
+        (
+            "node-1",
+            vec![
+                vmi("node-0", true),
+                node("node-1", json!({"spec": {"unschedulable": true}})),
+            ],
+            "node node-1 is cordoned",
+        ),
+        (
+            "node-1",
+            vec![
+                vmi("node-0", true),
+                node(
+                    "node-1",
+                    json!({"spec": {"taints": [{"key": "x", "effect": "NoSchedule"}]}}),
+                ),
+            ],
+            "taint x:NoSchedule",
+        ),
+        (
+            "node-1",
+            vec![vmi("node-0", false), node("node-1", json!({}))],
+            "PVC root is not shared",
+        ),
+        (
+            "node-1",
+            vec![node("node-1", json!({}))],
+            "no running instance",
+        ),
+    ];
+    for (target, objects, why) in cases {
+        let out = run(
+            &context(Some(request(target)), json!({}), json!({})),
+            objects,
+        );
+        assert!(out.effects.apply.is_empty(), "{why}");
+        let status = out.status.clone().unwrap();
+        assert_eq!(status.phase, "Refused", "{why}");
+        assert!(status.message.contains(why), "{}", status.message);
+        assert_eq!(condition(&out, MIGRATED).1, "Refused");
+        assert!(out.effects.events.iter().any(|e| e.warning));
+    }
+}
+
+#[test]
+fn a_done_request_is_not_redone() {
+    let status = json!({"migrationStatus": {"phase": "Refused", "requestId": "migrate/node-1", "automatic": false}});
+    let out = run(
+        &context(Some(request("node-1")), json!({}), status),
+        two_nodes(),
+    );
+    assert!(out.effects.apply.is_empty());
+    assert_eq!(out.status.unwrap().phase, "Refused");
+}
+
+fn migration(name: &str, phase: &str, state: Value) -> Value {
+    json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+        "metadata": {"name": name, "namespace": "ns", "uid": "m-uid",
+            "labels": {"vm.novasphere.dev/wukong": "vm1", AUTOMATIC_LABEL: "false"},
+            "annotations": {REQUEST_ANNOTATION: "migrate/node-1"}},
+        "status": {"phase": phase, "migrationState": state}})
+}
+
+fn running_record() -> Value {
+    json!({"migrationStatus": {"phase": "Running", "requestId": "migrate/node-1", "automatic": false,
+        "migrationName": "vm1-abc", "sourceNode": "node-0", "targetNode": "node-1", "startedAt": NOW}})
+}
+
+#[test]
+fn follows_to_success_with_mode_and_times() {
+    let mut vmi = vmi("node-1", true);
+    vmi["status"]["migrationState"] = json!({"migrationUid": "m-uid", "sourceNode": "node-0",
+        "targetNode": "node-1", "mode": "PostCopy", "startTimestamp": "2026-01-01T11:59:00Z",
+        "endTimestamp": "2026-01-01T11:59:30Z", "completed": true});
+    let out = run(
+        &context(Some(request("node-1")), json!({}), running_record()),
+        vec![vmi, migration("vm1-abc", "Succeeded", json!({}))],
+    );
+    let s = out.status.clone().unwrap();
+    assert_eq!(s.phase, "Succeeded");
+    assert_eq!(s.mode.as_deref(), Some("PostCopy"));
+    assert_eq!(s.started_at.as_deref(), Some("2026-01-01T11:59:00Z"));
+    assert_eq!(s.finished_at.as_deref(), Some("2026-01-01T11:59:30Z"));
+    assert_eq!(condition(&out, MIGRATED).0, "True");
+    assert_eq!(out.effects.requeue_after_ms, None);
+}
+
+#[test]
+fn reports_a_failure_with_its_reason() {
+    let state = json!({"failed": true, "failureReason": "simulated failure"});
+    let out = run(
+        &context(Some(request("node-1")), json!({}), running_record()),
+        vec![vmi("node-0", true), migration("vm1-abc", "Failed", state)],
+    );
+    let s = out.status.clone().unwrap();
+    assert_eq!(s.phase, "Failed");
+    assert_eq!(s.failure_reason.as_deref(), Some("simulated failure"));
+    assert!(
+        out.effects
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == "MigrationFailed")
+    );
+}
+
+#[test]
+fn abort_flag_or_removed_request_deletes_the_migration_object() {
+    let mut abort = request("node-1");
+    abort.abort = true;
+    for migration_spec in [Some(abort), None] {
+        let out = run(
+            &context(migration_spec, json!({}), running_record()),
+            vec![
+                vmi("node-0", true),
+                migration("vm1-abc", "Running", json!({})),
+            ],
+        );
+        assert_eq!(out.effects.delete.len(), 1);
+        assert_eq!(out.effects.delete[0].name, "vm1-abc");
+        assert_eq!(out.status.unwrap().phase, "Aborted");
+    }
+}
+
+#[test]
+fn a_new_request_waits_for_the_running_one() {
+    let out = run(
+        &context(Some(request("node-2")), json!({}), running_record()),
+        vec![
+            vmi("node-0", true),
+            migration("vm1-abc", "Running", json!({})),
+        ],
+    );
+    assert!(out.effects.apply.is_empty() && out.effects.delete.is_empty());
+    let s = out.status.clone().unwrap();
+    assert_eq!(s.phase, "Running");
+    assert!(s.message.contains("waits"), "{}", s.message);
+    assert_eq!(out.effects.requeue_after_ms, Some(REQUEUE_MS));
+}
+
+#[test]
+fn picks_up_a_migration_created_before_a_crash() {
+    // The host created the migration object, then died before writing the record.
+    let ctx = context(Some(request("node-1")), json!({}), json!({}));
+    let started = run(&ctx, two_nodes());
+    let name = started.status.unwrap().migration_name.unwrap();
+    let mut objects = two_nodes();
+    objects.push(migration(&name, "Scheduling", json!({})));
+    let out = run(&ctx, objects);
+    assert!(out.effects.apply.is_empty(), "not created twice");
+    let s = out.status.clone().unwrap();
+    assert_eq!(
+        (s.phase.as_str(), s.migration_name),
+        ("Scheduling", Some(name))
+    );
+}
+
+fn policy(triggers: Value) -> Value {
+    json!({"migrationPolicy": {"enabled": true, "triggerConditions": triggers,
+        "targetNodeSelector": {"matchLabels": {"node-type": "compute"}}}})
+}
+
+#[test]
+fn node_maintenance_migrates_to_a_matching_node() {
+    let objects = vec![
+        vmi("node-0", true),
+        node("node-0", json!({"spec": {"unschedulable": true}})),
+        node(
+            "node-1",
+            json!({"metadata": {"labels": {"node-type": "storage"}}}),
+        ),
+        node("node-2", json!({})),
+    ];
+    let out = run(
+        &context(
+            None,
+            policy(json!([{"type": "nodeMaintenance"}])),
+            json!({}),
+        ),
+        objects,
+    );
+    let m = applied(&out, VMIM).unwrap();
+    assert_eq!(
+        m["spec"]["addedNodeSelector"]["kubernetes.io/hostname"],
+        "node-2"
+    );
+    assert_eq!(m["metadata"]["labels"][AUTOMATIC_LABEL], "true");
+    assert!(applied(&out, POLICY_KIND).is_none());
+    let s = out.status.clone().unwrap();
+    assert!(s.automatic);
+    assert_eq!(s.trigger.as_deref(), Some("nodeMaintenance"));
+    assert_eq!(condition(&out, AUTO_MIGRATION).1, "Migrating");
+}
+
+#[test]
+fn maintenance_taint_counts_and_cooldown_holds_the_vm() {
+    let objects = vec![
+        vmi("node-0", true),
+        node(
+            "node-0",
+            json!({"spec": {"taints": [{"key": "wukong.novasphere.dev/maintenance", "effect": "PreferNoSchedule"}]}}),
+        ),
+        node("node-1", json!({})),
+    ];
+    let recent = json!({"migrationStatus": {"phase": "Succeeded", "requestId": "auto/nodeMaintenance",
+        "automatic": true, "finishedAt": "2026-01-01T11:58:00Z"}});
+    let spec = policy(json!([{"type": "nodeMaintenance"}]));
+    let out = run(&context(None, spec.clone(), recent), objects.clone());
+    assert!(out.effects.apply.is_empty());
+    assert_eq!(condition(&out, AUTO_MIGRATION).1, "CoolingDown");
+    let old = json!({"migrationStatus": {"phase": "Succeeded", "requestId": "auto/nodeMaintenance",
+        "automatic": true, "finishedAt": "2026-01-01T11:50:00Z"}});
+    let out = run(&context(None, spec, old), objects);
+    assert!(applied(&out, VMIM).is_some());
+}
+
+#[test]
+fn node_failure_past_grace_deletes_the_vmi() {
+    let failed = |since: &str| {
+        node(
+            "node-0",
+            json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown", "lastTransitionTime": since}]}}),
+        )
+    };
+    let spec = policy(json!([{"type": "nodeFailure", "gracePeriodSeconds": 30}]));
+    let young = run(
+        &context(None, spec.clone(), json!({})),
+        vec![vmi("node-0", true), failed("2026-01-01T11:59:50Z")],
+    );
+    assert!(young.effects.actions.is_empty());
+    assert_eq!(condition(&young, AUTO_MIGRATION).1, "NodeNotReady");
+    let old = run(
+        &context(None, spec, json!({})),
+        vec![vmi("node-0", false), failed("2026-01-01T11:59:00Z")],
+    );
+    assert!(
+        matches!(&old.effects.actions[..], [Action::DeleteObject((r, Some(0)))] if r.kind == VMI)
+    );
+    let s = old.status.unwrap();
+    assert_eq!(s.phase, "Restarted");
+    assert!(s.message.contains("live migration is impossible"));
+}
+
+#[test]
+fn resource_pressure_moves_to_the_least_loaded_node() {
+    let loaded = |cpu: &str| json!({"metadata": {"annotations": {"wukong.novasphere.dev/requested-cpu": cpu}}});
+    let objects = vec![
+        vmi("node-0", true),
+        node("node-0", loaded("7")),
+        node("node-1", loaded("5")),
+        node("node-2", loaded("2")),
+        node("node-3", loaded("7500m")),
+    ];
+    let spec = policy(json!([{"type": "resourcePressure", "threshold": "80%"}]));
+    let out = run(&context(None, spec.clone(), json!({})), objects);
+    let m = applied(&out, VMIM).unwrap();
+    assert_eq!(
+        m["spec"]["addedNodeSelector"]["kubernetes.io/hostname"],
+        "node-2"
+    );
+    let calm = run(
+        &context(None, spec, json!({})),
+        vec![vmi("node-0", true), node("node-0", loaded("4"))],
+    );
+    assert!(calm.effects.apply.is_empty());
+    assert_eq!(condition(&calm, AUTO_MIGRATION).1, "NoTrigger");
+}
+
+#[test]
+fn no_target_or_not_migratable_is_a_condition_not_a_move() {
+    let spec = policy(json!([{"type": "nodeMaintenance"}]));
+    let cordoned = node("node-0", json!({"spec": {"unschedulable": true}}));
+    let out = run(
+        &context(None, spec.clone(), json!({})),
+        vec![vmi("node-0", true), cordoned.clone()],
+    );
+    assert_eq!(condition(&out, AUTO_MIGRATION).1, "NoTargetNode");
+    let out = run(
+        &context(None, spec, json!({})),
+        vec![vmi("node-0", false), cordoned, node("node-1", json!({}))],
+    );
+    assert_eq!(condition(&out, AUTO_MIGRATION).1, "NotLiveMigratable");
+    assert!(out.effects.apply.is_empty());
+}
+
+#[test]
+fn finalize_deletes_only_its_own_policy() {
+    let mine = json!({"apiVersion": POLICY_API_VERSION, "kind": POLICY_KIND,
+        "metadata": {"name": "ns-vm1", "annotations": {OWNER_UID_ANNOTATION: "uid-1"}}});
+    let ctx = context(None, json!({}), json!({}));
+    let up = Upstream {
+        networks: vec![],
+        volumes: vec![],
+        lifecycle: None,
+    };
+    let effects = migration_finalize::<KubevirtMigration>(&ctx, &up, &cluster(vec![mine])).unwrap();
+    assert_eq!(effects.delete.len(), 1);
+    let theirs = json!({"apiVersion": POLICY_API_VERSION, "kind": POLICY_KIND,
+        "metadata": {"name": "ns-vm1", "annotations": {OWNER_UID_ANNOTATION: "other"}}});
+    let effects =
+        migration_finalize::<KubevirtMigration>(&ctx, &up, &cluster(vec![theirs])).unwrap();
+    assert!(effects.delete.is_empty());
+}
+
+#[test]
+fn manifest_declares_reads_and_writes() {
+    let m = describe::<KubevirtMigration>(StepKind::Migration);
+    let kinds =
+        |l: &[wukong_plugin_sdk::KindRef]| l.iter().map(|k| k.kind.clone()).collect::<Vec<_>>();
+    assert_eq!(kinds(&m.capabilities.writes), [VMIM, POLICY_KIND, VMI]);
+    for kind in [VMI, VMIM, "Node", POLICY_KIND] {
+        assert!(kinds(&m.capabilities.reads).contains(&kind.to_owned()));
+    }
+    assert!(m.capabilities.actions.is_empty());
+}
