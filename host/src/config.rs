@@ -13,6 +13,9 @@
 //! [storage.longhorn]
 //! plugin = "longhorn_storage.wasm"
 //! config = { numberOfReplicas = 3 }
+//!
+//! [controller]
+//! maxConcurrentAutomaticMigrations = 2
 //! ```
 
 mod backends;
@@ -43,12 +46,32 @@ pub struct HostConfig {
     pub lifecycle: StepSection,
     #[serde(default)]
     pub migration: StepSection,
+    #[serde(default)]
+    pub controller: ControllerSection,
+}
+
+/// The reconcile loop's own settings.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ControllerSection {
+    /// Automatic (policy-driven) migrations in flight at once across the whole cluster;
+    /// a node drain must not move every VM at the same time. 0 turns them off.
+    pub max_concurrent_automatic_migrations: usize,
+}
+
+impl Default for ControllerSection {
+    fn default() -> Self {
+        Self {
+            max_concurrent_automatic_migrations: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsSection {
-    /// Where relative plugin paths resolve; the config file's folder when absent.
+    /// Where relative plugin paths resolve; the config file's folder when absent. A
+    /// relative folder is relative to the config file.
     pub dir: Option<PathBuf>,
     /// Compiled-code cache; `$WUKONG_CACHE/compiled` when absent.
     pub cache_dir: Option<PathBuf>,
@@ -133,9 +156,13 @@ impl HostConfig {
             source,
         })?;
         let mut config = Self::parse(&text, &path.display().to_string())?;
-        if config.plugins.dir.is_none() {
-            config.plugins.dir = path.parent().map(Path::to_path_buf);
-        }
+        // Relative plugin paths resolve next to the config file, wherever it is run from.
+        let folder = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.plugins.dir = Some(match config.plugins.dir.take() {
+            Some(dir) if dir.is_relative() => folder.join(dir),
+            Some(dir) => dir,
+            None => folder,
+        });
         Ok(config)
     }
 
@@ -179,6 +206,13 @@ mod tests {
         assert_eq!(config.runtime.deadline_ms, 500);
         assert_eq!(config.storage.backends.len(), 2);
         assert_eq!(config.storage.default.as_deref(), Some("longhorn"));
+        assert_eq!(config.controller.max_concurrent_automatic_migrations, 2);
+        let limited = HostConfig::parse(
+            "[controller]\nmaxConcurrentAutomaticMigrations = 1\n",
+            "test.toml",
+        )
+        .unwrap();
+        assert_eq!(limited.controller.max_concurrent_automatic_migrations, 1);
     }
 
     #[test]

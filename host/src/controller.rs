@@ -1,6 +1,7 @@
 //! The reconcile loop: kube-runtime's `Controller` over Wukongs, the finalizer, the step
 //! pipeline, status through the status subresource, events, requeue and backoff.
 
+mod migrations;
 mod pipeline;
 mod reconcile;
 mod status;

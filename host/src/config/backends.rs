@@ -23,6 +23,8 @@ type StepBackends = (Option<String>, BTreeMap<String, Arc<Backend>>);
 /// Every configured backend, loaded and validated.
 pub struct Backends {
     pub runtime: Arc<Runtime>,
+    /// The `[controller]` section, swapped with the backends on a reload.
+    pub controller: super::ControllerSection,
     steps: BTreeMap<String, StepBackends>,
 }
 
@@ -102,7 +104,11 @@ impl Backends {
                 .or_else(|| backends.keys().next().cloned());
             steps.insert(step_name(step).to_owned(), (default, backends));
         }
-        Ok(Self { runtime, steps })
+        Ok(Self {
+            runtime,
+            controller: config.controller.clone(),
+            steps,
+        })
     }
 
     /// The backend for a step: the named one, or the step's default. `None` when the

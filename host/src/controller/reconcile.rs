@@ -12,6 +12,7 @@ use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
+use super::migrations;
 use super::pipeline::{self, PipelineResult, StepFailure};
 use super::{Context, Error, Result, status};
 use crate::api::{FINALIZER, Wukong, WukongStatus, to_contract};
@@ -194,6 +195,9 @@ async fn run_step(
     )
     .await?;
     result.plugins.push(pipeline::record(step, &backend));
+    let limit = backends.controller.max_concurrent_automatic_migrations;
+    let _slot =
+        migrations::gate(ctx, limit, step, &backend, &owner.namespace, &mut outcome).await?;
     apply_objects(
         ctx,
         &backend.plugin.manifest.name,

@@ -123,7 +123,9 @@ fn check_delete(
         return Ok(()); // already gone: deleting it is a no-op
     };
     let object: Value = serde_json::from_str(&existing).unwrap_or(Value::Null);
-    if owned_by(&object, &wukong.uid, reader, &wukong.namespace, 2) {
+    if owned_by(&object, &wukong.uid, reader, &wukong.namespace, 2)
+        || owned_cluster_scoped(&object, &wukong.uid)
+    {
         Ok(())
     } else {
         Err(CallFailure::Capability(format!(
@@ -131,6 +133,17 @@ fn check_delete(
             wukong.name
         )))
     }
+}
+
+/// On a cluster-scoped object (a KubeVirt MigrationPolicy), the uid of the Wukong it was
+/// made for: a namespaced Wukong cannot be its owner reference.
+pub const OWNER_UID_ANNOTATION: &str = "vm.novasphere.dev/owner-uid";
+
+/// True for a cluster-scoped object whose owner-uid annotation names `uid`. NB: this is no
+/// weaker than what `apply` allows, which may already write any object of a declared kind.
+fn owned_cluster_scoped(object: &Value, uid: &str) -> bool {
+    object["metadata"]["namespace"].is_null()
+        && object["metadata"]["annotations"][OWNER_UID_ANNOTATION] == uid
 }
 
 /// True when `object` is owned by `uid`, directly or through up to `depth` owners (a VMI
