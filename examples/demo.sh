@@ -32,7 +32,12 @@ kubectl get nodes
 
 say "starting the operator with the bundled plugins (examples/wukong.toml)"
 target/debug/wukong run --config examples/wukong.toml >"$work/operator.log" 2>&1 &
-pids+=($!)
+operator=$!
+pids+=($operator)
+sleep 2
+if ! kill -0 "$operator" 2>/dev/null; then
+  echo "the operator stopped:"; cat "$work/operator.log"; exit 1
+fi
 
 say "applying examples/wukongs/"
 kubectl apply -f examples/wukongs/
@@ -45,6 +50,10 @@ for _ in $(seq 1 120); do
   sleep 0.5
 done
 kubectl get wukong
+if [ "$(kubectl get wukong -o jsonpath='{.items[*].status.phase}' | tr ' ' '\n' | grep -c '^Running$')" != "$(echo "$names" | wc -w)" ]; then
+  echo "not every Wukong reached Running:"; kubectl get wukong -o yaml | grep -A3 'type: StepFailed' || true
+  tail -20 "$work/operator.log"; exit 1
+fi
 kubectl get vm,vmi,datavolumes,pvc,network-attachment-definitions
 say "events"
 kubectl get events --field-selector involvedObject.kind=Wukong --sort-by=.lastTimestamp | tail -20

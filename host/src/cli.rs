@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand.
 
 pub mod crdgen;
+pub mod ctl;
 pub mod plugin;
 pub mod run;
 
@@ -45,6 +46,8 @@ pub enum Command {
     Plugin(plugin::PluginArgs),
     /// Run the operator.
     Run(run::RunArgs),
+    /// Lifecycle actions and migrations: start, stop, restart, suspend, resume, soft-reboot, migrate.
+    Ctl(ctl::CtlArgs),
 }
 
 impl Command {
@@ -53,6 +56,7 @@ impl Command {
             Self::Crdgen(args) => crdgen::run(&args),
             Self::Plugin(args) => plugin::run(args),
             Self::Run(args) => run::run(&args),
+            Self::Ctl(args) => ctl::run(&args),
         }
     }
 }
