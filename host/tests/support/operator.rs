@@ -49,6 +49,11 @@ config = {{ createStorageClass = true }}
 [lifecycle]
 [lifecycle.kubevirt]
 plugin = "kubevirt_lifecycle.wasm"
+
+[migration]
+[migration.kubevirt]
+plugin = "kubevirt_migration.wasm"
+config = {{ watchIntervalSeconds = 1 }}
 {extra}
 "#,
         dir = plugin_dir().display()

@@ -70,6 +70,9 @@ pub struct Config {
     pub requested_cpu_annotation: String,
     /// Node annotation with the memory requested on the node (a quantity).
     pub requested_memory_annotation: String,
+    /// How often a Wukong with an enabled policy looks at its node again. NB: the host
+    /// watches the Wukong's own objects, not Nodes, so a cordon is seen at the next look.
+    pub watch_interval_seconds: u64,
 }
 
 impl Default for Config {
@@ -82,6 +85,7 @@ impl Default for Config {
             ],
             requested_cpu_annotation: "wukong.novasphere.dev/requested-cpu".into(),
             requested_memory_annotation: "wukong.novasphere.dev/requested-memory".into(),
+            watch_interval_seconds: 30,
         }
     }
 }
@@ -109,6 +113,7 @@ impl MigrationPlugin for KubevirtMigration {
         let previous = record::previous(call);
         let vmi: Option<Value> = call.get_as(&call.object_ref(KUBEVIRT, VMI, &call.wukong.name))?;
         let mut effects = Effects::default();
+        let policy = auto::policy(call);
         let pending = call
             .wukong
             .migration
@@ -134,12 +139,15 @@ impl MigrationPlugin for KubevirtMigration {
                 vmi.as_ref(),
                 &mut effects,
             )?)
-        } else if let Some(policy) = auto::policy(call) {
-            auto::evaluate(call, &policy, previous, vmi.as_ref(), &mut effects)?
+        } else if let Some(policy) = &policy {
+            auto::evaluate(call, policy, previous, vmi.as_ref(), &mut effects)?
         } else {
             previous
         };
-        if auto::policy(call).is_some()
+        if policy.is_some() {
+            effects.requeue_after(call.config.watch_interval_seconds.max(1) * 1000);
+        }
+        if policy.is_some()
             && !effects
                 .conditions
                 .iter()

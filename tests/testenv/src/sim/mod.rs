@@ -72,6 +72,9 @@ pub struct SimConfig {
     pub migration_duration: Duration,
     /// Every migration fails (per VMI: annotation [`ANN_FAIL_MIGRATION`]).
     pub migration_fail: bool,
+    /// How long a VMI on a NotReady node keeps `Running` before it is marked Failed (real
+    /// KubeVirt waits for virt-handler's heartbeat to time out, minutes).
+    pub node_failure_delay: Duration,
     /// How often a waiting controller looks again (unschedulable VMI, unbound volume).
     pub retry_interval: Duration,
     /// Serve `subresources.kubevirt.io` through the aggregator (needs a network namespace).
@@ -100,6 +103,7 @@ impl Default for SimConfig {
             migration_step_delay: ms(300),
             migration_duration: ms(2000),
             migration_fail: false,
+            node_failure_delay: ms(0),
             retry_interval: ms(500),
             serve_api: true,
         }

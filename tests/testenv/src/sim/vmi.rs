@@ -145,6 +145,10 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
                 None => false,
             };
             if !ready {
+                let key = format!("vmi/{uid}/node-failure/{node}");
+                if let Some(rest) = ctx.wait(key, cfg.node_failure_delay) {
+                    return Ok(Action::requeue(rest.min(cfg.retry_interval)));
+                }
                 let mut conds = conditions(&vmi.data);
                 set_condition(
                     &mut conds,
