@@ -38,10 +38,16 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
         }
     })
     .await
-    .map_err(|e| match e {
+    .or_else(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
-        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
-        other => Error::Finalizer(other.to_string()),
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => Err(e),
+        // Gone while we removed our finalizer: nothing left to do.
+        kube::runtime::finalizer::Error::RemoveFinalizer(kube::Error::Api(status))
+            if status.code == 404 =>
+        {
+            Ok(Action::await_change())
+        }
+        other => Err(Error::Finalizer(other.to_string())),
     })
 }
 
@@ -62,7 +68,13 @@ fn reader(ctx: &Context) -> Arc<dyn ClusterReader> {
     ))
 }
 
-async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Action> {
+async fn apply(cached: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Action> {
+    // NB: the watch cache may not hold our own last status write yet, and plugins keep
+    // their memory (a one-shot action's stage) in status: read the Wukong afresh.
+    let Some(fresh) = api.get_opt(&cached.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let wukong = &fresh;
     let record = to_contract(wukong);
     let result = run_pipeline(&record, wukong, ctx).await;
 
