@@ -216,6 +216,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_parses() {
+        let example = include_str!("../../examples/wukong.toml");
+        let config = HostConfig::parse(example, "examples/wukong.toml").unwrap();
+        assert!(config.migration.backends.contains_key("kubevirt"));
+        assert_eq!(config.controller.max_concurrent_automatic_migrations, 2);
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let unknown_default = HostConfig::parse(
             "[storage]\ndefault = \"x\"\n[storage.cdi]\nplugin = \"a.wasm\"\n",

@@ -98,7 +98,7 @@ async fn operator_end_to_end() {
         [("root", true), ("data", true)]
     );
     let steps: Vec<&str> = status.plugins.iter().map(|p| p.step.as_str()).collect();
-    assert_eq!(steps, ["network", "storage", "lifecycle"]);
+    assert_eq!(steps, ["network", "storage", "lifecycle", "migration"]);
     assert!(
         status
             .plugins
