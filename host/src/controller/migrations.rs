@@ -122,3 +122,67 @@ fn defer(outcome: &mut Outcome, in_flight: usize, limit: usize) {
             .map_or(DEFER_MS, |ms| ms.min(DEFER_MS)),
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugin::types::{Condition, Event, MigrationStatus};
+    use serde_json::json;
+
+    #[test]
+    fn a_deferred_start_applies_nothing_and_says_it_waits() {
+        let migration = json!({"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": "vm1-auto-1", "labels": {AUTOMATIC_LABEL: "true"}}});
+        let policy = json!({"apiVersion": "migrations.kubevirt.io/v1alpha1", "kind": "MigrationPolicy",
+            "metadata": {"name": "ns-vm1"}});
+        assert!(is_automatic_migration(&migration) && !is_automatic_migration(&policy));
+        let mut outcome = Outcome {
+            apply: vec![policy, migration],
+            delete: Vec::new(),
+            actions: Vec::new(),
+            conditions: vec![Condition {
+                condition_type: "AutoMigration".into(),
+                status: "True".into(),
+                reason: "Migrating".into(),
+                message: String::new(),
+            }],
+            events: vec![Event {
+                warning: false,
+                reason: "MigrationStarted".into(),
+                message: String::new(),
+            }],
+            requeue_after_ms: Some(30_000),
+            status: StepStatus::Migration(Some(MigrationStatus {
+                phase: "Pending".into(),
+                request_id: "auto/nodeMaintenance".into(),
+                automatic: true,
+                trigger: Some("nodeMaintenance".into()),
+                migration_name: Some("vm1-auto-1".into()),
+                source_node: None,
+                target_node: None,
+                mode: None,
+                started_at: Some("2026-01-01T00:00:00Z".into()),
+                finished_at: None,
+                failure_reason: None,
+                message: String::new(),
+            })),
+        };
+        defer(&mut outcome, 1, 1);
+        assert_eq!(outcome.apply.len(), 1, "only the policy is applied");
+        assert!(outcome.events.is_empty());
+        assert_eq!(outcome.requeue_after_ms, Some(DEFER_MS));
+        assert_eq!(outcome.conditions[0].reason, "WaitingForMigrationSlot");
+        let StepStatus::Migration(Some(record)) = &outcome.status else {
+            panic!("a migration record");
+        };
+        assert_eq!(
+            record.migration_name, None,
+            "nothing runs, the plugin asks again"
+        );
+        assert!(
+            record.message.starts_with("waiting for a migration slot"),
+            "{}",
+            record.message
+        );
+    }
+}
