@@ -114,6 +114,7 @@ fn main() -> anyhow::Result<()> {
         "longhorn_storage",
         "ceph_rbd_storage",
         "kubevirt_lifecycle",
+        "kubevirt_migration",
         "hostile_plugin",
     ];
     for name in bundled {
@@ -187,6 +188,32 @@ fn main() -> anyhow::Result<()> {
             cdi_storage::CdiStorage,
         >(&sdk_context, &sdk_upstream, &native_cluster));
     });
+
+    // A plugin that loops forever, stopped by the deadline: how far past it.
+    let deadline = Duration::from_millis(200);
+    let loop_runtime = Runtime::new(
+        RuntimeLimits {
+            deadline_ms: 200,
+            fuel: u64::MAX / 2,
+            ..RuntimeLimits::default()
+        },
+        None,
+    )?;
+    let looping = loop_runtime.load(&dir.join("hostile_plugin.wasm"))?;
+    let loop_context = Context {
+        wukong: wukong_record(),
+        config: r#"{"mode":"loop"}"#.into(),
+        backend: "default".into(),
+        now: "2026-01-01T00:00:00Z".into(),
+    };
+    let overshoots: Vec<Duration> = (0..10)
+        .map(|_| {
+            let started = Instant::now();
+            let _ = looping.call(request(&loop_context), Arc::clone(&reader));
+            started.elapsed().saturating_sub(deadline)
+        })
+        .collect();
+    let worst_overshoot = overshoots.iter().max().copied().unwrap_or_default();
 
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;

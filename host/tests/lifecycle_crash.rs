@@ -70,9 +70,6 @@ fn finished(w: &Wukong, request_id: &str) -> Option<String> {
         .map(|r| r.outcome.clone())
 }
 
-// NB: known to fail about one run in three on a loaded 2-core machine (a restart gets a
-// second `start`, or none): issue 5 stays open on it. Run with `-- --ignored`.
-#[ignore = "issue 5: exactly-once across operator kills is not yet reliable; see the issue note"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_at_random_points_of_restarts_no_action_is_done_twice() {
     let cluster = Cluster::start().await;
@@ -174,4 +171,47 @@ async fn a_guest_ignoring_acpi_is_stopped_by_force_after_the_grace_period() {
         Some("Stopped")
     );
     eprintln!("graceful stop of a guest ignoring ACPI ended after {elapsed:?} (grace period 2 s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_restart_falls_back_to_force_when_the_guest_does_not_stop() {
+    let cluster = Cluster::start().await;
+    // The guest ignores ACPI and nothing kills it at the grace period: only a forced stop ends it.
+    cluster
+        .sim
+        .update_config(|c| c.guest_hangs_on_shutdown = true);
+    let client = cluster.client();
+    let _operator = InProcess::start(client.clone(), &host_config("cdi", "")).await;
+    namespace(&client, NS).await;
+    create(&client, NS, "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {name: hung}\nspec: {cpu: 1, memory: 1Gi}\n").await;
+    wait_for(&client, NS, "hung", TIMEOUT, is_running).await;
+
+    let api = Api::<Wukong>::namespaced(client.clone(), NS);
+    let patch = json!({"spec": {"lifecycleAction": {"action": "restart", "gracePeriodSeconds": 1, "requestId": "restart-hung"}}});
+    api.patch("hung", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("request restart");
+    let done = wait_for(&client, NS, "hung", TIMEOUT, |w| {
+        finished(w, "restart-hung").is_some() && is_running(w)
+    })
+    .await;
+    assert_eq!(
+        finished(&done, "restart-hung").as_deref(),
+        Some("ForcedAfterTimeout"),
+        "status says the stop was forced"
+    );
+    let stops: Vec<String> = cluster
+        .sim
+        .calls()
+        .iter()
+        .filter(|c| c.action == "stop" && c.name == "hung")
+        .map(|c| c.body.clone())
+        .collect();
+    assert_eq!(
+        stops.len(),
+        2,
+        "a graceful stop, then a forced one: {stops:?}"
+    );
+    assert!(stops[1].contains("\"gracePeriod\":0"), "{stops:?}");
+    assert_eq!(cluster.sim.count_calls("start", NS, "hung"), 1);
 }

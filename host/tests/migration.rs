@@ -582,7 +582,7 @@ async fn killed_mid_migration_the_operator_creates_one_migration_object_per_requ
     let w = wait_for(&client, ns, "vm", TIMEOUT, is_running).await;
     let mut here = node_of(&w).expect("node");
     let mut kills = 0;
-    for round in 0..3 {
+    for round in 0..4 {
         let there = other_node(&cluster, &[&here]);
         let id = format!("crash-{round}");
         let started = Instant::now();
@@ -593,7 +593,7 @@ async fn killed_mid_migration_the_operator_creates_one_migration_object_per_requ
             json!({"targetNode": there, "requestId": id}),
         )
         .await;
-        for _ in 0..4 {
+        for _ in 0..5 {
             tokio::time::sleep(Duration::from_millis(random_ms(600))).await;
             drop(operator.take());
             kills += 1;
@@ -601,7 +601,7 @@ async fn killed_mid_migration_the_operator_creates_one_migration_object_per_requ
         }
         let w = wait_for(&client, ns, "vm", TIMEOUT, finished(&id)).await;
         eprintln!(
-            "[figure] {id}: finished {:?} after the spec change, 4 kills",
+            "[figure] {id}: finished {:?} after the spec change, 5 kills",
             started.elapsed()
         );
         assert_eq!(record(&w).expect("record").phase, "Succeeded");
@@ -614,5 +614,5 @@ async fn killed_mid_migration_the_operator_creates_one_migration_object_per_requ
         here = there;
     }
     eprintln!("[figure] {kills} SIGKILLs mid-migration, 0 duplicate migration objects");
-    assert_eq!(migrations(&client, ns).await.len(), 3);
+    assert_eq!(migrations(&client, ns).await.len(), 4);
 }

@@ -66,6 +66,10 @@ pub struct SimConfig {
     pub guest_shutdown_delay: Duration,
     /// Every guest ignores ACPI (per VM/VMI: annotation [`ANN_IGNORE_ACPI`]).
     pub guest_ignores_acpi: bool,
+    /// Every guest ignores ACPI and is not killed at the end of its grace period either
+    /// (a stuck launcher): only a stop with grace period 0 ends it. Per VM/VMI:
+    /// [`ANN_IGNORE_ACPI`] set to `"hang"`.
+    pub guest_hangs_on_shutdown: bool,
     /// Each migration phase before Running.
     pub migration_step_delay: Duration,
     /// A migration's Running phase.
@@ -100,6 +104,7 @@ impl Default for SimConfig {
             guest_agent: true,
             guest_shutdown_delay: ms(1000),
             guest_ignores_acpi: false,
+            guest_hangs_on_shutdown: false,
             migration_step_delay: ms(300),
             migration_duration: ms(2000),
             migration_fail: false,

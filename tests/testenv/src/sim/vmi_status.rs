@@ -135,8 +135,13 @@ pub async fn shutdown(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) 
             .and_then(Value::as_u64)
             .unwrap_or(DEFAULT_GRACE_SECONDS);
         let grace = std::time::Duration::from_secs(grace);
-        let ignores = cfg.guest_ignores_acpi || flag(vmi, ANN_IGNORE_ACPI);
-        let takes = if ignores {
+        let hangs = cfg.guest_hangs_on_shutdown
+            || super::util::annotation(vmi, ANN_IGNORE_ACPI) == Some("hang");
+        let ignores = hangs || cfg.guest_ignores_acpi || flag(vmi, ANN_IGNORE_ACPI);
+        let takes = if hangs && !grace.is_zero() {
+            // Re-evaluated when a stop shortens the grace period to 0.
+            std::time::Duration::from_secs(24 * 3600)
+        } else if ignores {
             grace
         } else {
             cfg.guest_shutdown_delay.min(grace)

@@ -47,26 +47,48 @@ pub(super) async fn handle(
             match parts.as_slice() {
                 ["", "namespaces", ns, resource, name, action] => {
                     let (ns, resource, name, action) = (*ns, *resource, *name, *action);
-                    let reply = if !authenticated {
-                        failure(
-                            StatusCode::UNAUTHORIZED,
-                            "Unauthorized",
-                            "a client certificate from the aggregator is required",
-                        )
-                    } else {
-                        dispatch(&ctx, &method, ns, resource, name, action, &body).await
-                    };
-                    ctx.record(SubresourceCall {
-                        method: method.to_string(),
-                        resource: resource.into(),
-                        namespace: ns.into(),
-                        name: name.into(),
-                        action: action.into(),
-                        user: user.clone(),
-                        body: body.clone(),
-                        code: reply.0.as_u16(),
+                    // NB: run and record in a task of its own, so a client that hangs up
+                    // (the aggregator cancels the proxied request) cannot leave an action
+                    // done but unrecorded: the call counts must match what took effect.
+                    let (ns, resource, name, action) = (
+                        ns.to_owned(),
+                        resource.to_owned(),
+                        name.to_owned(),
+                        action.to_owned(),
+                    );
+                    let task_ctx = Arc::clone(&ctx);
+                    let method = method.clone();
+                    let task = tokio::spawn(async move {
+                        let ctx = task_ctx;
+                        let reply = if !authenticated {
+                            failure(
+                                StatusCode::UNAUTHORIZED,
+                                "Unauthorized",
+                                "a client certificate from the aggregator is required",
+                            )
+                        } else {
+                            dispatch(&ctx, &method, &ns, &resource, &name, &action, &body).await
+                        };
+                        ctx.record(SubresourceCall {
+                            method: method.to_string(),
+                            resource,
+                            namespace: ns,
+                            name,
+                            action,
+                            user,
+                            body,
+                            code: reply.0.as_u16(),
+                        });
+                        reply
                     });
-                    reply
+                    match task.await {
+                        Ok(reply) => reply,
+                        Err(e) => failure(
+                            StatusCode::INTERNAL_SERVER_ERROR,
+                            "InternalError",
+                            &e.to_string(),
+                        ),
+                    }
                 }
                 _ => failure(
                     StatusCode::NOT_FOUND,
