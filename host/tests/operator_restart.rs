@@ -174,3 +174,62 @@ async fn a_storage_backend_is_swapped_by_config_alone() {
         "Ceph RBD disks are raw block devices"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_is_read_from_a_configmap_and_a_bad_one_stops_the_operator_naming_the_key() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let ns = "from-configmap";
+    namespace(&client, ns).await;
+    let map: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "wukong-config", "namespace": ns},
+        "data": {"wukong.toml": host_config("cdi", "")}
+    }))
+    .expect("configmap");
+    kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), ns)
+        .create(&Default::default(), &map)
+        .await
+        .expect("create configmap");
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wukong"))
+        .args([
+            "run",
+            "--config-map",
+            &format!("{ns}/wukong-config"),
+            "--kubeconfig",
+        ])
+        .arg(cluster.env.kubeconfig_path())
+        .stdout(Stdio::null())
+        .stderr(log.reopen().expect("log"))
+        .spawn()
+        .expect("wukong run");
+    create(&client, ns, &wukong_yaml("configured", None)).await;
+    wait_for(&client, ns, "configured", TIMEOUT, is_running).await;
+    let _ = child.kill();
+    let _ = child.wait();
+
+    // A config whose plugin config fails the plugin's schema: refused at start, naming the key.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        host_config("cdi", "").replace(
+            "[storage.cdi]\nplugin = \"cdi_storage.wasm\"",
+            "[storage.cdi]\nplugin = \"cdi_storage.wasm\"\nconfig = { accessModes = \"everyone\" }",
+        ),
+    )
+    .expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_wukong"))
+        .args(["run", "--config"])
+        .arg(&bad)
+        .arg("--kubeconfig")
+        .arg(cluster.env.kubeconfig_path())
+        .output()
+        .expect("wukong run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a bad config stops the operator");
+    assert!(
+        stderr.contains("storage.cdi.config") && stderr.contains("accessModes"),
+        "{stderr}"
+    );
+}
