@@ -115,9 +115,18 @@ async fn operator_end_to_end() {
     );
 
     // A converged Wukong makes no write: poke it (a label change reconciles it) and count.
-    let writes_before = operator.ctx.applier.stats.writes();
-    let status_before = web.status.clone();
+    // Converged means the status has stopped moving (the VM's own status lags its VMI).
     let api = Api::<Wukong>::namespaced(client.clone(), ns);
+    let mut status_before = web.status.clone();
+    loop {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let now = api.get("web").await.expect("get").status;
+        if now == status_before {
+            break;
+        }
+        status_before = now;
+    }
+    let writes_before = operator.ctx.applier.stats.writes();
     api.patch(
         "web",
         &PatchParams::default(),
