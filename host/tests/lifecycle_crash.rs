@@ -5,48 +5,18 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
-use support::operator::{Cluster, InProcess, create, host_config, is_running, namespace, wait_for};
+use support::operator::{
+    Cluster, InProcess, OperatorProcess, create, host_config, is_running, namespace, wait_for,
+};
 use wukong::api::Wukong;
 
 const NS: &str = "crash";
 const TIMEOUT: Duration = Duration::from_secs(60);
 const KILLS: usize = 20;
-
-/// `wukong run` as a child process.
-struct Operator(Child);
-
-impl Operator {
-    fn start(cluster: &Cluster, config: &std::path::Path, log: &std::path::Path) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log");
-        let child = Command::new(env!("CARGO_BIN_EXE_wukong"))
-            .args(["run", "--config"])
-            .arg(config)
-            .arg("--kubeconfig")
-            .arg(cluster.env.kubeconfig_path())
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("wukong run");
-        Self(child)
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// A small deterministic pseudo-random sequence: kill points differ but runs repeat.
 fn kill_delays(count: usize) -> Vec<Duration> {
@@ -80,7 +50,7 @@ async fn killed_at_random_points_of_restarts_no_action_is_done_twice() {
     let log = dir.path().join("operator.log");
     namespace(&client, NS).await;
     create(&client, NS, "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {name: phoenix}\nspec: {cpu: 1, memory: 1Gi}\n").await;
-    let mut operator = Operator::start(&cluster, &config, &log);
+    let mut operator = OperatorProcess::start(&cluster, &config, &log);
     wait_for(&client, NS, "phoenix", TIMEOUT, is_running).await;
 
     let api = Api::<Wukong>::namespaced(client.clone(), NS);
@@ -92,7 +62,7 @@ async fn killed_at_random_points_of_restarts_no_action_is_done_twice() {
             .expect("request restart");
         tokio::time::sleep(delay).await;
         drop(operator); // SIGKILL, wherever it was
-        operator = Operator::start(&cluster, &config, &log);
+        operator = OperatorProcess::start(&cluster, &config, &log);
         let done = wait_for(&client, NS, "phoenix", TIMEOUT, |w| {
             finished(w, &request_id).is_some() && is_running(w)
         })

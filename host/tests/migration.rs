@@ -6,14 +6,13 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::operator::{
-    Cluster, InProcess, create, host_config, is_running, list, namespace, wait_for,
+    Cluster, InProcess, OperatorProcess, create, host_config, is_running, list, namespace, wait_for,
 };
 use wukong::api::{MigrationStatus, Wukong};
 
@@ -522,37 +521,6 @@ async fn at_most_the_limit_of_automatic_migrations_run_at_once() {
     assert_eq!(most, 1, "never more than one automatic migration in flight");
     assert!(waited, "one VM waited for a slot");
     assert_eq!(migrations(&client, ns).await.len(), 2);
-}
-
-/// `wukong run` as a child process, SIGKILLed on drop.
-struct OperatorProcess(Child);
-
-impl OperatorProcess {
-    fn start(cluster: &Cluster, config: &std::path::Path, log: &std::path::Path) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_wukong"))
-            .args(["run", "--config"])
-            .arg(config)
-            .arg("--kubeconfig")
-            .arg(cluster.env.kubeconfig_path())
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start wukong run");
-        Self(child)
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A pseudo-random delay (no rand crate): the std hasher is seeded randomly per process.

@@ -3,48 +3,30 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use kube::ResourceExt;
-use support::operator::{Cluster, create, host_config, is_running, list, namespace, wait_for};
+use support::operator::{
+    Cluster, OperatorProcess, create, host_config, is_running, list, namespace, wait_for,
+};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// `wukong run` as a child process, killed on drop.
-struct OperatorProcess(Child);
-
-impl OperatorProcess {
-    fn start(cluster: &Cluster, config_toml: &str, dir: &tempfile::TempDir, tag: &str) -> Self {
-        let config = dir.path().join(format!("wukong-{tag}.toml"));
-        std::fs::write(&config, config_toml).expect("write config");
-        let log = std::fs::File::create(dir.path().join(format!("operator-{tag}.log")))
-            .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_wukong"))
-            .args(["run", "--config"])
-            .arg(&config)
-            .arg("--kubeconfig")
-            .arg(cluster.env.kubeconfig_path())
-            .env("RUST_LOG", "info,kube=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start wukong run");
-        Self(child)
-    }
-
-    /// SIGKILL: no chance to finish anything.
-    fn kill(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for OperatorProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Writes `config_toml` next to the test's logs and starts the operator with it.
+fn start_operator(
+    cluster: &Cluster,
+    config_toml: &str,
+    dir: &tempfile::TempDir,
+    tag: &str,
+) -> OperatorProcess {
+    let config = dir.path().join(format!("wukong-{tag}.toml"));
+    std::fs::write(&config, config_toml).expect("write config");
+    OperatorProcess::start(
+        cluster,
+        &config,
+        &dir.path().join(format!("operator-{tag}.log")),
+    )
 }
 
 fn wukong_yaml(name: &str, backend: Option<&str>) -> String {
@@ -65,7 +47,7 @@ async fn killed_mid_reconcile_the_operator_converges_without_duplicates() {
     namespace(&client, ns).await;
     let config = host_config("cdi", "");
 
-    let first = OperatorProcess::start(&cluster, &config, &dir, "first");
+    let first = start_operator(&cluster, &config, &dir, "first");
     let names: Vec<String> = (0..6).map(|i| format!("vm{i}")).collect();
     for name in &names {
         create(&client, ns, &wukong_yaml(name, None)).await;
@@ -74,7 +56,7 @@ async fn killed_mid_reconcile_the_operator_converges_without_duplicates() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     first.kill();
 
-    let _second = OperatorProcess::start(&cluster, &config, &dir, "second");
+    let _second = start_operator(&cluster, &config, &dir, "second");
     for name in &names {
         wait_for(&client, ns, name, TIMEOUT, is_running).await;
     }
@@ -122,12 +104,12 @@ async fn a_storage_backend_is_swapped_by_config_alone() {
     namespace(&client, ns).await;
 
     // The same Wukong, no backend named: the host config's default decides.
-    let longhorn = OperatorProcess::start(&cluster, &host_config("longhorn", ""), &dir, "longhorn");
+    let longhorn = start_operator(&cluster, &host_config("longhorn", ""), &dir, "longhorn");
     create(&client, ns, &wukong_yaml("on-longhorn", None)).await;
     let first = wait_for(&client, ns, "on-longhorn", TIMEOUT, is_running).await;
     longhorn.kill();
 
-    let _ceph = OperatorProcess::start(&cluster, &host_config("ceph-rbd", ""), &dir, "ceph");
+    let _ceph = start_operator(&cluster, &host_config("ceph-rbd", ""), &dir, "ceph");
     create(&client, ns, &wukong_yaml("on-ceph", None)).await;
     let second = wait_for(&client, ns, "on-ceph", TIMEOUT, is_running).await;
 

@@ -207,3 +207,40 @@ pub async fn namespace(client: &Client, name: &str) {
         .create(&PostParams::default(), &ns)
         .await;
 }
+
+/// `wukong run` as a child process (the real binary), SIGKILLed on drop or by [`OperatorProcess::kill`].
+pub struct OperatorProcess(std::process::Child);
+
+impl OperatorProcess {
+    /// Starts it with the config file `config`, appending its log to `log`.
+    pub fn start(cluster: &Cluster, config: &std::path::Path, log: &std::path::Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_wukong"))
+            .args(["run", "--config"])
+            .arg(config)
+            .arg("--kubeconfig")
+            .arg(cluster.env.kubeconfig_path())
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start wukong run");
+        Self(child)
+    }
+
+    /// SIGKILL: no chance to finish anything.
+    pub fn kill(self) {
+        drop(self);
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
