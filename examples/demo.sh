@@ -56,7 +56,7 @@ if [ "$(kubectl get wukong -o jsonpath='{.items[*].status.phase}' | tr ' ' '\n' 
 fi
 kubectl get vm,vmi,datavolumes,pvc,network-attachment-definitions
 say "events"
-kubectl get events --field-selector involvedObject.kind=Wukong --sort-by=.lastTimestamp | tail -20
+kubectl get events --sort-by=.lastTimestamp | tail -20
 
 say "deleting the Wukongs"
 kubectl delete wukong --all --wait=true --timeout=60s

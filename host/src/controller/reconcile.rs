@@ -238,12 +238,33 @@ async fn apply_objects(
     labels: &[(String, String)],
 ) -> Result<(), crate::cluster::ApplyError> {
     let manager = format!("wukong-{plugin}");
+    // Each write is a notable result: an event says what changed and which plugin asked.
+    // A converged Wukong writes nothing, so it records no events.
+    let mut written = Vec::new();
     for object in std::mem::take(&mut outcome.apply) {
-        ctx.applier.apply(&manager, owner, object, labels).await?;
+        let what = format!(
+            "{} {}",
+            object["kind"].as_str().unwrap_or("object"),
+            object["metadata"]["name"].as_str().unwrap_or("?")
+        );
+        if ctx.applier.apply(&manager, owner, object, labels).await? {
+            written.push(Event {
+                warning: false,
+                reason: "Applied".into(),
+                message: format!("{what} applied by plugin {plugin}"),
+            });
+        }
     }
     for target in &outcome.delete {
-        ctx.applier.delete(target, &owner.namespace, None).await?;
+        if ctx.applier.delete(target, &owner.namespace, None).await? {
+            written.push(Event {
+                warning: false,
+                reason: "Deleted".into(),
+                message: format!("{} {} deleted by plugin {plugin}", target.kind, target.name),
+            });
+        }
     }
+    outcome.events.append(&mut written);
     Ok(())
 }
 
@@ -343,7 +364,9 @@ async fn publish(ctx: &Context, wukong: &Wukong, events: &[Event]) {
             },
             reason: event.reason.clone(),
             note: Some(event.message.chars().take(1000).collect()),
-            action: "Reconcile".into(),
+            // NB: kube's recorder folds events with the same type, reason and action into
+            // one series and keeps the first note; distinct notes must stay distinct events.
+            action: format!("Reconcile-{:08x}", note_hash(&event.message)),
             secondary: None,
         };
         if let Err(e) = ctx.recorder.publish(&kube_event, &reference).await {
@@ -459,4 +482,11 @@ fn volume_from_status(v: &crate::api::VolumeStatus) -> types::Volume {
         bus: String::new(),
         message: v.message.clone(),
     }
+}
+
+/// A short stable hash of an event's note (FNV-1a), to tell distinct events apart.
+fn note_hash(note: &str) -> u32 {
+    note.bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    })
 }
