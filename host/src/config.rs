@@ -178,9 +178,7 @@ impl HostConfig {
 }
 
 /// The config key of a step: `network`, `storage`, ...
-pub fn step_name(step: StepKind) -> &'static str {
-    crate::plugin::step_name(step)
-}
+pub use crate::plugin::step_name;
 
 #[cfg(test)]
 mod tests {

@@ -224,6 +224,30 @@ impl From<&types::Volume> for VolumeStatus {
     }
 }
 
+/// Back into the contract, for a `finalize` call after a restart: what status recorded of
+/// each volume (boot order and bus are not kept there; finalize does not need them).
+impl From<&VolumeStatus> for types::Volume {
+    fn from(v: &VolumeStatus) -> Self {
+        Self {
+            name: v.name.clone(),
+            claim_name: v.claim_name.clone(),
+            data_volume: v.data_volume,
+            phase: v.phase.clone(),
+            bound: v.bound,
+            progress: v.progress.clone(),
+            requested: v.requested.clone(),
+            capacity: v.capacity.clone(),
+            access_modes: v.access_modes.clone(),
+            volume_mode: v.volume_mode.clone(),
+            storage_class: v.storage_class.clone(),
+            retain: v.retain,
+            boot_order: None,
+            bus: String::new(),
+            message: v.message.clone(),
+        }
+    }
+}
+
 impl From<&types::ActionRecord> for ActionRecord {
     fn from(r: &types::ActionRecord) -> Self {
         Self {

@@ -387,7 +387,7 @@ async fn cleanup(wukong: &Wukong, ctx: &Context) -> Result<Action> {
         volumes: wukong
             .status
             .as_ref()
-            .map(|s| s.volumes.iter().map(volume_from_status).collect())
+            .map(|s| s.volumes.iter().map(types::Volume::from).collect())
             .unwrap_or_default(),
         lifecycle: None,
     };
@@ -462,26 +462,6 @@ async fn cleanup(wukong: &Wukong, ctx: &Context) -> Result<Action> {
     )
     .await;
     Ok(Action::await_change())
-}
-
-fn volume_from_status(v: &crate::api::VolumeStatus) -> types::Volume {
-    types::Volume {
-        name: v.name.clone(),
-        claim_name: v.claim_name.clone(),
-        data_volume: v.data_volume,
-        phase: v.phase.clone(),
-        bound: v.bound,
-        progress: v.progress.clone(),
-        requested: v.requested.clone(),
-        capacity: v.capacity.clone(),
-        access_modes: v.access_modes.clone(),
-        volume_mode: v.volume_mode.clone(),
-        storage_class: v.storage_class.clone(),
-        retain: v.retain,
-        boot_order: None,
-        bus: String::new(),
-        message: v.message.clone(),
-    }
 }
 
 /// A short stable hash of an event's note (FNV-1a), to tell distinct events apart.
