@@ -11,4 +11,7 @@ for plugin in $plugins; do
   echo "[build-plugins] $plugin" >&2
   cargo build --quiet --target wasm32-wasip2 --profile plugin -p "$plugin"
 done
+# The Python plugin is no cargo crate: componentize-py builds it (skipped when unchanged).
+echo "[build-plugins] python-storage" >&2
+bash plugins/python-storage/build.sh
 ls -l target/wasm32-wasip2/plugin/*.wasm >&2

@@ -38,6 +38,17 @@ fi
 # 2. Network namespaces (the simulator serves KubeVirt's aggregated API from one).
 command -v ip >/dev/null || apt_install iproute2
 
+# 2b. componentize-py builds the Python plugin (plugins/python-storage), in its own venv
+#     under the cache so the system Python stays untouched. Quiet: stdout is the assets path.
+componentize_py_venv="$cache/componentize-py"
+if ! "$componentize_py_venv/bin/componentize-py" --version 2>/dev/null | grep -qx 'componentize-py 0.25.1'; then
+  say "installing componentize-py 0.25.1 into $componentize_py_venv"
+  python3 -m venv "$componentize_py_venv" >&2 2>/dev/null || { apt_install python3-venv; python3 -m venv "$componentize_py_venv" >&2; } \
+    || die "python3 -m venv $componentize_py_venv"
+  "$componentize_py_venv/bin/pip" install --quiet --disable-pip-version-check 'componentize-py==0.25.1' >&2 \
+    || die "pip install componentize-py==0.25.1"
+fi
+
 # 3. Control-plane binaries.
 if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   [ -x "$KUBEBUILDER_ASSETS/kube-apiserver" ] && [ -x "$KUBEBUILDER_ASSETS/etcd" ] \
