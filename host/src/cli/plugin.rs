@@ -1,6 +1,7 @@
 //! `wukong plugin`: tools for plugin authors, no cluster needed — inspect a plugin, run
 //! one call, run a directory of cases.
 
+pub mod conformance;
 pub mod inspect;
 pub mod run;
 pub mod test;
@@ -27,6 +28,8 @@ pub enum PluginCommand {
     Run(run::RunArgs),
     /// Run every case file `DIR/*.yaml` against a plugin.
     Test(test::TestArgs),
+    /// Run the conformance suite of the plugin's step kind (no cluster needed).
+    Conformance(conformance::ConformanceArgs),
 }
 
 pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
@@ -34,6 +37,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         PluginCommand::Inspect(args) => inspect::run(&args),
         PluginCommand::Run(args) => run::run(args),
         PluginCommand::Test(args) => test::run(&args),
+        PluginCommand::Conformance(args) => conformance::run(&args),
     }
 }
 
