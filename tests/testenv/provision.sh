@@ -2,6 +2,7 @@
 # Provision what Wukong's tests and demo need on a Debian bookworm machine:
 #   - the wasm32-wasip2 Rust target (plugins are WebAssembly components),
 #   - etcd (Debian's etcd-server) and iproute2 (network namespaces for the aggregated API),
+#   - an OCI registry (Debian's docker-registry) for the plugin-distribution tests,
 #   - kube-apiserver, built from Debian's `kubernetes` source package into a cache
 #     outside the work tree ($WUKONG_CACHE, default ~/.cache/wukong) and rebuilt only when missing.
 # If KUBEBUILDER_ASSETS names a folder holding kube-apiserver and etcd, those are used instead.
@@ -37,6 +38,10 @@ fi
 
 # 2. Network namespaces (the simulator serves KubeVirt's aggregated API from one).
 command -v ip >/dev/null || apt_install iproute2
+
+# 2c. An OCI registry (distribution 2.8) for host/tests/oci.rs. Each test runs its own
+#     `docker-registry serve` on a free loopback port; the package's service is not used.
+apt_install docker-registry
 
 # 2b. componentize-py builds the Python plugin (plugins/python-storage), in its own venv
 #     under the cache so the system Python stays untouched. Quiet: stdout is the assets path.
