@@ -21,11 +21,12 @@ use wukong_plugin_sdk::{
 /// Schema, derived here, is in the manifest: the host refuses a config that breaks it.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("dependentRequired" = {"provisioner": ["storageClass"]}))]
 pub struct Config {
-    /// The StorageClass for disks that name none.
-    pub storage_class: String,
-    /// The CSI driver (`ebs.csi.aws.com`, `nfs.csi.k8s.io`): apply `storageClass` for it
-    /// when it does not exist. Absent: the class must exist.
+    /// The StorageClass for disks that name none; the cluster's default class when absent.
+    pub storage_class: Option<String>,
+    /// A CSI driver (`ebs.csi.aws.com`, `nfs.csi.k8s.io`): the plugin applies
+    /// `storageClass` for it when that class does not exist.
     pub provisioner: Option<String>,
     /// The driver's StorageClass parameters, when the plugin applies the class.
     pub parameters: BTreeMap<String, String>,
@@ -38,7 +39,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            storage_class: "wukong-csi".into(),
+            storage_class: None,
             provisioner: None,
             parameters: BTreeMap::new(),
             access_modes: vec![AccessMode::ReadWriteOnce],
@@ -82,26 +83,28 @@ impl StoragePlugin for ExampleStorage {
     fn reconcile(call: &Call<'_, Config>) -> StepResult<StorageOutcome> {
         let config = &call.config;
         let mut effects = Effects::default();
-        match &config.provisioner {
-            Some(provisioner) => {
-                let class = storage_class(config, provisioner);
-                disks::ensure_storage_class(call, &mut effects, &class)?;
-            }
-            None if uses_default_class(call) => {
-                if call
-                    .get_cluster_scoped::<StorageClass>(&config.storage_class)?
-                    .is_none()
-                {
-                    return Err(StepError::InvalidConfig(format!(
-                        "StorageClass {} does not exist: create it, or set `provisioner` so this plugin does",
-                        config.storage_class
-                    )));
-                }
-            }
-            None => {}
+        if let Some(provisioner) = &config.provisioner {
+            let name = config.storage_class.as_deref().ok_or_else(|| {
+                StepError::InvalidConfig(
+                    "`provisioner` needs `storageClass`, the class to apply".into(),
+                )
+            })?;
+            disks::ensure_storage_class(
+                call,
+                &mut effects,
+                &storage_class(config, name, provisioner),
+            )?;
+        } else if let Some(name) = &config.storage_class
+            && uses_default_class(call)
+            && call.get_cluster_scoped::<StorageClass>(name)?.is_none()
+        {
+            // A clear message now rather than claims pending forever.
+            return Err(StepError::InvalidConfig(format!(
+                "StorageClass {name} does not exist: create it, or set `provisioner` so this plugin does"
+            )));
         }
         let class = ClaimClass {
-            storage_class: Some(config.storage_class.clone()),
+            storage_class: config.storage_class.clone(),
             access_modes: config
                 .access_modes
                 .iter()
@@ -125,9 +128,9 @@ fn uses_default_class(call: &Call<'_, Config>) -> bool {
 }
 
 /// The class the plugin applies: shared by every Wukong, expandable (disks grow).
-fn storage_class(config: &Config, provisioner: &str) -> StorageClass {
+fn storage_class(config: &Config, name: &str, provisioner: &str) -> StorageClass {
     StorageClass {
-        metadata: disks::storage_class_metadata(&config.storage_class),
+        metadata: disks::storage_class_metadata(name),
         provisioner: provisioner.into(),
         parameters: Some(config.parameters.clone()),
         allow_volume_expansion: Some(true),
@@ -197,7 +200,8 @@ mod tests {
 
     #[test]
     fn applies_the_class_for_the_driver_and_claims_on_it() {
-        let config = json!({"provisioner": "nfs.csi.k8s.io", "accessModes": ["ReadWriteMany"]});
+        let config = json!({"storageClass": "wukong-csi", "provisioner": "nfs.csi.k8s.io",
+            "accessModes": ["ReadWriteMany"]});
         let outcome = run(config, &FixtureCluster::new()).unwrap();
         let objects = applied(&outcome);
         assert_eq!(objects[0]["kind"], "StorageClass");
@@ -208,11 +212,12 @@ mod tests {
 
     #[test]
     fn without_a_provisioner_the_class_must_exist() {
-        let error = run(json!({}), &FixtureCluster::new()).unwrap_err();
+        let config = json!({"storageClass": "wukong-csi"});
+        let error = run(config.clone(), &FixtureCluster::new()).unwrap_err();
         assert!(matches!(error, StepError::InvalidConfig(m) if m.contains("wukong-csi")));
         let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
             "metadata": {"name": "wukong-csi"}, "provisioner": "x"});
-        let outcome = run(json!({}), &FixtureCluster::new().with(class)).unwrap();
+        let outcome = run(config, &FixtureCluster::new().with(class)).unwrap();
         assert_eq!(applied(&outcome)[0]["kind"], "PersistentVolumeClaim");
     }
 
