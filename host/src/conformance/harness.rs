@@ -11,7 +11,10 @@ use crate::api::{MANAGED_BY_LABEL, WUKONG_LABEL};
 use crate::api::{MigrationStatus as MigrationStatusView, NetworkStatus, VolumeStatus};
 use crate::plugin::types::{Action, ObjectRef};
 use crate::plugin::{CallFailure, Outcome, Phase, Plugin, StepStatus};
-use crate::runner::{DEFAULT_NOW, DEFAULT_UID, FixtureCluster, Input, RunnerError, matches_subset};
+use crate::runner::{
+    DEFAULT_NOW, DEFAULT_UID, FixtureCluster, Input, RunnerError, matches_subset, outcome_to_value,
+    subset_diff,
+};
 
 /// The Wukong every suite reconciles.
 pub const NAME: &str = "vm1";
@@ -461,6 +464,24 @@ pub fn check_finalize(
         true => Ok(()),
         false => Err(problems.join("; ")),
     }
+}
+
+/// Same input, same outcome.
+pub fn same_outcome(
+    h: &Harness<'_>,
+    wukong: &Value,
+    upstream: Option<&Value>,
+    sim: &Sim,
+) -> CheckResult {
+    let first = h.reconcile(wukong, upstream, sim)?;
+    let second = h.reconcile(wukong, upstream, sim)?;
+    if first == second {
+        return Ok(());
+    }
+    Err(format!(
+        "two calls with the same input give different outcomes:\n{}",
+        subset_diff(&outcome_to_value(&first), &outcome_to_value(&second))
+    ))
 }
 
 /// Runs one check, catching nothing: a check is a plain function of the harness.

@@ -8,7 +8,6 @@ use super::harness::{CheckResult, Harness, LATER, Sim, applied, applied_names, c
 use super::{Check, harness};
 use crate::plugin::types::Volume;
 use crate::plugin::{Outcome, StepStatus};
-use crate::runner::{outcome_to_value, subset_diff};
 
 /// The disks every scenario starts from: an image, a blank disk, a retained one and an
 /// existing claim.
@@ -223,28 +222,10 @@ fn stable_names(h: &Harness<'_>, s: &Setup) -> CheckResult {
     Ok(())
 }
 
-/// Same input, same outcome.
-pub fn same_outcome(
-    h: &Harness<'_>,
-    wukong: &Value,
-    upstream: Option<&Value>,
-    sim: &Sim,
-) -> CheckResult {
-    let first = h.reconcile(wukong, upstream, sim)?;
-    let second = h.reconcile(wukong, upstream, sim)?;
-    if first == second {
-        return Ok(());
-    }
-    Err(format!(
-        "two calls with the same input give different outcomes:\n{}",
-        subset_diff(&outcome_to_value(&first), &outcome_to_value(&second))
-    ))
-}
-
 fn idempotent(h: &Harness<'_>, s: &Setup) -> CheckResult {
-    same_outcome(h, &s.wukong, None, &s.empty)?;
+    harness::same_outcome(h, &s.wukong, None, &s.empty)?;
     let (_, bound, _) = s.converged.clone()?;
-    same_outcome(h, &s.wukong, None, &bound)
+    harness::same_outcome(h, &s.wukong, None, &bound)
 }
 
 /// A Kubernetes quantity in bytes (`20Gi`, `1.5G`, `512`); `None` when it is not one.
