@@ -79,12 +79,12 @@ fn violating_configs(schema: &Value, base: &Value) -> Vec<(String, Value)> {
 /// No capability violation in any call the suite made.
 pub fn guard(h: &Harness<'_>) -> CheckResult {
     let mut violations = h.violations();
+    violations.sort();
     violations.dedup();
     match violations.first() {
         None => Ok(()),
         Some(_) => Err(format!(
-            "the host refused {} outcome(s): {}",
-            violations.len(),
+            "the host refused outcomes or reads: {}",
             violations.join("; ")
         )),
     }

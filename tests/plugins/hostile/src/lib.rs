@@ -1,6 +1,9 @@
 //! A storage plugin that breaks one rule of the sandbox per `mode`, so the host's tests can
 //! prove each rule holds: runaway loops, memory, stack, panics, traps, capability
 //! violations, oversized or malformed output, escapes to the host, host-call floods.
+//! The storage modes (`well-behaved-storage` and one flaw each) serve the conformance kit.
+
+mod storage;
 
 use serde::Deserialize;
 use wukong_plugin_sdk::{
@@ -28,6 +31,37 @@ pub enum Mode {
     UndeclaredRead,
     Escape,
     HostCallFlood,
+    /// A correct storage backend on PersistentVolumeClaims: passes the conformance kit.
+    WellBehavedStorage,
+    /// That backend with claim names that carry the time of the call.
+    UnstableNames,
+    /// That backend applying a smaller size to a claim.
+    Shrinks,
+    /// That backend deleting nothing on finalize.
+    LeaksOnFinalize,
+    /// That backend deleting retained disks' claims on finalize.
+    DeletesRetained,
+    /// That backend reporting every volume bound.
+    AlwaysBound,
+    /// That backend panicking on a size it cannot parse.
+    PanicsOnOddSizes,
+}
+
+impl Mode {
+    /// The storage flaw of a storage mode; `None` for the sandbox modes.
+    fn storage_flaw(&self) -> Option<storage::Flaw> {
+        use storage::Flaw;
+        Some(match self {
+            Self::WellBehavedStorage => Flaw::None,
+            Self::UnstableNames => Flaw::UnstableNames,
+            Self::Shrinks => Flaw::Shrinks,
+            Self::LeaksOnFinalize => Flaw::LeaksOnFinalize,
+            Self::DeletesRetained => Flaw::DeletesRetained,
+            Self::AlwaysBound => Flaw::AlwaysBound,
+            Self::PanicsOnOddSizes => Flaw::PanicsOnOddSizes,
+            _ => return None,
+        })
+    }
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -54,6 +88,9 @@ impl Plugin for Hostile {
 
 impl StoragePlugin for Hostile {
     fn reconcile(call: &Call<'_, Config>) -> StepResult<StorageOutcome> {
+        if let Some(flaw) = call.config.mode.storage_flaw() {
+            return storage::reconcile(call, flaw);
+        }
         let mut effects = Effects::default();
         match call.config.mode {
             Mode::Noop => {}
@@ -102,11 +139,19 @@ impl StoragePlugin for Hostile {
                     call.cluster.get(&pvc).map_err(StepError::Cluster)?;
                 }
             }
+            _ => {}
         }
         Ok(StorageOutcome {
             effects,
             volumes: Vec::new(),
         })
+    }
+
+    fn finalize(call: &Call<'_, Config>) -> StepResult<Effects> {
+        match call.config.mode.storage_flaw() {
+            Some(flaw) => storage::finalize(call, flaw),
+            None => Ok(Effects::default()),
+        }
     }
 }
 
