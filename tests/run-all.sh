@@ -27,4 +27,11 @@ for cases in plugins/*/cases; do
   name=$(basename "$(dirname "$cases")")
   cargo run --quiet -p wukong -- plugin test "target/wasm32-wasip2/plugin/${name//-/_}.wasm" "$cases"
 done
+
+echo "[run-all] bundled plugins against the conformance suite of their kind" >&2
+for dir in plugins/*/; do
+  name=$(basename "$dir")
+  [ "$name" = sdk ] && continue
+  cargo run --quiet -p wukong -- plugin conformance "target/wasm32-wasip2/plugin/${name//-/_}.wasm"
+done
 echo "[run-all] all tests passed" >&2
