@@ -3,6 +3,7 @@
 
 pub mod conformance;
 pub mod inspect;
+pub mod new;
 pub mod run;
 pub mod test;
 
@@ -30,6 +31,8 @@ pub enum PluginCommand {
     Test(test::TestArgs),
     /// Run the conformance suite of the plugin's step kind (no cluster needed).
     Conformance(conformance::ConformanceArgs),
+    /// Start a new plugin from the template: `wukong plugin new NAME --kind storage`.
+    New(new::NewArgs),
 }
 
 pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
@@ -38,6 +41,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         PluginCommand::Run(args) => run::run(args),
         PluginCommand::Test(args) => test::run(&args),
         PluginCommand::Conformance(args) => conformance::run(&args),
+        PluginCommand::New(args) => new::run(&args),
     }
 }
 
