@@ -7,6 +7,7 @@
 //!
 //! [plugins]
 //! dir = "/opt/wukong/plugins"      # relative plugin paths resolve here
+//! watch = true                     # swap changed plugins and config in (the default)
 //!
 //! [storage]
 //! default = "longhorn"
@@ -19,6 +20,7 @@
 //! ```
 
 mod backends;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -67,7 +69,7 @@ impl Default for ControllerSection {
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsSection {
     /// Where relative plugin paths resolve; the config file's folder when absent. A
@@ -75,6 +77,24 @@ pub struct PluginsSection {
     pub dir: Option<PathBuf>,
     /// Compiled-code cache; `$WUKONG_CACHE/compiled` when absent.
     pub cache_dir: Option<PathBuf>,
+    /// Follow changes to the config and the plugin files and swap them in without a
+    /// restart (see `crate::reload`). Read at start; a reloaded `false` stops following.
+    #[serde(default = "following")]
+    pub watch: bool,
+}
+
+fn following() -> bool {
+    true
+}
+
+impl Default for PluginsSection {
+    fn default() -> Self {
+        Self {
+            dir: None,
+            cache_dir: None,
+            watch: following(),
+        }
+    }
 }
 
 /// One step: its default backend and the backends by name.
@@ -164,6 +184,29 @@ impl HostConfig {
             None => folder,
         });
         Ok(config)
+    }
+
+    /// The plugin files the config names, resolved as [`Backends::load`] resolves them.
+    pub fn plugin_files(&self) -> Vec<PathBuf> {
+        let mut files: Vec<PathBuf> = self
+            .sections()
+            .iter()
+            .flat_map(|(_, section)| section.backends.values())
+            // An `oci://` reference is pulled, not a file to follow.
+            .filter(|backend| {
+                !backend
+                    .plugin
+                    .to_str()
+                    .is_some_and(|p| p.starts_with("oci://"))
+            })
+            .map(|backend| match &self.plugins.dir {
+                Some(dir) if backend.plugin.is_relative() => dir.join(&backend.plugin),
+                _ => backend.plugin.clone(),
+            })
+            .collect();
+        files.sort();
+        files.dedup();
+        files
     }
 
     /// The four step sections with their names.

@@ -68,6 +68,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Events already published per Wukong uid, so a converged Wukong publishes none.
     published: Mutex<HashMap<String, HashSet<(String, String)>>>,
+    /// Bumped by [`Context::reconcile_all`]; the controller reconciles every Wukong.
+    reconcile_all: tokio::sync::watch::Sender<()>,
 }
 
 impl Context {
@@ -85,6 +87,19 @@ impl Context {
             backends,
             failures: Mutex::default(),
             published: Mutex::default(),
+            reconcile_all: tokio::sync::watch::Sender::new(()),
+        })
+    }
+
+    /// Reconciles every Wukong soon (after a hot swap of the backends).
+    pub fn reconcile_all(&self) {
+        self.reconcile_all.send_replace(());
+    }
+
+    /// One item per [`Context::reconcile_all`] from now on.
+    fn reconcile_all_requests(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.reconcile_all.subscribe(), |mut requests| async move {
+            requests.changed().await.ok().map(|()| ((), requests))
         })
     }
 
@@ -140,6 +155,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
         }
     }
     controller
+        .reconcile_all_on(ctx.reconcile_all_requests())
         .shutdown_on_signal()
         .run(reconcile::reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -8,4 +8,5 @@ pub mod config;
 pub mod conformance;
 pub mod controller;
 pub mod plugin;
+pub mod reload;
 pub mod runner;

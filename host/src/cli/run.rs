@@ -11,6 +11,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::config::{Backends, HostConfig};
 use crate::controller::{self, Context};
+use crate::reload::{ConfigSource, Reloader};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -84,11 +85,45 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         let client = client(args.kubeconfig.as_ref()).await?;
         let (config, origin) = load_config(args, &client).await?;
+        let followed = config.plugins.watch.then(|| config.clone());
         let backends =
             tokio::task::spawn_blocking(move || Backends::load(&config, &origin)).await??;
         tracing::info!("backends loaded; starting the controller");
         let ctx = Context::new(client, Arc::new(RwLock::new(Arc::new(backends))));
+        if let Some(active) = followed {
+            tokio::spawn(reloader(args, active, &ctx)?.run());
+        }
         controller::run(ctx).await?;
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Hot swap (`[plugins] watch`): follows the config's source and the plugin files.
+fn reloader(args: &RunArgs, active: HostConfig, ctx: &Arc<Context>) -> anyhow::Result<Reloader> {
+    let source = match &args.config_map {
+        Some(reference) => {
+            let (namespace, name) = reference
+                .split_once('/')
+                .context("--config-map must be namespace/name")?;
+            ConfigSource::ConfigMap {
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                plugin_dir: args.plugin_dir.clone(),
+            }
+        }
+        None => ConfigSource::File(args.config.clone()),
+    };
+    let swapped = Arc::downgrade(ctx);
+    Ok(Reloader::new(
+        source,
+        active,
+        Arc::clone(&ctx.backends),
+        ctx.client.clone(),
+        ctx.recorder.clone(),
+        move || {
+            if let Some(ctx) = swapped.upgrade() {
+                ctx.reconcile_all();
+            }
+        },
+    ))
 }

@@ -232,6 +232,27 @@ impl OperatorProcess {
         Self(child)
     }
 
+    /// Starts it with `args` after `run` (e.g. `--config-map ns/name`) and the admin's
+    /// kubeconfig, appending its log to `log`.
+    pub fn start_with_args(cluster: &Cluster, args: &[&str], log: &std::path::Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_wukong"))
+            .arg("run")
+            .args(args)
+            .arg("--kubeconfig")
+            .arg(cluster.env.kubeconfig_path())
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start wukong run");
+        Self(child)
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(self) {
         drop(self);
