@@ -203,7 +203,8 @@ fn describe_step_error(error: &StepError) -> String {
     }
 }
 
-/// Bytes the outcome takes as JSON, counted without building the JSON.
+/// Bytes the outcome takes as JSON, counted without building the JSON. The objects to
+/// apply are JSON already: their length is counted as is, not re-escaped.
 fn outcome_size(effects: &Effects, status: &StepStatus) -> usize {
     struct Counter(usize);
     impl std::io::Write for Counter {
@@ -215,8 +216,15 @@ fn outcome_size(effects: &Effects, status: &StepStatus) -> usize {
             Ok(())
         }
     }
-    let mut counter = Counter(0);
+    let mut counter = Counter(effects.apply.iter().map(String::len).sum());
+    let rest = (
+        &effects.delete,
+        &effects.actions,
+        &effects.conditions,
+        &effects.events,
+        status,
+    );
     // Serializing these plain types cannot fail; a failure would only undercount.
-    let _ = serde_json::to_writer(&mut counter, &(effects, status));
+    let _ = serde_json::to_writer(&mut counter, &rest);
     counter.0
 }

@@ -27,6 +27,7 @@ pub(crate) fn build(limits: &RuntimeLimits) -> anyhow::Result<Engine> {
         // CPython components carry large instance state.
         .max_core_instance_size(8 << 20)
         .max_component_instance_size(8 << 20);
+    keep_memory_resident(&mut pool, limits);
 
     let mut config = Config::new();
     config
@@ -41,6 +42,40 @@ pub(crate) fn build(limits: &RuntimeLimits) -> anyhow::Result<Engine> {
     let engine = Engine::new(&config)?;
     start_epoch_ticker(&engine);
     Ok(engine)
+}
+
+/// A fresh instance's first touches of its linear memory were page faults: by default a
+/// slot is reset with `madvise`, which drops its pages. Where the kernel can report which
+/// pages a call dirtied (`PAGEMAP_SCAN`, Linux 6.7), keep slots resident and reset only
+/// those pages: a 4-disk storage step went from about 105 to 65 µs. Without it, keeping
+/// pages resident means `memset`ting all of them on every call, which costs more than it
+/// saves, so the default stays.
+fn keep_memory_resident(pool: &mut PoolingAllocationConfig, limits: &RuntimeLimits) {
+    if !kernel_has_pagemap_scan() {
+        return;
+    }
+    pool.pagemap_scan(wasmtime::Enabled::Auto)
+        .linear_memory_keep_resident(RESIDENT_MEMORY_BYTES.min(limits.memory_bytes))
+        .table_keep_resident(RESIDENT_TABLE_BYTES);
+}
+
+/// Linear memory kept resident per slot where `PAGEMAP_SCAN` resets it: a Rust plugin's
+/// stack, data and the heap of a typical call.
+const RESIDENT_MEMORY_BYTES: usize = 16 << 20;
+/// Table bytes kept resident per slot.
+const RESIDENT_TABLE_BYTES: usize = 64 << 10;
+
+/// `PAGEMAP_SCAN` arrived in Linux 6.7.
+fn kernel_has_pagemap_scan() -> bool {
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut numbers = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (6, 7)
 }
 
 fn start_epoch_ticker(engine: &Engine) {

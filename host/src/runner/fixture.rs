@@ -13,6 +13,8 @@ use crate::plugin::types::{KindRef, ObjectRef};
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FixtureCluster {
     objects: Vec<Value>,
+    /// Each object as JSON, serialized once: reads answer with it on every call.
+    json: Vec<String>,
 }
 
 impl FixtureCluster {
@@ -70,6 +72,7 @@ impl FixtureCluster {
                 let name = object["metadata"]["name"].as_str();
                 if object["apiVersion"].is_string() && object["kind"].is_string() && name.is_some()
                 {
+                    self.json.push(object.to_string());
                     self.objects.push(object);
                     Ok(())
                 } else {
@@ -89,8 +92,8 @@ impl FixtureCluster {
         api_version: &'a str,
         kind: &'a str,
         namespace: &'a str,
-    ) -> impl Iterator<Item = &'a Value> + 'a {
-        self.objects.iter().filter(move |o| {
+    ) -> impl Iterator<Item = (&'a Value, &'a String)> + 'a {
+        self.objects.iter().zip(&self.json).filter(move |(o, _)| {
             o["apiVersion"] == api_version
                 && o["kind"] == kind
                 && o["metadata"]["namespace"]
@@ -105,8 +108,8 @@ impl ClusterReader for FixtureCluster {
         let namespace = target.namespace.as_deref().unwrap_or(default_namespace);
         Ok(self
             .of_kind(&target.api_version, &target.kind, namespace)
-            .find(|o| o["metadata"]["name"] == target.name.as_str())
-            .map(Value::to_string))
+            .find(|(o, _)| o["metadata"]["name"] == target.name.as_str())
+            .map(|(_, json)| json.clone()))
     }
 
     fn list(
@@ -118,12 +121,12 @@ impl ClusterReader for FixtureCluster {
         let selector = label_selector.map(Selector::parse).transpose()?;
         Ok(self
             .of_kind(&kind.api_version, &kind.kind, namespace)
-            .filter(|o| {
+            .filter(|(o, _)| {
                 selector
                     .as_ref()
                     .is_none_or(|s| s.matches(&o["metadata"]["labels"]))
             })
-            .map(Value::to_string)
+            .map(|(_, json)| json.clone())
             .collect())
     }
 }

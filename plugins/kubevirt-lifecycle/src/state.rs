@@ -1,7 +1,7 @@
 //! The VM's state as users see it, read from the VirtualMachine and its instance (VMI).
 
 use serde_json::Value;
-use wukong_plugin_sdk::objects::condition_status;
+use wukong_plugin_sdk::objects::{condition_status, lookup_str};
 use wukong_plugin_sdk::{LifecyclePhase, LifecycleStatus};
 
 /// The lifecycle status from what the cluster holds. `vm` is `None` before the VM exists
@@ -12,16 +12,13 @@ pub fn status(
     vm: Option<&Value>,
     vmi: Option<&Value>,
 ) -> LifecycleStatus {
-    let text = |o: Option<&Value>, at: &str| {
-        o.and_then(|o| o.pointer(at))
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-    };
-    let printable_status = text(vm, "/status/printableStatus");
-    let vmi_phase = text(vmi, "/status/phase");
+    let text =
+        |o: Option<&Value>, path: &[&str]| o.and_then(|o| lookup_str(o, path)).map(str::to_owned);
+    let printable_status = text(vm, &["status", "printableStatus"]);
+    let vmi_phase = text(vmi, &["status", "phase"]);
     let is = |condition: &str| vmi.and_then(|v| condition_status(v, condition)) == Some("True");
-    let migrating = text(vmi, "/status/migrationState/startTimestamp").is_some()
-        && text(vmi, "/status/migrationState/endTimestamp").is_none();
+    let migrating = text(vmi, &["status", "migrationState", "startTimestamp"]).is_some()
+        && text(vmi, &["status", "migrationState", "endTimestamp"]).is_none();
     let phase = match (vmi, vmi_phase.as_deref()) {
         (Some(vmi), _) if !vmi["metadata"]["deletionTimestamp"].is_null() => {
             LifecyclePhase::Stopping
@@ -60,7 +57,7 @@ pub fn status(
         vm_name: name.to_owned(),
         printable_status,
         vmi_phase,
-        node_name: text(vmi, "/status/nodeName"),
+        node_name: text(vmi, &["status", "nodeName"]),
         ready: is("Ready"),
         live_migratable: is("LiveMigratable"),
         ip_addresses,

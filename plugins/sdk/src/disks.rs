@@ -32,6 +32,7 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
+use crate::objects::lookup_str;
 use crate::{
     Call, Disk, DiskSource, Effects, StepError, StepResult, StorageOutcome, Volume, quantity,
 };
@@ -265,17 +266,13 @@ fn resize<C>(
     pvc: &Value,
     effects: &mut Effects,
 ) -> StepResult<(String, Option<Resize>)> {
-    let text = |o: &Value, at: &str| o.pointer(at).and_then(Value::as_str).map(str::to_owned);
-    let current = text(pvc, "/spec/resources/requests/storage").unwrap_or_default();
-    let annotation = format!(
-        "/metadata/annotations/{}",
-        SIZE_ANNOTATION.replace('/', "~1")
-    );
-    let asked = text(pvc, &annotation)
+    let text = |o: &Value, at: &[&str]| lookup_str(o, at).map(str::to_owned);
+    let current = text(pvc, &["spec", "resources", "requests", "storage"]).unwrap_or_default();
+    let asked = text(pvc, &["metadata", "annotations", SIZE_ANNOTATION])
         .or_else(|| {
             seen.dv
                 .as_ref()
-                .and_then(|d| text(d, "/spec/storage/resources/requests/storage"))
+                .and_then(|d| text(d, &["spec", "storage", "resources", "requests", "storage"]))
         })
         .unwrap_or_else(|| current.clone());
     let name = &disk.name;
@@ -360,14 +357,17 @@ fn volume<C>(
     class: &ClaimClass,
 ) -> StepResult<Volume> {
     let (pvc, dv) = (seen.pvc.as_ref(), seen.dv.as_ref());
-    let (pvc_phase, dv_phase) = (field(pvc, "/status/phase"), field(dv, "/status/phase"));
+    let (pvc_phase, dv_phase) = (
+        field(pvc, &["status", "phase"]),
+        field(dv, &["status", "phase"]),
+    );
     let bound = pvc_phase == Some("Bound") && (!seen.data_volume || dv_phase == Some("Succeeded"));
     let mut phase = match bound {
         true => "Bound",
         false => dv_phase.or(pvc_phase).unwrap_or("Pending"),
     }
     .to_owned();
-    let progress = field(dv, "/status/progress")
+    let progress = field(dv, &["status", "progress"])
         .filter(|p| !bound && *p != "N/A")
         .map(str::to_owned);
     let claim = &seen.claim;
@@ -403,12 +403,12 @@ fn volume<C>(
         bound,
         progress,
         requested,
-        capacity: field(pvc, "/status/capacity/storage").map(str::to_owned),
+        capacity: field(pvc, &["status", "capacity", "storage"]).map(str::to_owned),
         access_modes: access_modes.unwrap_or_else(|| class.access_modes.clone()),
-        volume_mode: field(pvc, "/spec/volumeMode")
+        volume_mode: field(pvc, &["spec", "volumeMode"])
             .map(str::to_owned)
             .or_else(|| class.volume_mode.clone()),
-        storage_class: field(pvc, "/spec/storageClassName")
+        storage_class: field(pvc, &["spec", "storageClassName"])
             .map(str::to_owned)
             .or(seen.storage_class),
         retain: disk.retain,
@@ -505,7 +505,7 @@ fn condition_message<'a>(object: &'a Value, condition_type: &str) -> Option<&'a 
         .filter(|m| !m.is_empty())
 }
 
-/// A string field of an optional object, by JSON pointer.
-fn field<'a>(object: Option<&'a Value>, at: &str) -> Option<&'a str> {
-    object?.pointer(at)?.as_str()
+/// A string field of an optional object, by its path of keys.
+fn field<'a>(object: Option<&'a Value>, path: &[&str]) -> Option<&'a str> {
+    lookup_str(object?, path)
 }

@@ -84,6 +84,18 @@ pub fn with_type<K: k8s_openapi::Resource + Serialize>(
     Ok(value)
 }
 
+/// A field of a Kubernetes object by its path of keys, `None` when any step is missing.
+/// Like `Value::pointer`, without parsing and unescaping a pointer string on every read:
+/// plugins read a handful of fields from every object on every call.
+pub fn lookup<'a>(object: &'a serde_json::Value, path: &[&str]) -> Option<&'a serde_json::Value> {
+    path.iter().try_fold(object, |value, key| value.get(key))
+}
+
+/// A string field of a Kubernetes object by its path of keys (see [`lookup`]).
+pub fn lookup_str<'a>(object: &'a serde_json::Value, path: &[&str]) -> Option<&'a str> {
+    lookup(object, path)?.as_str()
+}
+
 /// The value of a condition in a Kubernetes object's `status.conditions`.
 pub fn condition_status<'a>(
     object: &'a serde_json::Value,
