@@ -15,9 +15,20 @@
 //! plugin = "longhorn_storage.wasm"
 //! config = { numberOfReplicas = 3 }
 //!
+//! [storage.ceph]                   # or from an OCI registry (see `crate::oci`):
+//! plugin = "oci://registry.example.com/wukong/ceph-rbd-storage:0.1.0@sha256:<64 hex>"
+//!
+//! [oci]
+//! cacheDir = "/var/cache/wukong/oci"                   # default: $WUKONG_CACHE/oci
+//! plainHttpRegistries = ["registry.wukong-system.svc:5000"]   # loopback is always plain
+//!
 //! [controller]
 //! maxConcurrentAutomaticMigrations = 2
 //! ```
+//!
+//! A `plugin` value that starts with `oci://` is an OCI reference,
+//! `oci://REGISTRY/REPOSITORY:TAG`, `...@sha256:DIGEST` or `...:TAG@sha256:DIGEST` (the
+//! digest wins); anything else is a file path.
 
 mod backends;
 pub mod watch;
@@ -29,6 +40,7 @@ use serde::Deserialize;
 
 pub use backends::{Backend, Backends};
 
+use crate::oci::PluginReference;
 use crate::plugin::RuntimeLimits;
 use crate::plugin::types::StepKind;
 
@@ -50,6 +62,19 @@ pub struct HostConfig {
     pub migration: StepSection,
     #[serde(default)]
     pub controller: ControllerSection,
+    #[serde(default)]
+    pub oci: OciSection,
+}
+
+/// Plugins pulled from OCI registries.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct OciSection {
+    /// Pulled artifacts; `$WUKONG_CACHE/oci` when absent.
+    pub cache_dir: Option<PathBuf>,
+    /// Registries (`host:port`) spoken to over plain HTTP although not on loopback, e.g. an
+    /// in-cluster registry without TLS. Loopback registries always are.
+    pub plain_http_registries: Vec<String>,
 }
 
 /// The reconcile loop's own settings.
@@ -110,7 +135,7 @@ pub struct StepSection {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct BackendConfig {
-    /// A `.wasm` component file.
+    /// A `.wasm` component file, or an `oci://` reference (see `crate::oci`).
     pub plugin: PathBuf,
     /// The plugin's config, checked against the schema in its manifest.
     #[serde(default)]
@@ -152,6 +177,11 @@ impl HostConfig {
             .validate()
             .map_err(|message| invalid("runtime".into(), message))?;
         for (step, section) in config.sections() {
+            for (name, backend) in &section.backends {
+                if let Some(Err(e)) = PluginReference::from_config_value(&backend.plugin) {
+                    return Err(invalid(format!("{step}.{name}.plugin"), e.to_string()));
+                }
+            }
             if let Some(default) = &section.default {
                 if !section.backends.contains_key(default) {
                     return Err(invalid(
@@ -282,6 +312,17 @@ mod tests {
         );
         let typo = HostConfig::parse("[runtime]\ndeadline = 5\n", "w.toml").unwrap_err();
         assert!(typo.to_string().contains("deadline"), "{typo}");
+        let untagged = HostConfig::parse(
+            "[storage.cdi]\nplugin = \"oci://ghcr.io/acme/cdi\"\n",
+            "w.toml",
+        )
+        .unwrap_err();
+        assert!(
+            untagged
+                .to_string()
+                .starts_with("w.toml: storage.cdi.plugin: oci://ghcr.io/acme/cdi: "),
+            "{untagged}"
+        );
         let missing_plugin =
             HostConfig::parse("[storage.cdi]\nconfig = {}\n", "w.toml").unwrap_err();
         assert!(

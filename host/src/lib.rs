@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod controller;
+pub mod oci;
 pub mod plugin;
 pub mod reload;
 pub mod runner;

@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod inspect;
 pub mod new;
+pub mod push;
 pub mod run;
 pub mod test;
 
@@ -29,6 +30,8 @@ pub enum PluginCommand {
     Run(run::RunArgs),
     /// Run every case file `DIR/*.yaml` against a plugin.
     Test(test::TestArgs),
+    /// Publish a plugin to an OCI registry (`oci://REGISTRY/REPOSITORY:TAG`); prints the digest.
+    Push(push::PushArgs),
     /// Run the conformance suite of the plugin's step kind (no cluster needed).
     Conformance(conformance::ConformanceArgs),
     /// Start a new plugin from the template: `wukong plugin new NAME --kind storage`.
@@ -40,6 +43,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         PluginCommand::Inspect(args) => inspect::run(&args),
         PluginCommand::Run(args) => run::run(args),
         PluginCommand::Test(args) => test::run(&args),
+        PluginCommand::Push(args) => push::run(&args),
         PluginCommand::Conformance(args) => conformance::run(&args),
         PluginCommand::New(args) => new::run(&args),
     }

@@ -1,10 +1,11 @@
 //! The loaded backends: for each step, each backend's plugin and its validated config.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::{ConfigError, HostConfig, step_name};
+use crate::oci::{self, OciSettings, PluginReference};
 use crate::plugin::types::StepKind;
 use crate::plugin::{CodeCache, Plugin, Runtime};
 
@@ -65,16 +66,14 @@ impl Backends {
                     key,
                     message,
                 };
-                let path = resolve(config, &backend.plugin);
-                let plugin = runtime
-                    .load(&path)
-                    .map_err(|e| invalid(format!("{key}.plugin"), e.to_string()))?;
+                let plugin = load_plugin(config, &runtime, &backend.plugin)
+                    .map_err(|message| invalid(format!("{key}.plugin"), message))?;
                 if plugin.step() != step {
                     return Err(invalid(
                         format!("{key}.plugin"),
                         format!(
                             "{} is a {} plugin, not a {} plugin",
-                            path.display(),
+                            plugin.path.display(),
                             plugin.step(),
                             step
                         ),
@@ -132,6 +131,27 @@ impl Backends {
             .map(|(_, b)| b.keys().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// Loads a backend's plugin file, or pulls the plugin when the config names an `oci://`
+/// reference (see `crate::oci`); its `path` is then the reference, so messages name it.
+fn load_plugin(config: &HostConfig, runtime: &Runtime, plugin: &Path) -> Result<Plugin, String> {
+    let Some(reference) = PluginReference::from_config_value(plugin) else {
+        return runtime
+            .load(&resolve(config, plugin))
+            .map_err(|e| e.to_string());
+    };
+    let reference = reference.map_err(|e| e.to_string())?;
+    let settings = OciSettings {
+        cache_dir: config.oci.cache_dir.clone(),
+        plain_http_registries: config.oci.plain_http_registries.clone(),
+    };
+    let (artifact, origin) =
+        oci::fetch_blocking(&reference, &settings).map_err(|e| e.to_string())?;
+    tracing::info!(%reference, manifest = %artifact.manifest_digest, ?origin, "OCI plugin fetched");
+    runtime
+        .load_bytes(Path::new(&reference.to_string()), &artifact.wasm)
+        .map_err(|e| e.to_string())
 }
 
 fn resolve(config: &HostConfig, plugin: &std::path::Path) -> PathBuf {

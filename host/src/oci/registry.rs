@@ -1,0 +1,225 @@
+//! Talking to a registry with oci-client: pulling a plugin artifact (verified) and pushing
+//! one.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::HeaderValue;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{DigestError, OciDistributionError};
+use oci_client::manifest::{OCI_IMAGE_MEDIA_TYPE, OciDescriptor, OciImageManifest};
+use oci_client::secrets::RegistryAuth;
+
+use super::{
+    Artifact, OciError, OciSettings, PluginReference, WASM_CONFIG_MEDIA_TYPE,
+    WASM_LAYER_MEDIA_TYPE, sha256_digest, verify_digest, wasm_layer,
+};
+
+/// A dead registry fails fast rather than holding up the operator's start.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// No progress for this long on a pull or push is a failure.
+const READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a pull failed: the registry was not there, or it answered and the answer is refused.
+pub(super) enum PullError {
+    /// Connection refused, timed out, or a 5xx: a cached copy may stand in.
+    Unreachable(String),
+    /// Anything else (not found, digest mismatch, not a plugin): never papered over.
+    Refused(OciError),
+}
+
+impl From<OciError> for PullError {
+    fn from(error: OciError) -> Self {
+        Self::Refused(error)
+    }
+}
+
+/// Pulls the manifest and the component, verifying the pinned manifest digest (if any) and
+/// the layer digest.
+pub(super) async fn pull(
+    reference: &PluginReference,
+    settings: &OciSettings,
+) -> Result<Artifact, PullError> {
+    let client = client(reference, settings)?;
+    let (manifest, _) = client
+        .pull_manifest_raw(
+            reference.inner(),
+            &RegistryAuth::Anonymous,
+            &[OCI_IMAGE_MEDIA_TYPE],
+        )
+        .await
+        .map_err(|e| classify(reference, "manifest", e))?;
+    // oci-client checks these too; the host checks what it relies on itself.
+    if let Some(pinned) = reference.digest() {
+        verify_digest(reference, "manifest", pinned, &manifest)?;
+    }
+    let layer = wasm_layer(reference, &manifest)?;
+    let mut wasm = Vec::with_capacity(usize::try_from(layer.size).unwrap_or_default());
+    client
+        .pull_blob(reference.inner(), &layer, &mut wasm)
+        .await
+        .map_err(|e| classify(reference, "layer", e))?;
+    verify_digest(reference, "layer", &layer.digest, &wasm)?;
+    Ok(Artifact {
+        manifest_digest: sha256_digest(&manifest),
+        manifest: manifest.to_vec(),
+        layer_digest: layer.digest,
+        wasm,
+    })
+}
+
+/// Publishes a component under `reference` (which must have a tag and no digest); returns
+/// the manifest digest. The manifest is the same bytes for the same component and
+/// annotations, so pushing a file twice gives the same digest.
+pub async fn push(
+    reference: &PluginReference,
+    wasm: Vec<u8>,
+    annotations: BTreeMap<String, String>,
+    settings: &OciSettings,
+) -> Result<String, OciError> {
+    let failed = |cause: String| OciError::Registry {
+        reference: reference.to_string(),
+        cause,
+    };
+    if reference.tag().is_none() || reference.digest().is_some() {
+        return Err(OciError::InvalidReference {
+            reference: reference.to_string(),
+            reason: "push to a tag (oci://registry/repository:tag), without a digest".into(),
+        });
+    }
+    let layer_digest = sha256_digest(&wasm);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "wasm",
+        "os": "wasip2",
+        "layerDigests": [layer_digest],
+    }))
+    .map_err(|e| failed(e.to_string()))?;
+    let config_descriptor = descriptor(WASM_CONFIG_MEDIA_TYPE, &config);
+    let config_digest = config_descriptor.digest.clone();
+    let manifest = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_owned()),
+        config: config_descriptor,
+        layers: vec![descriptor(WASM_LAYER_MEDIA_TYPE, &wasm)],
+        subject: None,
+        artifact_type: None,
+        annotations: (!annotations.is_empty()).then_some(annotations),
+    };
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| failed(e.to_string()))?;
+    let manifest_digest = sha256_digest(&manifest);
+
+    let client = client(reference, settings).map_err(|e| match e {
+        PullError::Refused(e) => e,
+        PullError::Unreachable(cause) => failed(cause),
+    })?;
+    let image = reference.inner();
+    client
+        .store_auth_if_needed(image.resolve_registry(), &RegistryAuth::Anonymous)
+        .await;
+    let cause = |e: OciDistributionError| failed(causes(&e));
+    client
+        .push_blob(image, wasm, &layer_digest)
+        .await
+        .map_err(cause)?;
+    client
+        .push_blob(image, config, &config_digest)
+        .await
+        .map_err(cause)?;
+    client
+        .push_manifest_raw(
+            image,
+            manifest,
+            HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE),
+        )
+        .await
+        .map_err(cause)?;
+    Ok(manifest_digest)
+}
+
+fn descriptor(media_type: &str, bytes: &[u8]) -> OciDescriptor {
+    OciDescriptor {
+        media_type: media_type.to_owned(),
+        digest: sha256_digest(bytes),
+        size: i64::try_from(bytes.len()).unwrap_or(i64::MAX),
+        ..OciDescriptor::default()
+    }
+}
+
+/// A client for this reference's registry: plain HTTP on loopback and for the registries
+/// the config lists, HTTPS elsewhere.
+fn client(
+    reference: &PluginReference,
+    settings: &OciSettings,
+) -> Result<oci_client::Client, PullError> {
+    // NB: reqwest is built without a bundled crypto provider; use the process default (the
+    // binary installs ring at start), installing ring when a library caller has not.
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    }
+    let plain_http = reference.is_loopback()
+        || settings
+            .plain_http_registries
+            .iter()
+            .any(|registry| registry == reference.registry());
+    let config = ClientConfig {
+        protocol: if plain_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        connect_timeout: Some(CONNECT_TIMEOUT),
+        read_timeout: Some(READ_TIMEOUT),
+        // A plugin is one artifact, never a multi-platform index.
+        platform_resolver: None,
+        ..ClientConfig::default()
+    };
+    oci_client::Client::try_from(config).map_err(|e| {
+        PullError::Refused(OciError::Local {
+            reference: reference.to_string(),
+            reason: format!("cannot build the OCI client: {}", causes(&e)),
+        })
+    })
+}
+
+/// Sorts a client error into "not there" (a cache may stand in) and "refused".
+fn classify(
+    reference: &PluginReference,
+    what: &'static str,
+    error: OciDistributionError,
+) -> PullError {
+    match error {
+        OciDistributionError::RequestError(ref e) if !e.is_builder() => {
+            PullError::Unreachable(causes(&error))
+        }
+        OciDistributionError::ServerError { code, .. } if code >= 500 => {
+            PullError::Unreachable(causes(&error))
+        }
+        OciDistributionError::DigestError(DigestError::VerificationError { expected, actual }) => {
+            PullError::Refused(OciError::DigestMismatch {
+                reference: reference.to_string(),
+                what,
+                expected,
+                actual,
+            })
+        }
+        other => PullError::Refused(OciError::Registry {
+            reference: reference.to_string(),
+            cause: format!("{what}: {}", causes(&other)),
+        }),
+    }
+}
+
+/// An error and its sources, `a: b: c`, skipping a source its parent already quotes.
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,319 @@
+//! Plugins from an OCI registry, against a real one (Debian's `docker-registry`,
+//! distribution 2.8) on loopback: `wukong plugin push` publishes a bundled plugin, a config
+//! loads it by tag and by digest, a digest that does not match (pinned, or content tampered
+//! with in the registry's storage) is refused, and an unreachable registry falls back to the
+//! cached copy — or fails naming the reference when there is none.
+
+mod support;
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use wukong::config::{Backends, HostConfig};
+use wukong::oci::{self, FetchOrigin, OciSettings, PluginReference};
+use wukong::plugin::types::StepKind;
+
+/// `docker-registry serve` on a free loopback port with its own storage, killed on drop.
+struct Registry {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Registry {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("registry config");
+        let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("docker-registry (Debian's docker-registry; run tests/testenv/provision.sh)");
+        let registry = Self {
+            child: Some(child),
+            dir,
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "docker-registry did not listen on {port}: {}",
+                std::fs::read_to_string(registry.dir.path().join("registry.log"))
+                    .unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        registry
+    }
+
+    /// `oci://127.0.0.1:PORT/wukong/NAME`.
+    fn repository(&self, name: &str) -> String {
+        format!("oci://127.0.0.1:{}/wukong/{name}", self.port)
+    }
+
+    /// The file holding a blob in the registry's own storage (to tamper with).
+    fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `wukong plugin push FILE REF`; returns the printed digest.
+fn push(file: &Path, reference: &str) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_wukong"))
+        .args(["plugin", "push"])
+        .arg(file)
+        .arg(reference)
+        .output()
+        .expect("run wukong plugin push");
+    assert!(
+        output.status.success(),
+        "push {reference}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let digest = String::from_utf8(output.stdout).expect("utf-8");
+    digest.trim().to_owned()
+}
+
+/// Loads a config whose only backend is `storage.cdi = reference`, caching in `cache`.
+fn load(reference: &str, cache: &Path) -> Result<Backends, String> {
+    let toml = format!(
+        "[oci]\ncacheDir = \"{}\"\n[storage.cdi]\nplugin = \"{reference}\"\n",
+        cache.display()
+    );
+    let config = HostConfig::parse(&toml, "test.toml").map_err(|e| e.to_string())?;
+    Backends::load(&config, "test.toml").map_err(|e| e.to_string())
+}
+
+/// The loaded storage plugin's (path, name, digest).
+fn loaded(backends: &Backends) -> (String, String, String) {
+    let plugin = &backends
+        .get(StepKind::Storage, None)
+        .expect("storage backend")
+        .plugin;
+    (
+        plugin.path.display().to_string(),
+        plugin.manifest.name.clone(),
+        format!("sha256:{}", plugin.digest),
+    )
+}
+
+fn fetch(reference: &str, cache: &Path) -> Result<FetchOrigin, oci::OciError> {
+    let reference: PluginReference = reference.parse().expect("reference");
+    let settings = OciSettings {
+        cache_dir: Some(cache.to_path_buf()),
+        plain_http_registries: Vec::new(),
+    };
+    oci::fetch_blocking(&reference, &settings).map(|(_, origin)| origin)
+}
+
+fn file_digest(path: &Path) -> String {
+    oci::sha256_digest(&std::fs::read(path).expect("read plugin"))
+}
+
+#[test]
+fn a_pushed_plugin_loads_by_tag_and_by_digest() {
+    let registry = Registry::start();
+    let wasm = support::plugin_wasm("cdi-storage");
+    let tag = format!("{}:0.1.0", registry.repository("cdi-storage"));
+
+    let started = Instant::now();
+    let digest = push(&wasm, &tag);
+    let push_time = started.elapsed();
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "{digest}"
+    );
+    // The same file gives the same manifest: a digest pinned once stays valid.
+    assert_eq!(push(&wasm, &tag), digest, "pushing again is reproducible");
+
+    let cache = tempfile::tempdir().expect("tempdir");
+    let started = Instant::now();
+    let backends = load(&tag, cache.path()).expect("load by tag");
+    let pull_time = started.elapsed();
+    assert_eq!(
+        loaded(&backends),
+        (tag.clone(), "cdi-storage".into(), file_digest(&wasm)),
+        "the registry's copy is the file, named by its reference"
+    );
+
+    for pinned in [
+        format!("{}@{digest}", registry.repository("cdi-storage")),
+        format!("{tag}@{digest}"),
+    ] {
+        let fresh = tempfile::tempdir().expect("tempdir");
+        let backends = load(&pinned, fresh.path()).expect("load by digest");
+        assert_eq!(loaded(&backends).2, file_digest(&wasm), "{pinned}");
+        assert_eq!(
+            fetch(&pinned, fresh.path()).expect("fetch"),
+            FetchOrigin::Cache,
+            "a pinned reference in the cache is not asked of the registry"
+        );
+    }
+    assert_eq!(
+        fetch(&tag, cache.path()).expect("fetch"),
+        FetchOrigin::Registry,
+        "a tag is always asked of the registry"
+    );
+    eprintln!(
+        "figures: push {push_time:?}, pull + load by tag {pull_time:?} ({} bytes)",
+        std::fs::metadata(&wasm)
+            .map(|m| m.len())
+            .unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_digest_that_does_not_match_is_refused() {
+    let registry = Registry::start();
+    let wasm = support::plugin_wasm("cdi-storage");
+    let tag = format!("{}:0.1.0", registry.repository("cdi-storage"));
+    let digest = push(&wasm, &tag);
+    let other = push(
+        &support::plugin_wasm("longhorn-storage"),
+        &format!("{}:0.1.0", registry.repository("longhorn-storage")),
+    );
+    let cache = tempfile::tempdir().expect("tempdir");
+
+    // Pinned to something else: the registry has no such manifest under this name.
+    for wrong in [other.clone(), oci::sha256_digest(b"something else")] {
+        let pinned = format!("{tag}@{wrong}");
+        let error = load(&pinned, cache.path()).err().expect("refused");
+        eprintln!("refused as expected: {error}");
+        assert!(
+            error.starts_with(&format!("test.toml: storage.cdi.plugin: {pinned}: ")),
+            "{error}"
+        );
+        assert!(error.contains("manifest unknown"), "{error}");
+    }
+
+    // The registry serves other bytes under the pinned digest: refused, not loaded.
+    let manifest_file = registry.blob_file(&digest);
+    let original = std::fs::read(&manifest_file).expect("manifest blob");
+    let mut tampered: serde_json::Value = serde_json::from_slice(&original).expect("json");
+    tampered["annotations"]["org.opencontainers.image.version"] = "6.6.6".into();
+    std::fs::write(&manifest_file, serde_json::to_vec(&tampered).expect("json")).expect("tamper");
+    let pinned = format!("{tag}@{digest}");
+    let error = load(&pinned, cache.path()).err().expect("refused");
+    eprintln!("refused as expected: {error}");
+    assert!(
+        error.contains(&format!(
+            "{pinned}: manifest digest mismatch: expected {digest}"
+        )),
+        "{error}"
+    );
+    let error = load(&tag, cache.path()).err().expect("refused by tag too");
+    eprintln!("refused as expected: {error}");
+    assert!(error.contains("digest"), "{error}");
+    std::fs::write(&manifest_file, &original).expect("restore");
+    load(&pinned, cache.path()).expect("the untampered manifest loads");
+}
+
+#[test]
+fn a_tampered_layer_is_refused_and_never_cached() {
+    let mut registry = Registry::start();
+    let wasm = support::plugin_wasm("cdi-storage");
+    let tag = format!("{}:0.1.0", registry.repository("cdi-storage"));
+    push(&wasm, &tag);
+    let layer_file = registry.blob_file(&file_digest(&wasm));
+    let mut bytes = std::fs::read(&layer_file).expect("layer blob");
+    // Same length, one byte flipped in the middle: only the digest can tell.
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&layer_file, &bytes).expect("tamper");
+
+    let cache = tempfile::tempdir().expect("tempdir");
+    let error = load(&tag, cache.path()).err().expect("refused");
+    eprintln!("refused as expected: {error}");
+    assert!(
+        error.contains(&format!("{tag}: layer digest mismatch")),
+        "{error}"
+    );
+    registry.stop();
+    let error = load(&tag, cache.path()).err().expect("nothing was cached");
+    eprintln!("refused as expected: {error}");
+    assert!(error.contains("no cached copy"), "{error}");
+}
+
+#[test]
+fn an_unreachable_registry_falls_back_to_the_cached_copy() {
+    let mut registry = Registry::start();
+    let wasm = support::plugin_wasm("cdi-storage");
+    let tag = format!("{}:0.1.0", registry.repository("cdi-storage"));
+    push(&wasm, &tag);
+    let cache = tempfile::tempdir().expect("tempdir");
+    load(&tag, cache.path()).expect("first load fills the cache");
+
+    registry.stop();
+    let started = Instant::now();
+    let backends = load(&tag, cache.path()).expect("the cached copy stands in");
+    let cached_time = started.elapsed();
+    assert_eq!(loaded(&backends).2, file_digest(&wasm));
+    assert_eq!(
+        fetch(&tag, cache.path()).expect("fetch"),
+        FetchOrigin::CacheWhileUnreachable
+    );
+    // Another reference is not stood in for by this one's copy.
+    let other = format!("{}:0.2.0", registry.repository("cdi-storage"));
+    let error = load(&other, cache.path()).err().expect("no copy of 0.2.0");
+    eprintln!("refused as expected: {error}");
+    assert!(error.contains(&other), "{error}");
+    eprintln!("figures: load from the cache with the registry down {cached_time:?}");
+}
+
+#[test]
+fn an_unreachable_registry_without_a_cache_fails_naming_the_reference() {
+    let mut registry = Registry::start();
+    let tag = format!("{}:0.1.0", registry.repository("cdi-storage"));
+    registry.stop();
+    let cache = tempfile::tempdir().expect("tempdir");
+    let error = load(&tag, cache.path()).err().expect("nothing to load");
+    eprintln!("refused as expected: {error}");
+    assert!(
+        error.starts_with(&format!(
+            "test.toml: storage.cdi.plugin: {tag}: registry unreachable: "
+        )),
+        "{error}"
+    );
+    assert!(error.contains("Connection refused"), "the cause: {error}");
+    assert!(
+        error.ends_with(&format!("no cached copy in {}", cache.path().display())),
+        "{error}"
+    );
+}
