@@ -1,6 +1,7 @@
-//! `wukong plugin new`: a scaffolded plugin, outside the repository's workspace, builds
-//! into a component the host loads and that passes its cases and the conformance suite;
-//! every kind and the Python skeleton build; bad names and non-empty folders are refused.
+//! `wukong plugin new`: a scaffolded plugin of every kind, outside the repository's
+//! workspace, builds into a component the host loads and that passes its cases and the
+//! conformance suite; the Python skeleton builds and passes its case; bad names and
+//! non-empty folders are refused.
 //!
 //! Builds share the repository's target folder (warm dependencies); the scaffolds are
 //! still standalone crates (their own workspace and lockfile, the SDK by path). Prints the
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Instant;
 
+use wukong::conformance::Options;
 use wukong::plugin::types::StepKind;
 use wukong::plugin::{Runtime, RuntimeLimits};
 
@@ -135,7 +137,7 @@ fn a_renamed_storage_plugin_builds_loads_passes_its_cases_and_conformance() {
 }
 
 #[test]
-fn every_other_kind_scaffolds_into_a_plugin_that_builds_and_passes_its_case() {
+fn every_other_kind_scaffolds_into_a_plugin_that_builds_and_passes_its_case_and_conformance() {
     let dir = tempfile::tempdir().expect("tempdir");
     let runtime = Runtime::new(RuntimeLimits::default(), None).expect("runtime");
     for (kind, step) in [
@@ -153,6 +155,8 @@ fn every_other_kind_scaffolds_into_a_plugin_that_builds_and_passes_its_case() {
         );
         let report = plugin_test(&wasm, &crate_dir.join("cases"));
         assert!(report.contains("1 passed, 0 failed"), "{kind}: {report}");
+        let conformance = wukong::conformance::run(&plugin, &Options::default());
+        assert!(conformance.is_success(), "{kind}: {conformance}");
     }
 }
 

@@ -6,8 +6,7 @@ use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use wukong_plugin_sdk::{
-    Call, Effects, Manifest, MigrationOutcome, MigrationPlugin, MigrationStatus, Plugin,
-    StepResult,
+    Call, Effects, Manifest, MigrationOutcome, MigrationPlugin, MigrationStatus, Plugin, StepResult,
 };
 
 const KUBEVIRT: &str = "kubevirt.io/v1";
@@ -35,10 +34,17 @@ impl MigrationPlugin for ExampleMigration {
     fn reconcile(call: &Call<'_, Config>) -> StepResult<MigrationOutcome> {
         let mut effects = Effects::default();
         let Some(request) = &call.wukong.migration else {
-            return Ok(MigrationOutcome { effects, status: None });
+            return Ok(MigrationOutcome {
+                effects,
+                status: None,
+            });
         };
         // One object per request: a name derived from the request id is stable across calls.
-        let id: String = request.request_id.chars().filter(char::is_ascii_alphanumeric).collect();
+        let id: String = request
+            .request_id
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
         let name = format!("{}-{}", call.wukong.name, id.to_ascii_lowercase());
         let existing: Option<Value> = call.get_as(&call.object_ref(KUBEVIRT, MIGRATION, &name))?;
         let mut spec = json!({"vmiName": call.wukong.name});
@@ -49,7 +55,10 @@ impl MigrationPlugin for ExampleMigration {
             effects.apply(&json!({"apiVersion": KUBEVIRT, "kind": MIGRATION,
                 "metadata": call.metadata(&name), "spec": spec}))?;
         }
-        let phase = existing.as_ref().and_then(|m| m["status"]["phase"].as_str()).unwrap_or("Pending");
+        let phase = existing
+            .as_ref()
+            .and_then(|m| m["status"]["phase"].as_str())
+            .unwrap_or("Pending");
         let status = MigrationStatus {
             phase: phase.to_owned(),
             request_id: request.request_id.clone(),
@@ -64,7 +73,10 @@ impl MigrationPlugin for ExampleMigration {
             failure_reason: None,
             message: String::new(),
         };
-        Ok(MigrationOutcome { effects, status: Some(status) })
+        Ok(MigrationOutcome {
+            effects,
+            status: Some(status),
+        })
     }
 }
 
