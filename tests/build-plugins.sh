@@ -14,4 +14,9 @@ done
 # The Python plugin is no cargo crate: componentize-py builds it (skipped when unchanged).
 echo "[build-plugins] python-storage" >&2
 bash plugins/python-storage/build.sh
+# The plugin template is its own workspace, so it builds the same copied out of the repo;
+# built here (into the same target folder) so it never rots.
+echo "[build-plugins] examples/plugin-template" >&2
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" cargo build --quiet --target wasm32-wasip2 \
+  --profile plugin --manifest-path examples/plugin-template/Cargo.toml
 ls -l target/wasm32-wasip2/plugin/*.wasm >&2
