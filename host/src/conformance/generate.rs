@@ -665,6 +665,14 @@ mod tests {
             .expect("the CRD has a schema");
         let schema = serde_json::to_value(schema).expect("schema as JSON");
         let validator = jsonschema::validator_for(&schema).expect("the CRD schema compiles");
+        let mut refused = wukongs().swap_remove(0).wukong;
+        refused["spec"]["cpu"] = json!(0);
+        refused["spec"]["disks"][0]["name"] = json!("Not_A_Label");
+        assert_eq!(
+            validator.iter_errors(&refused).count(),
+            2,
+            "the validator applies the CRD schema"
+        );
         let cases = wukongs();
         assert!(cases.len() > 50, "{} cases", cases.len());
         for case in &cases {

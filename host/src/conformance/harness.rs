@@ -491,3 +491,129 @@ pub fn check(name: &str, result: CheckResult) -> super::Check {
         failure: result.err(),
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn outcome(apply: Vec<Value>, delete: Vec<ObjectRef>, status: StepStatus) -> Outcome {
+        Outcome {
+            apply,
+            delete,
+            actions: Vec::new(),
+            conditions: Vec::new(),
+            events: Vec::new(),
+            requeue_after_ms: None,
+            status,
+        }
+    }
+
+    pub fn target(kind: &str, name: &str) -> ObjectRef {
+        ObjectRef {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            namespace: Some(NAMESPACE.into()),
+            name: name.into(),
+        }
+    }
+
+    fn pvc(name: &str) -> Value {
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name},
+               "spec": {"resources": {"requests": {"storage": "1Gi"}}}})
+    }
+
+    #[test]
+    fn applied_objects_are_owned_and_labelled_and_reapplying_them_is_no_write() {
+        let mut sim = Sim::default();
+        let first = outcome(vec![pvc("a")], vec![], StepStatus::Finalized);
+        assert_eq!(
+            sim.writes_needed(&first),
+            ["create PersistentVolumeClaim tenant-a/a"]
+        );
+        sim.apply(&first);
+        let live = sim.find("PersistentVolumeClaim", "a").expect("applied");
+        assert_eq!(live["metadata"]["ownerReferences"][0]["uid"], DEFAULT_UID);
+        assert_eq!(live["metadata"]["labels"][WUKONG_LABEL], NAME);
+        assert!(
+            sim.writes_needed(&first).is_empty(),
+            "the same object again is no write"
+        );
+        let mut grown = pvc("a");
+        grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+        let second = outcome(
+            vec![grown],
+            vec![target("PersistentVolumeClaim", "a")],
+            StepStatus::Finalized,
+        );
+        assert_eq!(
+            sim.writes_needed(&second),
+            [
+                "change PersistentVolumeClaim tenant-a/a",
+                "delete PersistentVolumeClaim tenant-a/a"
+            ]
+        );
+    }
+
+    #[test]
+    fn finalize_is_judged_against_what_was_created() {
+        let mut sim = Sim::new([pvc("foreign")]);
+        sim.apply(&outcome(
+            vec![pvc("mine"), pvc("kept")],
+            vec![],
+            StepStatus::Finalized,
+        ));
+        let must = |c: &Created| c.key.name == "mine";
+        let good = outcome(
+            vec![],
+            vec![target("PersistentVolumeClaim", "mine")],
+            StepStatus::Finalized,
+        );
+        assert_eq!(check_finalize(&good, &sim, &must), Ok(()));
+        let leaks = outcome(vec![], vec![], StepStatus::Finalized);
+        assert_eq!(
+            check_finalize(&leaks, &sim, &must),
+            Err("leaves PersistentVolumeClaim tenant-a/mine behind".into())
+        );
+        let greedy = outcome(
+            vec![],
+            vec![
+                target("PersistentVolumeClaim", "mine"),
+                target("PersistentVolumeClaim", "foreign"),
+            ],
+            StepStatus::Finalized,
+        );
+        assert_eq!(
+            check_finalize(&greedy, &sim, &must),
+            Err("deletes PersistentVolumeClaim foreign, which it did not create".into())
+        );
+        let applies = outcome(
+            vec![pvc("new")],
+            vec![target("PersistentVolumeClaim", "mine")],
+            StepStatus::Finalized,
+        );
+        assert!(check_finalize(&applies, &sim, &must).is_err());
+    }
+
+    #[test]
+    fn a_migration_record_is_written_back_and_cleared() {
+        let mut w = wukong(json!({"cpu": 1, "memory": "1Gi"}));
+        let record = crate::plugin::types::MigrationStatus {
+            phase: "Running".into(),
+            request_id: "r".into(),
+            automatic: false,
+            trigger: None,
+            migration_name: Some("m".into()),
+            source_node: None,
+            target_node: None,
+            mode: None,
+            started_at: None,
+            finished_at: None,
+            failure_reason: None,
+            message: String::new(),
+        };
+        record_status(&mut w, &StepStatus::Migration(Some(record)));
+        assert_eq!(w["status"]["migrationStatus"]["migrationName"], "m");
+        record_status(&mut w, &StepStatus::Migration(None));
+        assert!(w["status"].get("migrationStatus").is_none());
+    }
+}

@@ -378,3 +378,51 @@ fn finalize(h: &Harness<'_>, upstream: &Value) -> CheckResult {
     let outcome = h.finalize(&wukong, Some(upstream), &sim)?;
     harness::check_finalize(&outcome, &sim, &|_| false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::harness::tests::outcome;
+
+    fn built(volumes: Value, networks: Value, interfaces: Value) -> Result<Outcome, String> {
+        let vm = json!({"apiVersion": KUBEVIRT, "kind": "VirtualMachine", "metadata": {"name": NAME},
+            "spec": {"runStrategy": "Always", "template": {"spec": {
+                "domain": {"devices": {"disks": [{"name": "root"}, {"name": "data"}], "interfaces": interfaces}},
+                "networks": networks, "volumes": volumes}}}});
+        let status =
+            crate::conformance::generate::upstream_for(&manifest("Always"))["lifecycle"].clone();
+        let status = serde_json::from_value(status).expect("a lifecycle status");
+        Ok(outcome(vec![vm], vec![], StepStatus::Lifecycle(status)))
+    }
+
+    #[test]
+    fn a_vm_must_carry_every_upstream_volume_and_network_as_reported() {
+        let volumes = json!([{"name": "root", "dataVolume": {"name": "vm1-root"}},
+                             {"name": "data", "persistentVolumeClaim": {"claimName": "vm1-data"}}]);
+        let networks = json!([{"name": "default", "pod": {}}, {"name": "lan", "multus": {"networkName": "tenant-a/vm1-lan"}}]);
+        let interfaces = json!([{"name": "default", "masquerade": {}}, {"name": "lan", "bridge": {}, "macAddress": "02:00:00:00:00:01"}]);
+        let upstream = upstream();
+        assert_eq!(
+            vm_matches_upstream(
+                &built(volumes.clone(), networks.clone(), interfaces.clone()),
+                &upstream
+            ),
+            Ok(())
+        );
+        let wrong_claim = json!([{"name": "root", "dataVolume": {"name": "vm1-root"}},
+                                 {"name": "data", "persistentVolumeClaim": {"claimName": "other"}}]);
+        let error = vm_matches_upstream(
+            &built(wrong_claim, networks.clone(), interfaces.clone()),
+            &upstream,
+        )
+        .expect_err("wrong claim");
+        assert!(error.starts_with("VM volume data is"), "{error}");
+        let no_mac = json!([{"name": "default", "masquerade": {}}, {"name": "lan", "bridge": {}}]);
+        let error = vm_matches_upstream(&built(volumes.clone(), networks, no_mac), &upstream)
+            .expect_err("no MAC");
+        assert!(error.contains("without its MAC address"), "{error}");
+        let error = vm_matches_upstream(&built(volumes, json!([]), interfaces), &upstream)
+            .expect_err("no networks");
+        assert!(error.starts_with("the VM's networks are []"), "{error}");
+    }
+}

@@ -269,3 +269,36 @@ fn finalize(h: &Harness<'_>, journey: &Result<Journey, String>) -> CheckResult {
     let outcome = h.finalize(&wukong, Some(&upstream), &journey.sim)?;
     harness::check_finalize(&outcome, &journey.sim, &|_| false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::harness::tests::outcome;
+
+    #[test]
+    fn a_second_migration_object_for_the_same_request_fails() {
+        let vmim = |name: &str| json!({"apiVersion": KUBEVIRT, "kind": VMIM, "metadata": {"name": name}, "spec": {"vmiName": NAME}});
+        let journey = |second: &str| {
+            Ok(Journey {
+                calls: vec![
+                    (
+                        "first".into(),
+                        outcome(vec![vmim("vm1-a")], vec![], StepStatus::Migration(None)),
+                    ),
+                    (
+                        "the migration Running".into(),
+                        outcome(vec![vmim(second)], vec![], StepStatus::Migration(None)),
+                    ),
+                ],
+                sim: Sim::default(),
+                name: "vm1-a".into(),
+                midway: (Value::Null, Sim::default()),
+            })
+        };
+        assert_eq!(one_per_request(&journey("vm1-a")), Ok(()));
+        assert_eq!(
+            one_per_request(&journey("vm1-b")),
+            Err("after the migration Running, the same request creates another migration: [\"vm1-b\"]".into())
+        );
+    }
+}

@@ -245,3 +245,46 @@ fn finalize(h: &Harness<'_>, s: &Setup) -> CheckResult {
         created.owned && created.key.kind == NAD_KIND
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::harness::tests::{outcome, target};
+
+    #[test]
+    fn touching_a_named_nad_or_creating_nads_for_named_networks_fails() {
+        let mut delete = target(NAD_KIND, "storage-net");
+        delete.api_version = "k8s.cni.cncf.io/v1".into();
+        let touched = outcome(vec![], vec![delete], StepStatus::Networks(vec![]));
+        assert!(untouched(&touched, "on finalize").is_err());
+        let attachment = |name: &str, network: &str, created: bool| NetworkAttachment {
+            name: name.into(),
+            network_name: network.into(),
+            binding: "bridge".into(),
+            mac_address: None,
+            created,
+            ready: true,
+            message: String::new(),
+        };
+        let nad = |name: &str| json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": NAD_KIND, "metadata": {"name": name}});
+        let setup = |apply: Vec<Value>, san_created: bool| Setup {
+            wukong: Value::Null,
+            empty: Sim::default(),
+            fresh: Ok(outcome(
+                apply,
+                vec![],
+                StepStatus::Networks(vec![
+                    attachment("lan", "tenant-a/vm1-lan", true),
+                    attachment("san", "tenant-a/storage-net", san_created),
+                ]),
+            )),
+            converged: Err("unused".into()),
+        };
+        assert_eq!(
+            nad_only_for_config(&setup(vec![nad("vm1-lan")], false)),
+            Ok(())
+        );
+        assert!(nad_only_for_config(&setup(vec![nad("vm1-lan"), nad("vm1-san")], false)).is_err());
+        assert!(nad_only_for_config(&setup(vec![nad("vm1-lan")], true)).is_err());
+    }
+}
