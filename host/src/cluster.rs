@@ -1,11 +1,13 @@
 //! Turning plugin outcomes into API calls, and serving plugins' reads: discovery of
-//! kinds, the live `ClusterReader`, server-side apply with owner references, deletes and
+//! kinds, watch caches, the live `ClusterReader`, server-side apply with owner references, deletes and
 //! KubeVirt subresource actions.
 
 mod apply;
+mod cache;
 mod kinds;
 mod reader;
 
 pub use apply::{Applier, ApplyError, ApplyStats, Owner, is_subset};
+pub use cache::{CacheStats, ObjectCache};
 pub use kinds::{Kind, Kinds};
 pub use reader::LiveReader;

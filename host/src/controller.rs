@@ -15,8 +15,8 @@ use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
 use crate::api::{WUKONG_LABEL, Wukong};
@@ -136,17 +136,22 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
             Ok(resolved) => {
                 let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resolved.resource);
                 // Objects carry the Wukong's label: VMIs are owned by the VM, PVCs by
-                // their DataVolume, so owner references alone would miss them.
-                controller = controller.watches_with(
-                    api,
-                    resolved.resource.clone(),
-                    watcher::Config::default().labels(WUKONG_LABEL),
+                // their DataVolume, so owner references alone would miss them. The watch
+                // fills the cache plugins read from before it triggers the reconcile.
+                let writer = reflector::store::Writer::new(resolved.resource.clone());
+                ctx.kinds
+                    .cache()
+                    .insert(resolved.resource.clone(), writer.as_reader());
+                let watch = watcher(api, watcher::Config::default().labels(WUKONG_LABEL));
+                controller = controller.watches_stream_with(
+                    reflector::reflector(writer, watch).touched_objects(),
                     |object| {
                         let namespace = object.namespace();
                         object.labels().get(WUKONG_LABEL).map(|name| {
                             ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default())
                         })
                     },
+                    resolved.resource.clone(),
                 );
             }
             Err(e) => {

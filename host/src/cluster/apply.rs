@@ -125,10 +125,19 @@ impl Applier {
             metadata.insert("namespace".into(), Value::String(owner.namespace.clone()));
         }
         let api = self.api(&kind, &owner.namespace);
-        let live = api.get_opt(&name).await.map_err(|source| ApplyError::Api {
-            what: what.clone(),
-            source,
-        })?;
+        let cached = self.kinds.cache().get(
+            &api_version,
+            &kind_name,
+            kind.namespaced.then_some(owner.namespace.as_str()),
+            &name,
+        );
+        let live = match cached {
+            Some(cached) => Some(DynamicObject::clone(&cached)),
+            None => api.get_opt(&name).await.map_err(|source| ApplyError::Api {
+                what: what.clone(),
+                source,
+            })?,
+        };
         if kind.namespaced {
             // Cluster-scoped objects cannot be owned by a namespaced Wukong: labels only.
             // An object another controller already controls (the PVC CDI made for a

@@ -1,4 +1,5 @@
-//! Resolving `apiVersion` + `kind` to an API resource (plural, scope) once per kind.
+//! Resolving `apiVersion` + `kind` to an API resource (plural, scope) once per kind; the
+//! watch caches of the kinds the controller follows travel with it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -7,6 +8,8 @@ use kube::Client;
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 
+use super::ObjectCache;
+
 /// A resolved kind.
 #[derive(Debug, Clone)]
 pub struct Kind {
@@ -14,11 +17,12 @@ pub struct Kind {
     pub namespaced: bool,
 }
 
-/// A memo of discovered kinds, shared by the reader and the applier.
+/// A memo of discovered kinds and the watch caches, shared by the reader and the applier.
 #[derive(Clone)]
 pub struct Kinds {
     client: Client,
     known: Arc<Mutex<HashMap<(String, String), Kind>>>,
+    cache: ObjectCache,
 }
 
 impl Kinds {
@@ -26,6 +30,7 @@ impl Kinds {
         Self {
             client,
             known: Arc::default(),
+            cache: ObjectCache::default(),
         }
     }
 
@@ -52,6 +57,11 @@ impl Kinds {
             known.insert(key, found.clone());
         }
         Ok(found)
+    }
+
+    /// The watch caches (empty until the controller starts its watches).
+    pub fn cache(&self) -> &ObjectCache {
+        &self.cache
     }
 
     pub fn client(&self) -> &Client {

@@ -1,4 +1,5 @@
-//! The operator's `ClusterReader`: plugins' reads answered by the apiserver.
+//! The operator's `ClusterReader`: plugins' reads answered from the watch caches when
+//! they hold the object, else by the apiserver.
 //!
 //! Plugin calls run on a blocking thread; the reader blocks on the async client there.
 
@@ -30,15 +31,22 @@ impl LiveReader {
             .resolve(&target.api_version, &target.kind)
             .await
             .map_err(|e| format!("{}/{}: {e}", target.api_version, target.kind))?;
+        let namespace = kind
+            .namespaced
+            .then(|| target.namespace.as_deref().unwrap_or(default_namespace));
+        if let Some(cached) =
+            self.kinds
+                .cache()
+                .get(&target.api_version, &target.kind, namespace, &target.name)
+        {
+            return serde_json::to_string(&*cached)
+                .map(Some)
+                .map_err(|e| e.to_string());
+        }
         let client = self.kinds.client().clone();
-        let api: Api<DynamicObject> = if kind.namespaced {
-            Api::namespaced_with(
-                client,
-                target.namespace.as_deref().unwrap_or(default_namespace),
-                &kind.resource,
-            )
-        } else {
-            Api::all_with(client, &kind.resource)
+        let api: Api<DynamicObject> = match namespace {
+            Some(namespace) => Api::namespaced_with(client, namespace, &kind.resource),
+            None => Api::all_with(client, &kind.resource),
         };
         let found = api
             .get_opt(&target.name)
