@@ -16,7 +16,7 @@ use super::migrations;
 use super::pipeline::{self, PipelineResult, StepFailure};
 use super::{Context, Error, Result, status};
 use crate::api::{FINALIZER, Wukong, WukongStatus, to_contract};
-use crate::cluster::{LiveReader, Owner};
+use crate::cluster::{ApplyError, LiveReader, Owner};
 use crate::plugin::types::{self, Action as PluginAction, Event, StepKind};
 use crate::plugin::{ClusterReader, Outcome, Phase};
 
@@ -31,7 +31,8 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
     let span =
         tracing::info_span!("reconcile", wukong = %wukong.name_any(), namespace = %namespace);
     let _entered = span.enter();
-    finalizer(&api, FINALIZER, wukong, |event| async {
+    let reported = Arc::clone(&wukong);
+    let result = finalizer(&api, FINALIZER, wukong, |event| async {
         match event {
             Finalizer::Apply(wukong) => apply(&wukong, &ctx, &api).await,
             Finalizer::Cleanup(wukong) => cleanup(&wukong, &ctx).await,
@@ -47,8 +48,36 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
         {
             Ok(Action::await_change())
         }
+        kube::runtime::finalizer::Error::AddFinalizer(e @ kube::Error::Api(_))
+        | kube::runtime::finalizer::Error::RemoveFinalizer(e @ kube::Error::Api(_)) => {
+            Err(Error::Kube(e))
+        }
         other => Err(Error::Finalizer(other.to_string())),
-    })
+    });
+    // A call the role refuses never fixes itself: say which, on the Wukong, not only in the
+    // log (a refused step already says so in its StepFailed event).
+    if let Err(error) = &result
+        && let Some(message) = forbidden(error, &namespace)
+    {
+        let event = Event {
+            warning: true,
+            reason: status::FORBIDDEN.into(),
+            message,
+        };
+        publish(&ctx, &reported, &[event]).await;
+    }
+    result
+}
+
+/// The message for an error the apiserver answered with 403.
+fn forbidden(error: &Error, namespace: &str) -> Option<String> {
+    match error {
+        Error::Apply(ApplyError::Api { what, source }) => {
+            status::forbidden(source, what, namespace)
+        }
+        Error::Kube(source) => status::forbidden(source, "the Wukong", namespace),
+        _ => None,
+    }
 }
 
 fn owner(wukong: &Wukong) -> Owner {
@@ -79,15 +108,31 @@ async fn apply(cached: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
     let result = run_pipeline(&record, wukong, ctx).await;
 
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
-    let new_status = status::build(
-        wukong.status.as_ref(),
-        &result,
-        wukong.metadata.generation,
-        &now,
-    );
-    write_status(api, wukong, new_status).await?;
+    let build = || {
+        status::build(
+            wukong.status.as_ref(),
+            &result,
+            wukong.metadata.generation,
+            &now,
+        )
+    };
+    let mut new_status = build();
+    let kept_refusal = result.failure.is_none()
+        && !result.actions.is_empty()
+        && status::keep_action_forbidden(wukong.status.as_ref(), &mut new_status);
+    write_status(api, wukong, new_status.clone()).await?;
     for action in &result.actions {
-        execute(ctx, wukong, action).await?;
+        if let Err(error) = execute(ctx, wukong, action).await {
+            if let Some(message) = forbidden(&error, &wukong.namespace().unwrap_or_default()) {
+                let refused = status::action_forbidden(new_status, &message, &now);
+                write_status(api, wukong, refused).await?;
+            }
+            return Err(error);
+        }
+    }
+    if kept_refusal {
+        // The refused action went through this time: the report goes.
+        write_status(api, wukong, build()).await?;
     }
     publish(ctx, wukong, &result.events).await;
 
@@ -218,12 +263,23 @@ async fn run_step(
         &labels,
     )
     .await
-    .map_err(|e| StepFailure {
-        step,
-        plugin: backend.plugin.id.to_string(),
-        reason: "apply".into(),
-        message: e.to_string(),
-        transient: !e.is_permanent(),
+    .map_err(|e| {
+        let forbidden = match &e {
+            ApplyError::Api { what, source } => status::forbidden(source, what, &owner.namespace),
+            ApplyError::Invalid { .. } => None,
+        };
+        StepFailure {
+            step,
+            plugin: backend.plugin.id.to_string(),
+            reason: if forbidden.is_some() {
+                "forbidden"
+            } else {
+                "apply"
+            }
+            .into(),
+            message: forbidden.unwrap_or_else(|| e.to_string()),
+            transient: !e.is_permanent(),
+        }
     })?;
     result.absorb(&mut outcome);
     result.take_status(outcome.status);

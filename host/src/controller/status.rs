@@ -14,6 +14,10 @@ pub const READY: &str = "Ready";
 pub const NETWORKS_CONFIGURED: &str = "NetworksConfigured";
 pub const VOLUMES_BOUND: &str = "VolumesBound";
 pub const STEP_FAILED: &str = "StepFailed";
+/// The reason (of `StepFailed`, of an event) for an API call the operator's role refuses.
+pub const FORBIDDEN: &str = "Forbidden";
+/// How a refused action's `StepFailed` message starts (a refused step's names its step).
+const ACTION_PREFIX: &str = "action ";
 
 /// The new status; `now` is RFC 3339.
 pub fn build(
@@ -107,6 +111,119 @@ pub fn build(
     }
 }
 
+/// What the apiserver refused (HTTP 403) in `what`, worded for whoever grants the
+/// operator's role: `forbidden: cannot create datavolumes.cdi.kubevirt.io in namespace ns
+/// (apply DataVolume vm1-root; grant it in the ClusterRole)`. `None` for any other error.
+pub fn forbidden(error: &kube::Error, what: &str, namespace: &str) -> Option<String> {
+    let kube::Error::Api(status) = error else {
+        return None;
+    };
+    if status.code != 403 {
+        return None;
+    }
+    if let Some(message) = rbac_denial(&status.message, what) {
+        return Some(message);
+    }
+    // NB: an apply that would create the object is checked for `create` after the `patch`
+    // went through, and that denial carries no words, only the resource in its details.
+    let resource = status.details.as_ref().map(|d| match d.group.as_str() {
+        "" => d.kind.clone(),
+        group => format!("{}.{group}", d.kind),
+    });
+    Some(match resource {
+        Some(resource) if what.starts_with("apply ") => format!(
+            "forbidden: cannot create {resource} in namespace {namespace} ({what}; grant it in the ClusterRole)"
+        ),
+        _ => format!(
+            "forbidden: {what}: {} (grant it in the ClusterRole)",
+            status.message
+        ),
+    })
+}
+
+/// RBAC words a denial `... cannot VERB resource "RESOURCE" in API group "GROUP" in the
+/// namespace "NS"` (or `at the cluster scope`).
+fn rbac_denial(apiserver: &str, what: &str) -> Option<String> {
+    let (_, denial) = apiserver.split_once(" cannot ")?;
+    let verb = denial.split_whitespace().next().unwrap_or_default();
+    let quoted = |label: &str| {
+        denial
+            .split_once(label)
+            .and_then(|(_, rest)| rest.split('"').nth(1))
+    };
+    let resource = quoted("resource ").unwrap_or_default();
+    let resource = match quoted("API group ") {
+        Some(group) if !group.is_empty() => format!("{resource}.{group}"),
+        _ => resource.to_owned(),
+    };
+    let scope = quoted("namespace ").map_or_else(
+        || "at cluster scope".to_owned(),
+        |ns| format!("in namespace {ns}"),
+    );
+    Some(format!(
+        "forbidden: cannot {verb} {resource} {scope} ({what}; grant it in the ClusterRole)"
+    ))
+}
+
+/// The status after `action` was refused by the apiserver: `StepFailed` says so (the rest,
+/// the action's record included, stays as written before the call).
+pub fn action_forbidden(mut status: WukongStatus, message: &str, now: &str) -> WukongStatus {
+    let refused = WukongCondition {
+        condition_type: STEP_FAILED.into(),
+        status: "True".into(),
+        reason: FORBIDDEN.into(),
+        message: format!("{ACTION_PREFIX}{message}"),
+        last_transition_time: Some(now.to_owned()),
+        observed_generation: status.observed_generation,
+    };
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.condition_type == STEP_FAILED)
+    {
+        Some(existing) => {
+            // The transition time stays while StepFailed was already True.
+            let since = if existing.status == refused.status {
+                existing.last_transition_time.clone()
+            } else {
+                refused.last_transition_time.clone()
+            };
+            *existing = WukongCondition {
+                last_transition_time: since,
+                ..refused
+            };
+        }
+        None => status.conditions.push(refused),
+    }
+    status
+}
+
+/// Keeps a refused action's `StepFailed` from `previous` while the plugin asks for the action
+/// again (the steps themselves succeeded), so the report does not flap between the status
+/// written before the call and the one after. Returns whether it kept one.
+pub fn keep_action_forbidden(previous: Option<&WukongStatus>, status: &mut WukongStatus) -> bool {
+    let Some(kept) = previous.and_then(|p| {
+        p.conditions.iter().find(|c| {
+            c.condition_type == STEP_FAILED
+                && c.status == "True"
+                && c.reason == FORBIDDEN
+                && c.message.starts_with(ACTION_PREFIX)
+        })
+    }) else {
+        return false;
+    };
+    match status
+        .conditions
+        .iter_mut()
+        .find(|c| c.condition_type == STEP_FAILED)
+    {
+        Some(existing) if existing.status == "False" => *existing = kept.clone(),
+        Some(_) => return false,
+        None => status.conditions.push(kept.clone()),
+    }
+    true
+}
+
 fn condition(condition_type: &str, ok: bool, reason: &str, message: &str) -> Condition {
     Condition {
         condition_type: condition_type.into(),
@@ -168,6 +285,82 @@ fn phase(result: &PipelineResult) -> WukongPhase {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn api_error(status: serde_json::Value) -> kube::Error {
+        kube::Error::Api(Box::new(serde_json::from_value(status).expect("status")))
+    }
+
+    #[test]
+    fn a_denial_names_verb_resource_and_scope() {
+        let denied = api_error(serde_json::json!({"code": 403, "message":
+            "virtualmachines.subresources.kubevirt.io \"vm1\" is forbidden: User \"system:serviceaccount:wukong-system:wukong\" cannot update resource \"virtualmachines/start\" in API group \"subresources.kubevirt.io\" in the namespace \"vms\""}));
+        assert_eq!(
+            forbidden(&denied, "virtualmachines/start vm1", "vms").as_deref(),
+            Some(
+                "forbidden: cannot update virtualmachines/start.subresources.kubevirt.io in namespace vms (virtualmachines/start vm1; grant it in the ClusterRole)"
+            )
+        );
+        let cluster_scoped = api_error(serde_json::json!({"code": 403, "message":
+            "nodes \"n1\" is forbidden: User \"x\" cannot get resource \"nodes\" in API group \"\" at the cluster scope"}));
+        assert_eq!(
+            forbidden(&cluster_scoped, "read", "vms").as_deref(),
+            Some(
+                "forbidden: cannot get nodes at cluster scope (read; grant it in the ClusterRole)"
+            )
+        );
+        // An apply's create check: no words, the resource in the details.
+        let create = api_error(serde_json::json!({"code": 403,
+            "message": "datavolumes.cdi.kubevirt.io \"vm1-root\" is forbidden: ",
+            "details": {"name": "vm1-root", "group": "cdi.kubevirt.io", "kind": "datavolumes"}}));
+        assert_eq!(
+            forbidden(&create, "apply DataVolume vm1-root", "vms").as_deref(),
+            Some(
+                "forbidden: cannot create datavolumes.cdi.kubevirt.io in namespace vms (apply DataVolume vm1-root; grant it in the ClusterRole)"
+            )
+        );
+        let conflict = api_error(serde_json::json!({"code": 409, "message": "conflict"}));
+        assert_eq!(forbidden(&conflict, "apply", "vms"), None);
+    }
+
+    #[test]
+    fn a_refused_action_stays_reported_while_it_is_asked_again() {
+        let mut previous = WukongStatus::default();
+        previous.conditions.push(WukongCondition {
+            condition_type: STEP_FAILED.into(),
+            status: "False".into(),
+            reason: "AllStepsSucceeded".into(),
+            message: String::new(),
+            last_transition_time: Some("2026-01-01T00:00:00Z".into()),
+            observed_generation: Some(1),
+        });
+        let refused = action_forbidden(previous.clone(), "forbidden: x", "2026-02-02T00:00:00Z");
+        let reported = refused
+            .conditions
+            .iter()
+            .find(|c| c.condition_type == STEP_FAILED)
+            .expect("StepFailed");
+        assert_eq!(
+            (reported.status.as_str(), reported.reason.as_str()),
+            ("True", FORBIDDEN)
+        );
+        assert_eq!(
+            reported.last_transition_time.as_deref(),
+            Some("2026-02-02T00:00:00Z")
+        );
+        // The next run's fresh status (steps fine) keeps it; a step's own failure wins.
+        let mut next = previous.clone();
+        assert!(keep_action_forbidden(Some(&refused), &mut next));
+        assert_eq!(next.conditions, refused.conditions);
+        let mut failed = refused.clone();
+        failed.conditions[0].reason = "Deadline".into();
+        failed.conditions[0].message = "storage step: deadline".into();
+        let mut next = failed.clone();
+        assert!(!keep_action_forbidden(Some(&refused), &mut next));
+        assert!(!keep_action_forbidden(
+            Some(&previous),
+            &mut previous.clone()
+        ));
+    }
 
     #[test]
     fn reasons_are_camel_case() {

@@ -253,6 +253,42 @@ impl OperatorProcess {
         Self(child)
     }
 
+    /// Starts it as another identity: `kubeconfig` instead of the admin's (e.g. a service
+    /// account's token), with `args` after `run --config CONFIG` and `env` set; `RUST_LOG`
+    /// in `env` overrides the default.
+    pub fn start_as(
+        kubeconfig: &std::path::Path,
+        config: &std::path::Path,
+        log: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_wukong"))
+            .args(["run", "--config"])
+            .arg(config)
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .args(args)
+            .env("RUST_LOG", "info,kube=warn")
+            .env("WUKONG_METRICS_ADDR", "127.0.0.1:0")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start wukong run");
+        Self(child)
+    }
+
+    /// The process id (for figures read from `/proc`).
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
     /// SIGKILL: no chance to finish anything.
     pub fn kill(self) {
         drop(self);

@@ -1,0 +1,678 @@
+//! deploy/'s RBAC on the real apiserver (RBAC authorization on): the operator binary runs as
+//! the `wukong-system/wukong` service account with only the roles deploy/ grants, through
+//! a Wukong's whole life — create, every lifecycle action, a manual and an automatic
+//! migration, deletion. Any verb missing from the roles fails a phase (and the log must
+//! show no 403). With a verb taken away, the operator names the refused verb and resource
+//! in a condition and a Warning event. The roles are read from deploy/, never restated here.
+//! Also: the CRD copy in deploy/crds is current.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+use support::operator::{
+    Cluster, OperatorProcess, condition, create, is_running, list, names, namespace, plugin_dir,
+    wait_for,
+};
+use wukong::api::{ActionRecord, Wukong};
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const SYSTEM_NS: &str = "wukong-system";
+const SERVICE_ACCOUNT: &str = "wukong";
+/// The operator's identity in the Lease and the Pod its reload events are about.
+const POD_NAME: &str = "wukong-rbac-test";
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+#[test]
+fn deploy_crd_copy_is_current() {
+    let path = deploy_dir().join("crds/wukongs.vm.novasphere.dev.yaml");
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = wukong::cli::crdgen::crd_yaml().expect("generate CRD");
+    assert!(
+        checked_in == generated,
+        "{} is stale: run `cargo run -p wukong -- crdgen --out deploy/crds`",
+        path.display()
+    );
+}
+
+#[test]
+fn deploy_config_loads_the_bundled_plugins() {
+    let config = test_config(&[]);
+    let parsed = wukong::config::HostConfig::parse(&config, "deploy/wukong.toml").expect("parse");
+    wukong::config::Backends::load(&parsed, "deploy/wukong.toml").expect("every backend loads");
+}
+
+/// Every document of the files `deploy/kustomization.yaml` lists, but the CRD (the control
+/// plane installs it from crds/, which `deploy_crd_copy_is_current` ties to the copy).
+fn deploy_objects() -> Vec<Value> {
+    let text =
+        std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).expect("kustomization");
+    let kustomization: Value = serde_yaml::from_str(&text).expect("kustomization yaml");
+    let resources = kustomization["resources"].as_array().expect("resources");
+    let mut objects = Vec::new();
+    for file in resources.iter().filter_map(Value::as_str) {
+        let text = std::fs::read_to_string(deploy_dir().join(file)).expect("resource file");
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let object: Value = serde::Deserialize::deserialize(document).expect(file);
+            if !object.is_null() && object["kind"] != "CustomResourceDefinition" {
+                objects.push(object);
+            }
+        }
+    }
+    objects
+}
+
+/// Server-side applies objects as the admin. The Deployment and Service are applied too:
+/// the apiserver validates them (nothing runs them: there is no controller manager).
+async fn apply(client: &Client, objects: &[Value]) {
+    for object in objects {
+        let api_version = object["apiVersion"].as_str().expect("apiVersion");
+        let kind = object["kind"].as_str().expect("kind");
+        let name = object["metadata"]["name"].as_str().expect("name");
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let (resource, capabilities) =
+            kube::discovery::pinned_kind(client, &GroupVersionKind::gvk(group, version, kind))
+                .await
+                .expect("discovery");
+        let api: Api<DynamicObject> = match object["metadata"]["namespace"].as_str() {
+            Some(ns) if capabilities.scope == kube::discovery::Scope::Namespaced => {
+                Api::namespaced_with(client.clone(), ns, &resource)
+            }
+            _ => Api::all_with(client.clone(), &resource),
+        };
+        api.patch(
+            name,
+            &PatchParams::apply("rbac-test").force(),
+            &Patch::Apply(object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("apply {kind} {name}: {e}"));
+    }
+}
+
+/// deploy/wukong.toml as the operator in the image reads it, with the plugins from this
+/// build and the given `(table, key, value)` changes.
+fn test_config(changes: &[(&str, &str, toml::Value)]) -> String {
+    let text = std::fs::read_to_string(deploy_dir().join("wukong.toml")).expect("wukong.toml");
+    let mut config: toml::Table = toml::from_str(&text).expect("toml");
+    let dir = toml::Value::String(plugin_dir().display().to_string());
+    let mut set = |path: &str, key: &str, value: toml::Value| {
+        let mut table = &mut config;
+        for part in path.split('.') {
+            table = table
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+                .as_table_mut()
+                .expect("a table");
+        }
+        table.insert(key.into(), value);
+    };
+    set("plugins", "dir", dir);
+    for (path, key, value) in changes {
+        set(path, key, value.clone());
+    }
+    toml::to_string(&config).expect("toml")
+}
+
+/// The operator binary as the service account, with a kubeconfig holding its token.
+struct Identity {
+    dir: tempfile::TempDir,
+    client: Client,
+}
+
+impl Identity {
+    async fn service_account(cluster: &Cluster) -> Self {
+        let token = cluster
+            .env
+            .service_account_token(SYSTEM_NS, SERVICE_ACCOUNT)
+            .await
+            .expect("token for wukong-system/wukong");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = cluster.env.data_dir().join("ca.crt");
+        let kubeconfig = wukong_testenv::env::kubeconfig_yaml(
+            cluster.env.server(),
+            &ca.display().to_string(),
+            &token,
+        );
+        std::fs::write(dir.path().join("kubeconfig"), kubeconfig).expect("kubeconfig");
+        let client = cluster.env.client_with_token(&token).await.expect("client");
+        Self { dir, client }
+    }
+
+    /// As deploy/deployment.yaml runs it: leader election, the Pod's name and namespace.
+    fn start(&self, config: &str) -> OperatorProcess {
+        self.write_config(config);
+        OperatorProcess::start_as(
+            &self.dir.path().join("kubeconfig"),
+            &self.config_path(),
+            &self.log(),
+            &["--leader-elect"],
+            &[
+                // Debug for the controller: a watch the role forbids is logged at debug only.
+                ("RUST_LOG", "info,kube=warn,wukong::controller=debug"),
+                ("POD_NAME", POD_NAME),
+                ("POD_NAMESPACE", SYSTEM_NS),
+            ],
+        )
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.path().join("wukong.toml")
+    }
+
+    fn write_config(&self, config: &str) {
+        std::fs::write(self.config_path(), config).expect("config");
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("operator.log")
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(self.log()).unwrap_or_default()
+    }
+}
+
+/// The service account may do what the roles say and nothing else: it is not the admin.
+async fn assert_restricted(identity: &Identity) {
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::all(identity.client.clone());
+    match secrets.list(&ListParams::default()).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 403, "{status:?}"),
+        other => panic!("the service account can list secrets: {other:?}"),
+    }
+}
+
+fn last_action(w: &Wukong) -> Option<ActionRecord> {
+    let state = w.status.as_ref()?.lifecycle_state.as_ref()?;
+    if state.current_action.is_some() {
+        return None;
+    }
+    state.history.first().cloned()
+}
+
+/// Requests a lifecycle action and waits until it finished; returns its record.
+async fn act(client: &Client, ns: &str, name: &str, action: Value) -> ActionRecord {
+    let rid = action["requestId"].as_str().unwrap_or_default().to_owned();
+    let started = Instant::now();
+    Api::<Wukong>::namespaced(client.clone(), ns)
+        .patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"lifecycleAction": action}})),
+        )
+        .await
+        .expect("patch lifecycleAction");
+    let w = wait_for(client, ns, name, TIMEOUT, |w| {
+        last_action(w).is_some_and(|r| r.request_id == rid)
+    })
+    .await;
+    eprintln!("[figure] {rid}: finished in {:?}", started.elapsed());
+    last_action(&w).expect("finished record")
+}
+
+fn node_of(w: &Wukong) -> Option<String> {
+    w.status.as_ref()?.node_name.clone()
+}
+
+async fn cordon(client: &Client, node: &str, on: bool) {
+    Api::<Node>::all(client.clone())
+        .patch(
+            node,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"unschedulable": on}})),
+        )
+        .await
+        .expect("cordon");
+}
+
+/// Makes a namespace with the `kubernetes.io/metadata.name` label newer apiservers set on
+/// their own (the MigrationPolicy's namespaceSelector matches it).
+async fn labelled_namespace(client: &Client, ns: &str) {
+    namespace(client, ns).await;
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .patch(
+            ns,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"metadata": {"labels": {"kubernetes.io/metadata.name": ns}}})),
+        )
+        .await
+        .expect("label namespace");
+}
+
+/// Lines of the operator's log that show the apiserver refusing it.
+fn forbidden_lines(log: &str) -> Vec<&str> {
+    log.lines()
+        .filter(|l| {
+            let lower = l.to_lowercase();
+            lower.contains("forbidden") || lower.contains(" 403")
+        })
+        .collect()
+}
+
+/// Peak resident memory of a process, from `/proc` (Linux).
+fn peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+const VM: &str = r#"
+apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata: {name: vm1}
+spec:
+  cpu: 1
+  memory: 1Gi
+  disks:
+  - {name: root, size: 1Gi, image: "docker://quay.io/containerdisks/fedora:40", backend: longhorn, bootOrder: 1}
+  - {name: data, size: 1Gi, backend: longhorn, retain: true}
+  networks:
+  - name: lan
+    config: {bridge: br-lan, vlan: 100}
+  migrationPolicy:
+    enabled: true
+    triggerConditions: [{type: nodeMaintenance}]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
+    let cluster = Cluster::start().await;
+    let admin = cluster.client();
+    apply(&admin, &deploy_objects()).await;
+    let identity = Identity::service_account(&cluster).await;
+    assert_restricted(&identity).await;
+    let migration = (
+        "migration.kubevirt",
+        "config",
+        toml::Value::Table(
+            toml::from_str("watchIntervalSeconds = 1\ncooldownSeconds = 0").expect("toml"),
+        ),
+    );
+    let config = test_config(std::slice::from_ref(&migration));
+    let operator = identity.start(&config);
+    let ns = "rbac";
+    labelled_namespace(&admin, ns).await;
+    let api = Api::<Wukong>::namespaced(admin.clone(), ns);
+
+    // Created: network, storage (a DataVolume, a claim, the StorageClass), the VM.
+    let started = Instant::now();
+    create(&admin, ns, VM).await;
+    wait_for(&admin, ns, "vm1", TIMEOUT, is_running).await;
+    eprintln!("[figure] Running {:?} after create", started.elapsed());
+    let lease = Api::<Lease>::namespaced(admin.clone(), SYSTEM_NS)
+        .get("wukong-operator")
+        .await
+        .expect("the Lease");
+    assert_eq!(
+        lease.spec.and_then(|s| s.holder_identity).as_deref(),
+        Some(POD_NAME),
+        "the operator leads through the Lease"
+    );
+
+    // Every lifecycle action; each must finish Succeeded.
+    let actions = [
+        json!({"action": "stop", "gracePeriodSeconds": 5, "requestId": "stop"}),
+        json!({"action": "start", "requestId": "start"}),
+        json!({"action": "restart", "requestId": "restart"}),
+        json!({"action": "restart", "force": true, "requestId": "restart-forced"}),
+        json!({"action": "suspend", "requestId": "suspend"}),
+        json!({"action": "resume", "requestId": "resume"}),
+        json!({"action": "softReboot", "requestId": "soft-reboot"}),
+    ];
+    for action in actions {
+        let record = act(&admin, ns, "vm1", action.clone()).await;
+        assert_eq!(record.outcome, "Succeeded", "{action}: {record:?}");
+        if !matches!(action["action"].as_str(), Some("stop" | "suspend")) {
+            wait_for(&admin, ns, "vm1", TIMEOUT, is_running).await;
+        }
+    }
+
+    // A manual migration to another node.
+    let source = node_of(&wait_for(&admin, ns, "vm1", TIMEOUT, is_running).await).expect("node");
+    let target = cluster
+        .sim
+        .node_names()
+        .into_iter()
+        .find(|n| *n != source)
+        .expect("another node");
+    api.patch(
+        "vm1",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"migration": {"targetNode": target, "allowPostCopy": true, "requestId": "move"}}})),
+    )
+    .await
+    .expect("request migration");
+    let w = wait_for(&admin, ns, "vm1", TIMEOUT, |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.migration_status.as_ref())
+            .is_some_and(|r| {
+                r.request_id == "move"
+                    && matches!(
+                        r.phase.as_str(),
+                        "Succeeded" | "Failed" | "Aborted" | "Refused"
+                    )
+            })
+    })
+    .await;
+    let record = w.status.and_then(|s| s.migration_status).expect("record");
+    assert_eq!(record.phase, "Succeeded", "{record:?}");
+    let w = wait_for(&admin, ns, "vm1", TIMEOUT, |w| {
+        node_of(w).as_deref() == Some(target.as_str())
+    })
+    .await;
+
+    // An automatic one: the node is cordoned, the VM moves (nodes listed, migrations counted
+    // cluster-wide).
+    let cordoned = node_of(&w).expect("node");
+    cordon(&admin, &cordoned, true).await;
+    let w = wait_for(&admin, ns, "vm1", TIMEOUT, |w| {
+        w.status
+            .as_ref()
+            .and_then(|s| s.migration_status.as_ref())
+            .is_some_and(|r| r.automatic && matches!(r.phase.as_str(), "Succeeded" | "Failed"))
+    })
+    .await;
+    cordon(&admin, &cordoned, false).await;
+    let record = w.status.as_ref().and_then(|s| s.migration_status.clone());
+    assert_eq!(
+        record.as_ref().map(|r| r.phase.as_str()),
+        Some("Succeeded"),
+        "{record:?}"
+    );
+
+    // Deleted: every step finalized, the finalizer removed, the objects gone but the retained
+    // claim, which lost its owner reference.
+    api.delete("vm1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let gone = async {
+        while api.get_opt("vm1").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, gone)
+        .await
+        .expect("the finalizer is removed");
+    assert!(
+        list(&admin, ns, "kubevirt.io/v1", "VirtualMachine")
+            .await
+            .is_empty()
+    );
+    assert!(
+        list(
+            &admin,
+            ns,
+            "k8s.cni.cncf.io/v1",
+            "NetworkAttachmentDefinition"
+        )
+        .await
+        .is_empty()
+    );
+    assert!(
+        list(&admin, ns, "cdi.kubevirt.io/v1beta1", "DataVolume")
+            .await
+            .is_empty()
+    );
+    let policies = list(
+        &admin,
+        "",
+        "migrations.kubevirt.io/v1alpha1",
+        "MigrationPolicy",
+    )
+    .await;
+    assert!(
+        !names(&policies).iter().any(|n| n.starts_with(ns)),
+        "{:?}",
+        names(&policies)
+    );
+    let claims = list(&admin, ns, "v1", "PersistentVolumeClaim").await;
+    let retained = claims
+        .iter()
+        .find(|c| c.name_any() == "vm1-data")
+        .unwrap_or_else(|| panic!("the retained claim stays: {:?}", names(&claims)));
+    assert!(
+        retained
+            .owner_references()
+            .iter()
+            .all(|o| o.kind != "Wukong"),
+        "the retained claim is orphaned"
+    );
+
+    // A config change is swapped in and reported on the operator's Pod.
+    identity.write_config(&test_config(&[
+        migration,
+        (
+            "controller",
+            "maxConcurrentAutomaticMigrations",
+            toml::Value::Integer(3),
+        ),
+    ]));
+    let started = Instant::now();
+    while !pod_has_events(&admin).await {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "no event on the operator's Pod after a config change"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    if let Some(mib) = peak_rss_mib(operator.id()) {
+        eprintln!("[figure] operator peak RSS {mib} MiB");
+    }
+    drop(operator);
+    let log = identity.log_text();
+    let refused = forbidden_lines(&log);
+    assert!(
+        refused.is_empty(),
+        "the operator was refused:\n{}",
+        refused.join("\n")
+    );
+}
+
+async fn pod_has_events(client: &Client) -> bool {
+    Api::<Event>::namespaced(client.clone(), SYSTEM_NS)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .iter()
+        .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(POD_NAME))
+}
+
+/// `verb` taken off the ClusterRole's rule that lists `resource` (the rule must have it).
+fn without(objects: &[Value], resource: &str, verb: &str) -> Vec<Value> {
+    let mut objects = objects.to_vec();
+    let role = objects
+        .iter_mut()
+        .find(|o| o["kind"] == "ClusterRole")
+        .expect("a ClusterRole in deploy/");
+    let rules = role["rules"].as_array_mut().expect("rules");
+    let index = rules
+        .iter()
+        .position(|r| {
+            r["resources"]
+                .as_array()
+                .is_some_and(|rs| rs.contains(&json!(resource)))
+                && r["verbs"]
+                    .as_array()
+                    .is_some_and(|vs| vs.contains(&json!(verb)))
+        })
+        .unwrap_or_else(|| panic!("no rule grants {verb} on {resource}"));
+    // The rule minus this resource, and this resource with its other verbs.
+    let mut rest = rules[index].clone();
+    let mut this = rules[index].clone();
+    rest["resources"]
+        .as_array_mut()
+        .expect("resources")
+        .retain(|r| r != resource);
+    this["resources"] = json!([resource]);
+    this["verbs"]
+        .as_array_mut()
+        .expect("verbs")
+        .retain(|v| v != verb);
+    rules.remove(index);
+    for rule in [rest, this] {
+        if rule["resources"].as_array().is_some_and(|r| !r.is_empty())
+            && rule["verbs"].as_array().is_some_and(|v| !v.is_empty())
+        {
+            rules.push(rule);
+        }
+    }
+    objects
+}
+
+/// Warning events about a Wukong (events.k8s.io/v1, as the operator writes them).
+async fn warnings(client: &Client, ns: &str, name: &str) -> Vec<(String, String)> {
+    Api::<Event>::namespaced(client.clone(), ns)
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| {
+            e.type_.as_deref() == Some("Warning")
+                && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+        })
+        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
+        .collect()
+}
+
+/// Waits for a Warning event about `name` whose note names everything in `words`.
+async fn warning_naming(client: &Client, ns: &str, name: &str, words: &[&str]) -> (String, String) {
+    let started = Instant::now();
+    loop {
+        let events = warnings(client, ns, name).await;
+        if let Some(found) = events
+            .iter()
+            .find(|(_, note)| words.iter().all(|w| note.contains(w)))
+        {
+            return found.clone();
+        }
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "no Warning event on {name} naming {words:?}; events: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn forbidden_condition(w: &Wukong) -> Option<String> {
+    condition(w, "StepFailed")
+        .filter(|(status, reason, _)| status == "True" && reason == "Forbidden")
+        .map(|(_, _, message)| message)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verb_missing_from_the_role_is_reported_naming_it() {
+    let cluster = Cluster::start().await;
+    let admin = cluster.client();
+    let objects = without(&deploy_objects(), "datavolumes", "create");
+    let objects = without(&objects, "virtualmachines/start", "update");
+    apply(&admin, &objects).await;
+    let identity = Identity::service_account(&cluster).await;
+    let _operator = identity.start(&test_config(&[]));
+    let ns = "rbac-missing";
+    namespace(&admin, ns).await;
+
+    // An image disk needs a DataVolume the role may no longer create.
+    create(
+        &admin,
+        ns,
+        "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {name: disk}\nspec:\n  cpu: 1\n  memory: 1Gi\n  disks: [{name: root, size: 1Gi, image: \"docker://quay.io/containerdisks/fedora:40\"}]\n",
+    )
+    .await;
+    let w = wait_for(&admin, ns, "disk", TIMEOUT, |w| {
+        forbidden_condition(w).is_some()
+    })
+    .await;
+    let message = forbidden_condition(&w).expect("condition");
+    eprintln!("StepFailed: {message}");
+    for word in [
+        "cannot create",
+        "datavolumes.cdi.kubevirt.io",
+        ns,
+        "ClusterRole",
+    ] {
+        assert!(message.contains(word), "{word:?} not in {message:?}");
+    }
+    let (reason, note) = warning_naming(
+        &admin,
+        ns,
+        "disk",
+        &["cannot create", "datavolumes.cdi.kubevirt.io"],
+    )
+    .await;
+    eprintln!("event {reason}: {note}");
+
+    // A VM without disks runs and stops; starting it again needs the start subresource.
+    create(
+        &admin,
+        ns,
+        "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {name: plain}\nspec: {cpu: 1, memory: 1Gi}\n",
+    )
+    .await;
+    wait_for(&admin, ns, "plain", TIMEOUT, is_running).await;
+    let stop = act(
+        &admin,
+        ns,
+        "plain",
+        json!({"action": "stop", "gracePeriodSeconds": 1, "requestId": "s1"}),
+    )
+    .await;
+    assert_eq!(stop.outcome, "Succeeded", "{stop:?}");
+    Api::<Wukong>::namespaced(admin.clone(), ns)
+        .patch(
+            "plain",
+            &PatchParams::default(),
+            &Patch::Merge(
+                &json!({"spec": {"lifecycleAction": {"action": "start", "requestId": "st1"}}}),
+            ),
+        )
+        .await
+        .expect("request start");
+    let w = wait_for(&admin, ns, "plain", TIMEOUT, |w| {
+        forbidden_condition(w).is_some()
+    })
+    .await;
+    let message = forbidden_condition(&w).expect("condition");
+    eprintln!("StepFailed: {message}");
+    for word in [
+        "cannot update",
+        "virtualmachines/start.subresources.kubevirt.io",
+        ns,
+        "ClusterRole",
+    ] {
+        assert!(message.contains(word), "{word:?} not in {message:?}");
+    }
+    let (reason, note) = warning_naming(
+        &admin,
+        ns,
+        "plain",
+        &[
+            "cannot update",
+            "virtualmachines/start.subresources.kubevirt.io",
+        ],
+    )
+    .await;
+    assert_eq!(reason, "Forbidden", "{note}");
+    // The report is stable: the condition stays while the role lacks the verb.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let w = Api::<Wukong>::namespaced(admin.clone(), ns)
+        .get("plain")
+        .await
+        .expect("get");
+    assert!(forbidden_condition(&w).is_some(), "{:?}", w.status);
+}
