@@ -7,8 +7,8 @@
 //! - load from `.wasm` (compile) and from the code cache (as after a restart);
 //! - instantiate-only, a converged 4-disk storage step and a first 4-disk step (objects
 //!   to create), p50/p99;
-//! - the smallest memory and fuel limits the Python plugin's 4-disk step runs under, to
-//!   compare with the defaults in `RuntimeLimits`.
+//! - the smallest memory and fuel limits the Python plugin loads (`describe`) and runs its
+//!   4-disk step under, to compare with the defaults in `RuntimeLimits`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -210,7 +210,8 @@ fn measure(name: &str, calls: &Calls, limits: &RuntimeLimits) -> anyhow::Result<
     Ok((figures, answer))
 }
 
-/// Whether the Python plugin's converged 4-disk step runs under `limits`.
+/// Whether the Python plugin loads (its `describe` call) and runs its converged 4-disk
+/// step under `limits`.
 fn runs_under(limits: RuntimeLimits, cache: &Path, calls: &Calls) -> bool {
     let Ok(runtime) = Runtime::new(limits, Some(CodeCache::new(cache))) else {
         return false;
@@ -323,12 +324,12 @@ fn main() -> anyhow::Result<()> {
         )
     };
     println!(
-        "  Python step's smallest memory limit: {} (default {} MiB)",
+        "  Python load + step, smallest memory limit: {} (default {} MiB)",
         show(memory, mib as f64, "MiB"),
         limits.memory_bytes >> 20
     );
     println!(
-        "  Python step's smallest fuel budget:  {} (default {:.0} M)",
+        "  Python load + step, smallest fuel budget:  {} (default {:.0} M)",
         show(fuel, 1e6, "M"),
         limits.fuel as f64 / 1e6
     );
