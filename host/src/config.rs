@@ -278,6 +278,10 @@ mod tests {
         assert_eq!(config.storage.backends.len(), 2);
         assert_eq!(config.storage.default.as_deref(), Some("longhorn"));
         assert_eq!(config.controller.max_concurrent_automatic_migrations, 2);
+        assert!(config.plugins.watch, "hot swap is on unless turned off");
+        assert!(HostConfig::default().plugins.watch);
+        let fixed = HostConfig::parse("[plugins]\nwatch = false\n", "test.toml").unwrap();
+        assert!(!fixed.plugins.watch);
         let limited = HostConfig::parse(
             "[controller]\nmaxConcurrentAutomaticMigrations = 1\n",
             "test.toml",
