@@ -8,7 +8,7 @@ mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
@@ -22,6 +22,7 @@ use kube::{Client, ResourceExt};
 use crate::api::{WUKONG_LABEL, Wukong};
 use crate::cluster::{Applier, Kinds};
 use crate::config::Backends;
+use crate::telemetry::Metrics;
 
 pub use pipeline::StepFailure;
 pub use status::{NETWORKS_CONFIGURED, READY, STEP_FAILED, VOLUMES_BOUND};
@@ -48,6 +49,16 @@ impl Error {
             Self::Step(f) => f.transient,
         }
     }
+
+    /// The `result` label of the reconcile metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kube-error",
+            Self::Apply(_) => "apply-error",
+            Self::Step(_) => "step-error",
+            Self::Finalizer(_) => "finalizer-error",
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -64,6 +75,8 @@ pub struct Context {
     pub applier: Applier,
     /// Discovered kinds, shared with the reader.
     pub kinds: Kinds,
+    /// The process's metrics (reconciles, plugin calls, Wukongs by phase, ...).
+    pub metrics: &'static Metrics,
     /// Consecutive failures per Wukong uid, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
     /// Events already published per Wukong uid, so a converged Wukong publishes none.
@@ -83,6 +96,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             applier: Applier::new(kinds.clone()),
             kinds,
+            metrics: Metrics::global(),
             client,
             backends,
             failures: Mutex::default(),
@@ -122,6 +136,24 @@ const WATCHED: &[(&str, &str, &str)] = &[
     ("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
 ];
 
+/// Times and counts one reconcile (the work is [`reconcile::reconcile`]), and counts the
+/// lifecycle actions and migrations its status shows started or finished: every status
+/// write comes back here through the watch.
+async fn instrumented_reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action> {
+    let uid = wukong.uid().unwrap_or_default();
+    let deleting = wukong.metadata.deletion_timestamp.is_some();
+    ctx.metrics.observe_status(&uid, wukong.status.as_ref());
+    let started = Instant::now();
+    let result = reconcile::reconcile(wukong, Arc::clone(&ctx)).await;
+    let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
+    ctx.metrics
+        .reconciled(label, started.elapsed().as_secs_f64());
+    if deleting && result.is_ok() {
+        ctx.metrics.forget(&uid);
+    }
+    result
+}
+
 /// Runs the controller until a shutdown signal.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let wukongs = Api::<Wukong>::all(ctx.client.clone());
@@ -131,6 +163,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 .concurrency(16)
                 .debounce(Duration::from_millis(20)),
         );
+    ctx.metrics.watch_phases(controller.store());
     for (group, version, kind) in WATCHED {
         match ctx.kinds.resolve(&api_version(group, version), kind).await {
             Ok(resolved) => {
@@ -162,7 +195,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     controller
         .reconcile_all_on(ctx.reconcile_all_requests())
         .shutdown_on_signal()
-        .run(reconcile::reconcile, error_policy, ctx)
+        .run(instrumented_reconcile, error_policy, ctx)
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(wukong = %object, "reconciled"),

@@ -1,8 +1,10 @@
 //! `wukong run`: the operator.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -11,7 +13,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 
 use crate::config::{Backends, HostConfig};
 use crate::controller::{self, Context};
+use crate::leader::{self, Elector, LeaseSettings};
 use crate::reload::{ConfigSource, Reloader};
+use crate::telemetry::{self, Health, Metrics};
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -33,6 +37,58 @@ pub struct RunArgs {
     /// A kubeconfig; in-cluster config or `$KUBECONFIG` when absent.
     #[arg(long, env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    #[arg(long, env = "WUKONG_METRICS_ADDR", default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    #[command(flatten)]
+    pub election: ElectionArgs,
+}
+
+/// Leader election: of several replicas only the one holding the Lease reconciles.
+#[derive(Debug, clap::Args)]
+pub struct ElectionArgs {
+    /// Elect a leader through a `coordination.k8s.io/v1` Lease (off: this process leads).
+    #[arg(long, env = "WUKONG_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "wukong-operator")]
+    pub lease_name: String,
+    /// The Lease's namespace [default: the service account's namespace, else `default`].
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease [default: `hostname-pid`].
+    #[arg(long, env = "POD_NAME")]
+    pub lease_identity: Option<String>,
+    /// How long a standby waits after the Lease last changed before taking it over.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// How long the leader keeps leading while renewals fail (under the lease duration).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub renew_deadline: Duration,
+    /// How often the leader renews and a standby looks.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub retry_period: Duration,
+}
+
+impl ElectionArgs {
+    fn settings(&self) -> LeaseSettings {
+        LeaseSettings {
+            name: self.lease_name.clone(),
+            namespace: self
+                .lease_namespace
+                .clone()
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or_else(leader::default_namespace),
+            identity: self
+                .lease_identity
+                .clone()
+                .filter(|id| !id.is_empty())
+                .unwrap_or_else(leader::default_identity),
+            lease_duration: self.lease_duration,
+            renew_deadline: self.renew_deadline,
+            retry_period: self.retry_period,
+        }
+    }
 }
 
 pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
@@ -83,19 +139,94 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Probes are answered from the start: loading the backends may take a while.
+        let health = Arc::new(Health::default());
+        telemetry::server::serve(args.metrics_addr, Arc::clone(&health), Metrics::global())
+            .await
+            .with_context(|| format!("serving metrics on {}", args.metrics_addr))?;
         let client = client(args.kubeconfig.as_ref()).await?;
         let (config, origin) = load_config(args, &client).await?;
         let followed = config.plugins.watch.then(|| config.clone());
         let backends =
             tokio::task::spawn_blocking(move || Backends::load(&config, &origin)).await??;
+        health.set_backends_loaded(true);
         tracing::info!("backends loaded; starting the controller");
         let ctx = Context::new(client, Arc::new(RwLock::new(Arc::new(backends))));
         if let Some(active) = followed {
             tokio::spawn(reloader(args, active, &ctx)?.run());
         }
-        controller::run(ctx).await?;
-        Ok(ExitCode::SUCCESS)
+        lead(&args.election, &health, ctx).await
     })
+}
+
+/// Runs the controller: at once, or with `--leader-elect` once this replica holds the
+/// Lease. Losing the Lease is an error (the process exits non-zero and is restarted as a
+/// standby): nothing may reconcile after another replica could have taken over.
+async fn lead(args: &ElectionArgs, health: &Health, ctx: Arc<Context>) -> anyhow::Result<ExitCode> {
+    let metrics = Metrics::global();
+    if !args.leader_elect {
+        health.set_leading(true);
+        metrics.set_leader(true);
+        run_controller(health, ctx).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut elector = Elector::new(ctx.client.clone(), args.settings())?;
+    let settings = elector.settings().clone();
+    tracing::info!(lease = %settings.name, namespace = %settings.namespace, identity = %settings.identity, "waiting for the lease");
+    tokio::select! {
+        acquired = elector.acquire() => acquired?,
+        () = shutdown_signal() => {
+            tracing::info!("shut down while standing by");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    health.set_leading(true);
+    metrics.set_leader(true);
+    let stopped = tokio::select! {
+        stopped = run_controller(health, ctx) => Ok(stopped),
+        lost = elector.hold() => Err(lost),
+    };
+    metrics.set_leader(false);
+    match stopped {
+        Ok(stopped) => {
+            // A clean shutdown (SIGTERM): hand over at once instead of after the lease expires.
+            if let Err(e) = elector.release().await {
+                tracing::warn!(error = %e, "could not release the lease; a standby takes over when it expires");
+            }
+            stopped?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(lost) => {
+            tracing::error!(error = %lost, "leadership lost; exiting so that only the new leader reconciles");
+            Err(lost.into())
+        }
+    }
+}
+
+async fn run_controller(health: &Health, ctx: Arc<Context>) -> anyhow::Result<()> {
+    health.set_controller_running(true);
+    let result = controller::run(ctx).await;
+    health.set_controller_running(false);
+    result
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or Ctrl-C.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
 }
 
 /// Hot swap (`[plugins] watch`): follows the config's source and the plugin files.

@@ -4,11 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::api::PluginRecord;
 use crate::config::{Backend, Backends, step_name};
 use crate::plugin::types::{self, Action, Condition, Event, StepKind, Upstream};
 use crate::plugin::{ClusterReader, Outcome, Phase, StepRequest, StepStatus};
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::PluginLabel;
 
 /// What one run of the pipeline produced.
 #[derive(Default)]
@@ -56,7 +59,18 @@ pub async fn call(
     };
     let step = plugin.step();
     let id = plugin.id.to_string();
-    tokio::task::spawn_blocking(move || {
+    let metrics = Metrics::global();
+    let label = PluginLabel {
+        step: step_name(step),
+        phase: match phase {
+            Phase::Reconcile => "reconcile",
+            Phase::Finalize => "finalize",
+        },
+        name: &backend.plugin.manifest.name,
+        version: &backend.plugin.manifest.version,
+    };
+    let started = Instant::now();
+    let called = tokio::task::spawn_blocking(move || {
         plugin.call(
             StepRequest {
                 phase,
@@ -66,21 +80,29 @@ pub async fn call(
             reader,
         )
     })
-    .await
-    .map_err(|e| StepFailure {
-        step,
-        plugin: id.clone(),
-        reason: "internal".into(),
-        message: format!("plugin call task failed: {e}"),
-        transient: true,
-    })?
-    .map_err(|e| StepFailure {
-        step,
-        plugin: e.plugin.clone(),
-        reason: e.failure.label().into(),
-        message: e.to_string(),
-        transient: e.failure.is_transient(),
-    })
+    .await;
+    // Failed calls are timed too: a plugin that runs into its deadline shows as slow.
+    metrics.plugin_called(&label, started.elapsed().as_secs_f64());
+    match &called {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => metrics.plugin_failed(&label, Some(&e.failure)),
+        Err(_) => metrics.plugin_failed(&label, None),
+    }
+    called
+        .map_err(|e| StepFailure {
+            step,
+            plugin: id.clone(),
+            reason: "internal".into(),
+            message: format!("plugin call task failed: {e}"),
+            transient: true,
+        })?
+        .map_err(|e| StepFailure {
+            step,
+            plugin: e.plugin.clone(),
+            reason: e.failure.label().into(),
+            message: e.to_string(),
+            transient: e.failure.is_transient(),
+        })
 }
 
 /// Groups items by the backend they name (None: the default), keeping spec order inside.

@@ -2,6 +2,7 @@
 #![allow(dead_code, reason = "each test binary uses a different part")]
 
 pub mod operator;
+pub mod telemetry;
 
 use std::path::PathBuf;
 

@@ -225,6 +225,8 @@ impl OperatorProcess {
             .arg("--kubeconfig")
             .arg(cluster.env.kubeconfig_path())
             .env("RUST_LOG", "info,kube=warn")
+            // Any free port: tests run operators side by side.
+            .env("WUKONG_METRICS_ADDR", "127.0.0.1:0")
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -246,6 +248,8 @@ impl OperatorProcess {
             .arg("--kubeconfig")
             .arg(cluster.env.kubeconfig_path())
             .env("RUST_LOG", "info,kube=warn")
+            // Any free port: tests run operators side by side.
+            .env("WUKONG_METRICS_ADDR", "127.0.0.1:0")
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
@@ -292,6 +296,27 @@ impl OperatorProcess {
     /// SIGKILL: no chance to finish anything.
     pub fn kill(self) {
         drop(self);
+    }
+
+    /// SIGTERM, as Kubernetes stops a pod; waits up to `timeout` for the exit.
+    pub fn terminate(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.0.id()).expect("pid"));
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+        self.wait_exit(timeout)
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if started.elapsed() > timeout {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
