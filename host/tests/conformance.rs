@@ -136,7 +136,7 @@ fn each_storage_flaw_fails_its_own_check_and_says_why() {
         (
             "panics-on-odd-sizes",
             "no panic or trap on generated Wukongs",
-            "a disk beyond 64 bits (Reconcile call 1): panicked: disk data: 99999999999999999999999Ei is not a size I know",
+            "a disk beyond 64 bits (reconcile call 1): panicked: disk data: 99999999999999999999999Ei is not a size I know",
         ),
     ];
     for (mode, check, reason) in cases {

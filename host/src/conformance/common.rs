@@ -109,7 +109,8 @@ pub fn generated(h: &Harness<'_>) -> CheckResult {
                 Ok(outcome) => sim.apply(&outcome),
                 Err(RunnerError::Call(e)) if is_crash(&e.failure) => {
                     crashes.push(format!(
-                        "{label} ({phase:?} call {}): {}",
+                        "{label} ({} call {}): {}",
+                        super::harness::phase_name(phase),
                         round + 1,
                         e.failure
                     ));

@@ -93,7 +93,7 @@ impl<'p> Harness<'p> {
         sim: &Sim,
     ) -> Result<Outcome, String> {
         self.call_raw(phase, now, wukong, upstream, sim)
-            .map_err(|e| format!("{phase:?} call failed: {e}").to_lowercase_first())
+            .map_err(|e| format!("{} call failed: {e}", phase_name(phase)))
     }
 
     pub fn reconcile(
@@ -154,16 +154,11 @@ impl<'p> Harness<'p> {
     }
 }
 
-trait LowercaseFirst {
-    fn to_lowercase_first(self) -> String;
-}
-
-impl LowercaseFirst for String {
-    fn to_lowercase_first(self) -> String {
-        let mut chars = self.chars();
-        chars.next().map_or_else(String::new, |first| {
-            first.to_lowercase().chain(chars).collect()
-        })
+/// `reconcile` or `finalize`, for messages.
+pub fn phase_name(phase: Phase) -> &'static str {
+    match phase {
+        Phase::Reconcile => "reconcile",
+        Phase::Finalize => "finalize",
     }
 }
 
