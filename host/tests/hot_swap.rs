@@ -440,6 +440,13 @@ async fn a_plugin_changed_in_the_configmap_is_swapped_in_and_a_refusal_is_an_eve
     set_config(host_config("ceph-rbd", "").replace(CEPH_PLUGIN, LONGHORN_PLUGIN)).await;
     let (_, status_seen) = until_storage_plugin(&client, ns, "vm", "longhorn-storage").await;
     let swap = log_line(&log, "backends swapped", 1).await;
+    // The first swap is this one: the watcher's first look at the map changed nothing.
+    assert!(
+        swap.0.contains("storage.ceph-rbd: ceph-rbd-storage@")
+            && swap.0.contains("longhorn-storage@"),
+        "{}",
+        swap.0
+    );
     let reloaded = map_events(events(&client, ns).await, "ConfigReloaded");
     assert!(
         reloaded
