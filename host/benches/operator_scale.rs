@@ -3,7 +3,8 @@
 //! `KUBEBUILDER_ASSETS=~/.cache/wukong/assets cargo bench -p wukong --bench operator_scale`
 //! (after `tests/build-plugins.sh`): the time from create to `Running` for one Wukong and
 //! for 100 at once, on the real apiserver with the zero-delay KubeVirt simulator, and the
-//! writes a converged Wukong costs on a re-reconcile.
+//! writes a converged Wukong costs on a re-reconcile, and how many reads the watch caches
+//! answered.
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -103,6 +104,12 @@ async fn main() -> anyhow::Result<()> {
         hundred.as_secs_f64()
     );
     println!("  writes by a converged re-reconcile    {converged_writes:>8}");
+    let cache = ctx.kinds.cache().stats();
+    println!(
+        "  reads from the watch caches / from the apiserver  {} / {}",
+        cache.hits.load(std::sync::atomic::Ordering::Relaxed),
+        cache.misses.load(std::sync::atomic::Ordering::Relaxed)
+    );
     operator.abort();
     Ok(())
 }

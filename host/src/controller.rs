@@ -126,14 +126,17 @@ impl Context {
     }
 }
 
-/// Kinds Wukong creates or follows; a change to one reconciles its Wukong.
-const WATCHED: &[(&str, &str, &str)] = &[
-    ("kubevirt.io", "v1", "VirtualMachine"),
-    ("kubevirt.io", "v1", "VirtualMachineInstance"),
-    ("kubevirt.io", "v1", "VirtualMachineInstanceMigration"),
-    ("cdi.kubevirt.io", "v1beta1", "DataVolume"),
-    ("", "v1", "PersistentVolumeClaim"),
-    ("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition"),
+/// Kinds Wukong creates or follows; a change to one reconciles its Wukong. The last field
+/// says whether to watch (and cache) every object of the kind rather than only those with
+/// the Wukong label: the PVCs CDI makes for DataVolumes carry no Wukong label, and the
+/// storage step reads them on every call.
+const WATCHED: &[(&str, &str, &str, bool)] = &[
+    ("kubevirt.io", "v1", "VirtualMachine", false),
+    ("kubevirt.io", "v1", "VirtualMachineInstance", false),
+    ("kubevirt.io", "v1", "VirtualMachineInstanceMigration", false),
+    ("cdi.kubevirt.io", "v1beta1", "DataVolume", false),
+    ("", "v1", "PersistentVolumeClaim", true),
+    ("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", false),
 ];
 
 /// Times and counts one reconcile (the work is [`reconcile::reconcile`]), and counts the
@@ -164,7 +167,7 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 .debounce(Duration::from_millis(20)),
         );
     ctx.metrics.watch_phases(controller.store());
-    for (group, version, kind) in WATCHED {
+    for &(group, version, kind, every_object) in WATCHED {
         match ctx.kinds.resolve(&api_version(group, version), kind).await {
             Ok(resolved) => {
                 let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &resolved.resource);
@@ -175,7 +178,11 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 ctx.kinds
                     .cache()
                     .insert(resolved.resource.clone(), writer.as_reader());
-                let watch = watcher(api, watcher::Config::default().labels(WUKONG_LABEL));
+                let selection = match every_object {
+                    true => watcher::Config::default(),
+                    false => watcher::Config::default().labels(WUKONG_LABEL),
+                };
+                let watch = watcher(api, selection);
                 controller = controller.watches_stream_with(
                     reflector::reflector(writer, watch).touched_objects(),
                     |object| {
