@@ -2,7 +2,8 @@
 //! distribution 2.8) on loopback: `wukong plugin push` publishes a bundled plugin, a config
 //! loads it by tag and by digest, a digest that does not match (pinned, or content tampered
 //! with in the registry's storage) is refused, and an unreachable registry falls back to the
-//! cached copy — or fails naming the reference when there is none.
+//! cached copy — or fails naming the reference when there is none. One test runs the
+//! operator (real apiserver) with its storage plugin pinned to the registry.
 
 mod support;
 
@@ -315,5 +316,66 @@ fn an_unreachable_registry_without_a_cache_fails_naming_the_reference() {
     assert!(
         error.ends_with(&format!("no cached copy in {}", cache.path().display())),
         "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_operator_runs_a_wukong_on_a_plugin_from_the_registry() {
+    use support::operator::{Cluster, InProcess, create, host_config, is_running, namespace};
+
+    let registry = Registry::start();
+    let wasm = support::plugin_wasm("cdi-storage");
+    let tag = format!("{}:0.1.0", registry.repository("cdi-storage"));
+    let digest = tokio::task::spawn_blocking({
+        let (wasm, tag) = (wasm.clone(), tag.clone());
+        move || push(&wasm, &tag)
+    })
+    .await
+    .expect("push");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let extra = format!(
+        "[storage.oci-cdi]\nplugin = \"{tag}@{digest}\"\n[oci]\ncacheDir = \"{}\"\n",
+        cache.path().display()
+    );
+
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let _operator = InProcess::start(client.clone(), &host_config("oci-cdi", &extra)).await;
+    namespace(&client, "oci").await;
+    create(
+        &client,
+        "oci",
+        r#"
+apiVersion: vm.novasphere.dev/v1alpha1
+kind: Wukong
+metadata: {name: pulled}
+spec:
+  cpu: 1
+  memory: 1Gi
+  disks:
+  - {name: root, size: 10Gi, image: "docker://quay.io/containerdisks/fedora:40", bootOrder: 1}
+"#,
+    )
+    .await;
+    let pulled = support::operator::wait_for(
+        &client,
+        "oci",
+        "pulled",
+        Duration::from_secs(30),
+        is_running,
+    )
+    .await;
+    let storage = pulled
+        .status
+        .expect("status")
+        .plugins
+        .into_iter()
+        .find(|record| record.step == "storage")
+        .expect("a storage plugin record");
+    assert_eq!(storage.backend, "oci-cdi");
+    assert_eq!(
+        format!("sha256:{}", storage.digest),
+        file_digest(&wasm),
+        "the VM's disks came from the registry's copy of the plugin"
     );
 }
