@@ -228,66 +228,12 @@ pub fn scaffold(name: &str, kind: Kind, lang: Lang, sdk: &SdkSource) -> anyhow::
 
 /// A name is a crate name, a Rust identifier once `-` is `_`, and a manifest name.
 pub fn validate_name(name: &str) -> anyhow::Result<()> {
-    const RESERVED: &[&str] = &[
-        "abstract",
-        "alloc",
-        "as",
-        "async",
-        "await",
-        "become",
-        "box",
-        "break",
-        "const",
-        "continue",
-        "core",
-        "crate",
-        "do",
-        "dyn",
-        "else",
-        "enum",
-        "extern",
-        "false",
-        "final",
-        "fn",
-        "for",
-        "gen",
-        "if",
-        "impl",
-        "in",
-        "let",
-        "loop",
-        "macro",
-        "match",
-        "mod",
-        "move",
-        "mut",
-        "override",
-        "priv",
-        "proc_macro",
-        "pub",
-        "ref",
-        "return",
-        "self",
-        "static",
-        "std",
-        "struct",
-        "super",
-        "test",
-        "trait",
-        "true",
-        "try",
-        "type",
-        "typeof",
-        "unsafe",
-        "unsized",
-        "use",
-        "virtual",
-        "where",
-        "while",
-        "yield",
-        "wukong",
-        "wukong-plugin-sdk",
-    ];
+    // Rust keywords (a library name must not be one) and names Cargo or the host reserve.
+    const RESERVED: &str = "abstract alloc as async await become box break const continue core crate do \
+        dyn else enum extern false final fn for gen if impl in let loop macro match \
+        mod move mut override priv proc_macro pub ref return self static std struct \
+        super test trait true try type typeof unsafe unsized use virtual where while \
+        yield wukong wukong-plugin-sdk";
     let well_formed = name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name.split('-').all(|part| {
@@ -301,7 +247,7 @@ pub fn validate_name(name: &str) -> anyhow::Result<()> {
             "invalid plugin name {name:?}: use lowercase letters, digits and single '-' between them, starting with a letter, at most 63 characters (e.g. nfs-storage)"
         );
     }
-    if RESERVED.contains(&name) {
+    if RESERVED.split_whitespace().any(|word| word == name) {
         bail!(
             "invalid plugin name {name:?}: it is reserved by Rust or Cargo; pick another (e.g. {name}-storage)"
         );
