@@ -379,3 +379,24 @@ spec:
         "the VM's disks came from the registry's copy of the plugin"
     );
 }
+
+#[test]
+fn push_refuses_what_the_host_would_not_load() {
+    let registry = Registry::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let garbage = dir.path().join("garbage.wasm");
+    std::fs::write(&garbage, b"this is not wasm").expect("write");
+    let tag = format!("{}:0.1.0", registry.repository("garbage"));
+    let output = Command::new(env!("CARGO_BIN_EXE_wukong"))
+        .args(["plugin", "push"])
+        .arg(&garbage)
+        .arg(&tag)
+        .output()
+        .expect("run wukong plugin push");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(stderr.contains(&garbage.display().to_string()), "{stderr}");
+    assert!(output.stdout.is_empty(), "no digest printed");
+    let error = load(&tag, dir.path()).err().expect("nothing was pushed");
+    assert!(error.contains("manifest unknown"), "{error}");
+}
