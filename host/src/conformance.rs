@@ -62,6 +62,7 @@ mod lifecycle;
 mod migration;
 mod network;
 mod report;
+mod sim;
 mod storage;
 
 pub use report::{Check, Report};
