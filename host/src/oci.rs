@@ -90,16 +90,20 @@ pub enum FetchOrigin {
 /// Why an OCI plugin could not be had. Every message names the reference.
 #[derive(Debug, thiserror::Error)]
 pub enum OciError {
+    /// The reference breaks the rules in [`PluginReference`].
     #[error("{reference}: not a plugin reference: {reason}")]
     InvalidReference { reference: String, reason: String },
+    /// The registry could not be reached and the cache has no copy of the reference.
     #[error("{reference}: registry unreachable: {cause}; no cached copy in {}", cache.display())]
     Unreachable {
         reference: String,
         cause: String,
         cache: PathBuf,
     },
+    /// The registry answered with an error (unknown manifest, unauthorized, ...).
     #[error("{reference}: the registry refused: {cause}")]
     Registry { reference: String, cause: String },
+    /// Content that is not what its digest says: tampered with or corrupted.
     #[error("{reference}: {what} digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch {
         reference: String,
@@ -107,17 +111,12 @@ pub enum OciError {
         expected: String,
         actual: String,
     },
+    /// The manifest is not one wasm layer of a sane size.
     #[error("{reference}: not a Wukong plugin artifact: {reason}")]
     NotAPlugin { reference: String, reason: String },
+    /// This host could not do its part (start an I/O runtime, build the HTTP client).
     #[error("{reference}: {reason}")]
     Local { reference: String, reason: String },
-}
-
-impl OciError {
-    /// Whether the registry could not be reached (as opposed to answering "no").
-    pub fn is_unreachable(&self) -> bool {
-        matches!(self, Self::Unreachable { .. })
-    }
 }
 
 /// `sha256:<hex>` of `bytes`.
