@@ -53,9 +53,7 @@ impl ObjectCache {
         name: &str,
     ) -> Option<Arc<DynamicObject>> {
         let kinds = self.kinds.read().ok()?;
-        let Some(cached) = kinds.get(&(api_version.to_owned(), kind.to_owned())) else {
-            return None;
-        };
+        let cached = kinds.get(&(api_version.to_owned(), kind.to_owned()))?;
         let mut key = ObjectRef::new_with(name, cached.resource.clone());
         if let Some(namespace) = namespace {
             key = key.within(namespace);
