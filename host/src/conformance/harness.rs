@@ -236,7 +236,8 @@ pub fn check_finalize(
             Some(_) => {}
         }
     }
-    for created in sim.created() {
+    // What an earlier call already deleted is not left behind.
+    for created in sim.created().iter().filter(|c| sim.holds(&c.key)) {
         let deleted = deletes(outcome).any(|t| created.key.is(t));
         let required = (created.cluster_scoped && created.owned) || must_delete(created);
         if required && !deleted {

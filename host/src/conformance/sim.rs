@@ -121,6 +121,11 @@ impl Sim {
         &mut self.objects
     }
 
+    /// True while the object is in the cluster.
+    pub fn holds(&self, key: &Key) -> bool {
+        self.position(key).is_some()
+    }
+
     fn position(&self, key: &Key) -> Option<usize> {
         self.objects.iter().position(|o| Key::of(o) == *key)
     }
@@ -296,6 +301,13 @@ mod tests {
         assert_eq!(
             check_finalize(&greedy, &sim, &must),
             Err("deletes PersistentVolumeClaim foreign, which it did not create".into())
+        );
+        let mut gone = sim.clone();
+        gone.apply(&good);
+        assert_eq!(
+            check_finalize(&leaks, &gone, &must),
+            Ok(()),
+            "what is already deleted is not left behind"
         );
         let applies = outcome(
             vec![pvc("new")],
