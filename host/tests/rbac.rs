@@ -1,10 +1,12 @@
-//! deploy/'s RBAC on the real apiserver (RBAC authorization on): the operator binary runs as
-//! the `wukong-system/wukong` service account with only the roles deploy/ grants, through
-//! a Wukong's whole life — create, every lifecycle action, a manual and an automatic
-//! migration, deletion. Any verb missing from the roles fails a phase (and the log must
-//! show no 403). With a verb taken away, the operator names the refused verb and resource
-//! in a condition and a Warning event. The roles are read from deploy/, never restated here.
-//! Also: the CRD copy in deploy/crds is current.
+//! deploy/ on the real apiserver (RBAC authorization on): the operator binary runs as the
+//! `wukong-system/wukong` service account with only the roles deploy/ grants, as the
+//! Deployment runs it (leader election, POD_NAME/POD_NAMESPACE), through a Wukong's whole
+//! life — create, every lifecycle action, a manual, an aborted and two automatic
+//! migrations (cordon, node failure), a config reload, deletion. A verb missing from the
+//! roles fails a phase, and the log must show no 403. With a verb taken away, the operator
+//! names the refused verb and resource in a condition and a Warning event. The roles are
+//! read from deploy/, never restated here. Also: the CRD copy in deploy/crds is current,
+//! and deploy/wukong.toml loads with exactly the plugins the Dockerfile puts in the image.
 
 mod support;
 
@@ -22,7 +24,7 @@ use support::operator::{
     Cluster, OperatorProcess, condition, create, is_running, list, names, namespace, plugin_dir,
     wait_for,
 };
-use wukong::api::{ActionRecord, Wukong};
+use wukong::api::{ActionRecord, MigrationStatus, Wukong};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 const SYSTEM_NS: &str = "wukong-system";
@@ -47,10 +49,39 @@ fn deploy_crd_copy_is_current() {
 }
 
 #[test]
-fn deploy_config_loads_the_bundled_plugins() {
+fn deploy_config_loads_the_plugins_the_image_ships() {
     let config = test_config(&[]);
     let parsed = wukong::config::HostConfig::parse(&config, "deploy/wukong.toml").expect("parse");
     wukong::config::Backends::load(&parsed, "deploy/wukong.toml").expect("every backend loads");
+    // The image holds the plugins the Dockerfile's PLUGINS builds: every file the config
+    // names must be one of them.
+    let dockerfile =
+        std::fs::read_to_string(deploy_dir().join("../Dockerfile")).expect("Dockerfile");
+    let shipped: Vec<String> = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG PLUGINS="))
+        .expect("ARG PLUGINS= in the Dockerfile")
+        .trim_matches('"')
+        .split_whitespace()
+        .map(|crate_name| format!("{}.wasm", crate_name.replace('-', "_")))
+        .collect();
+    let named: Vec<String> = [
+        &parsed.network,
+        &parsed.storage,
+        &parsed.lifecycle,
+        &parsed.migration,
+    ]
+    .iter()
+    .flat_map(|step| step.backends.values())
+    .map(|backend| backend.plugin.display().to_string())
+    .collect();
+    assert!(!named.is_empty());
+    for plugin in &named {
+        assert!(
+            shipped.contains(plugin),
+            "{plugin} is not in the image ({shipped:?})"
+        );
+    }
 }
 
 /// Every document of the files `deploy/kustomization.yaml` lists, but the CRD (the control
@@ -221,6 +252,39 @@ async fn act(client: &Client, ns: &str, name: &str, action: Value) -> ActionReco
     last_action(&w).expect("finished record")
 }
 
+fn migration(w: &Wukong) -> Option<MigrationStatus> {
+    w.status.as_ref()?.migration_status.clone()
+}
+
+fn finished(w: &Wukong, request_id: &str) -> bool {
+    migration(w).is_some_and(|r| {
+        r.request_id == request_id
+            && matches!(
+                r.phase.as_str(),
+                "Succeeded" | "Failed" | "Aborted" | "Refused"
+            )
+    })
+}
+
+async fn request_migration(api: &Api<Wukong>, request: Value) {
+    api.patch(
+        "vm1",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"migration": request}})),
+    )
+    .await
+    .expect("request migration");
+}
+
+fn other_node(cluster: &Cluster, not: &str) -> String {
+    cluster
+        .sim
+        .node_names()
+        .into_iter()
+        .find(|n| n != not)
+        .expect("another node")
+}
+
 fn node_of(w: &Wukong) -> Option<String> {
     w.status.as_ref()?.node_name.clone()
 }
@@ -278,12 +342,13 @@ spec:
   disks:
   - {name: root, size: 1Gi, image: "docker://quay.io/containerdisks/fedora:40", backend: longhorn, bootOrder: 1}
   - {name: data, size: 1Gi, backend: longhorn, retain: true}
+  - {name: scratch, size: 1Gi, backend: longhorn}
   networks:
   - name: lan
     config: {bridge: br-lan, vlan: 100}
   migrationPolicy:
     enabled: true
-    triggerConditions: [{type: nodeMaintenance}]
+    triggerConditions: [{type: nodeMaintenance}, {type: nodeFailure, gracePeriodSeconds: 2}]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -293,14 +358,14 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
     apply(&admin, &deploy_objects()).await;
     let identity = Identity::service_account(&cluster).await;
     assert_restricted(&identity).await;
-    let migration = (
+    let quick_migrations = (
         "migration.kubevirt",
         "config",
         toml::Value::Table(
             toml::from_str("watchIntervalSeconds = 1\ncooldownSeconds = 0").expect("toml"),
         ),
     );
-    let config = test_config(std::slice::from_ref(&migration));
+    let config = test_config(std::slice::from_ref(&quick_migrations));
     let operator = identity.start(&config);
     let ns = "rbac";
     labelled_namespace(&admin, ns).await;
@@ -341,57 +406,90 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
 
     // A manual migration to another node.
     let source = node_of(&wait_for(&admin, ns, "vm1", TIMEOUT, is_running).await).expect("node");
-    let target = cluster
-        .sim
-        .node_names()
-        .into_iter()
-        .find(|n| *n != source)
-        .expect("another node");
-    api.patch(
-        "vm1",
-        &PatchParams::default(),
-        &Patch::Merge(&json!({"spec": {"migration": {"targetNode": target, "allowPostCopy": true, "requestId": "move"}}})),
+    let target = other_node(&cluster, &source);
+    let started = Instant::now();
+    request_migration(
+        &api,
+        json!({"targetNode": target, "allowPostCopy": true, "requestId": "move"}),
     )
-    .await
-    .expect("request migration");
+    .await;
     let w = wait_for(&admin, ns, "vm1", TIMEOUT, |w| {
-        w.status
-            .as_ref()
-            .and_then(|s| s.migration_status.as_ref())
-            .is_some_and(|r| {
-                r.request_id == "move"
-                    && matches!(
-                        r.phase.as_str(),
-                        "Succeeded" | "Failed" | "Aborted" | "Refused"
-                    )
-            })
+        finished(w, "move") && node_of(w).as_deref() == Some(target.as_str())
     })
     .await;
-    let record = w.status.and_then(|s| s.migration_status).expect("record");
-    assert_eq!(record.phase, "Succeeded", "{record:?}");
-    let w = wait_for(&admin, ns, "vm1", TIMEOUT, |w| {
-        node_of(w).as_deref() == Some(target.as_str())
-    })
-    .await;
+    assert_eq!(
+        migration(&w).expect("record").phase,
+        "Succeeded",
+        "{:?}",
+        migration(&w)
+    );
+    eprintln!("[figure] manual migration: {:?}", started.elapsed());
 
-    // An automatic one: the node is cordoned, the VM moves (nodes listed, migrations counted
-    // cluster-wide).
+    // Automatic ones: the node is cordoned, the VM moves (nodes listed, automatic migrations
+    // counted cluster-wide); the node fails, the VM's instance is deleted and it restarts on
+    // another node.
     let cordoned = node_of(&w).expect("node");
     cordon(&admin, &cordoned, true).await;
     let w = wait_for(&admin, ns, "vm1", TIMEOUT, |w| {
-        w.status
-            .as_ref()
-            .and_then(|s| s.migration_status.as_ref())
+        migration(w)
             .is_some_and(|r| r.automatic && matches!(r.phase.as_str(), "Succeeded" | "Failed"))
     })
     .await;
     cordon(&admin, &cordoned, false).await;
-    let record = w.status.as_ref().and_then(|s| s.migration_status.clone());
     assert_eq!(
-        record.as_ref().map(|r| r.phase.as_str()),
-        Some("Succeeded"),
-        "{record:?}"
+        migration(&w).expect("record").phase,
+        "Succeeded",
+        "{:?}",
+        migration(&w)
     );
+    cluster
+        .sim
+        .update_config(|c| c.node_failure_delay = Duration::from_secs(600));
+    let failing = node_of(&wait_for(&admin, ns, "vm1", TIMEOUT, is_running).await).expect("node");
+    cluster
+        .sim
+        .set_node_ready(&failing, false)
+        .await
+        .expect("node NotReady");
+    wait_for(&admin, ns, "vm1", TIMEOUT, |w| {
+        migration(w).is_some_and(|r| r.phase == "Restarted")
+            && is_running(w)
+            && node_of(w).is_some_and(|n| n != failing)
+    })
+    .await;
+    cluster
+        .sim
+        .set_node_ready(&failing, true)
+        .await
+        .expect("node Ready");
+
+    // An aborted one (its migration object deleted). Last: the request stays in the spec
+    // with `abort: true`, and would abort an automatic migration started after it.
+    let current = node_of(&wait_for(&admin, ns, "vm1", TIMEOUT, is_running).await).expect("node");
+    let away = other_node(&cluster, &current);
+    cluster
+        .sim
+        .update_config(|c| c.migration_duration = Duration::from_secs(30));
+    request_migration(&api, json!({"targetNode": away, "requestId": "abort"})).await;
+    wait_for(&admin, ns, "vm1", TIMEOUT, |w| {
+        migration(w).is_some_and(|r| r.request_id == "abort" && r.phase == "Running")
+    })
+    .await;
+    request_migration(
+        &api,
+        json!({"targetNode": away, "requestId": "abort", "abort": true}),
+    )
+    .await;
+    let w = wait_for(&admin, ns, "vm1", TIMEOUT, |w| finished(w, "abort")).await;
+    assert_eq!(
+        migration(&w).expect("record").phase,
+        "Aborted",
+        "{:?}",
+        migration(&w)
+    );
+    cluster
+        .sim
+        .update_config(|c| c.migration_duration = Duration::ZERO);
 
     // Deleted: every step finalized, the finalizer removed, the objects gone but the retained
     // claim, which lost its owner reference.
@@ -439,6 +537,14 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
         names(&policies)
     );
     let claims = list(&admin, ns, "v1", "PersistentVolumeClaim").await;
+    // NB: a deleted claim keeps its pvc-protection finalizer here (no controller manager).
+    assert!(
+        claims
+            .iter()
+            .filter(|c| c.name_any() == "vm1-scratch")
+            .all(|c| c.metadata.deletion_timestamp.is_some()),
+        "the scratch claim is deleted"
+    );
     let retained = claims
         .iter()
         .find(|c| c.name_any() == "vm1-data")
@@ -453,7 +559,7 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
 
     // A config change is swapped in and reported on the operator's Pod.
     identity.write_config(&test_config(&[
-        migration,
+        quick_migrations,
         (
             "controller",
             "maxConcurrentAutomaticMigrations",
