@@ -114,7 +114,7 @@ struct Observed {
 /// What one attempt found.
 #[derive(Debug, PartialEq, Eq)]
 enum Attempt {
-    /// This process holds the Lease; the write was made at or after `since`.
+    /// This process holds the Lease.
     Held,
     /// Another holder has it (`None`: we lost a race for it just now).
     HeldBy(Option<String>),

@@ -2,6 +2,7 @@
 //! Kubernetes probes (`/healthz`, `/readyz`), served together on `--metrics-addr`.
 
 pub mod metrics;
+mod phases;
 pub mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};

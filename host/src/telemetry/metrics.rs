@@ -18,16 +18,15 @@ use std::sync::{LazyLock, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
 use kube::runtime::reflector::Store;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::api::{Wukong, WukongPhase, WukongStatus};
+use super::phases::PhaseCollector;
+use crate::api::{Wukong, WukongStatus};
 use crate::plugin::CallFailure;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -411,72 +410,6 @@ pub fn failure_kind(failure: &CallFailure) -> &'static str {
     }
 }
 
-const PHASES: [WukongPhase; 11] = [
-    WukongPhase::Pending,
-    WukongPhase::Provisioning,
-    WukongPhase::Starting,
-    WukongPhase::Running,
-    WukongPhase::Stopping,
-    WukongPhase::Stopped,
-    WukongPhase::Restarting,
-    WukongPhase::Suspended,
-    WukongPhase::Migrating,
-    WukongPhase::Failed,
-    WukongPhase::Terminating,
-];
-
-/// `wukong_wukongs{phase}`, computed from the controller's cache when scraped, so it
-/// never drifts from what is there (deleted Wukongs simply are not counted).
-#[derive(Clone, Default)]
-struct PhaseCollector {
-    store: std::sync::Arc<Mutex<Option<Store<Wukong>>>>,
-}
-
-impl std::fmt::Debug for PhaseCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("PhaseCollector")
-    }
-}
-
-impl PhaseCollector {
-    fn counts(&self) -> Option<Vec<(String, i64)>> {
-        let store = self.store.lock().ok()?.clone()?;
-        let mut counts: Vec<(String, i64)> = PHASES.iter().map(|p| (format!("{p:?}"), 0)).collect();
-        counts.push(("Unknown".into(), 0));
-        for wukong in store.state() {
-            let phase = wukong
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .map_or_else(|| "Unknown".to_owned(), |p| format!("{p:?}"));
-            if let Some(entry) = counts.iter_mut().find(|(name, _)| *name == phase) {
-                entry.1 += 1;
-            }
-        }
-        Some(counts)
-    }
-}
-
-impl Collector for PhaseCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        // A standby has no cache: it reports nothing rather than zeros.
-        let Some(counts) = self.counts() else {
-            return Ok(());
-        };
-        let mut metric = encoder.encode_descriptor(
-            "wukongs",
-            "Wukongs by status phase (Unknown: no phase yet), as the leader sees them",
-            None,
-            MetricType::Gauge,
-        )?;
-        for (phase, count) in counts {
-            let labels = [("phase", phase)];
-            ConstGauge::new(count).encode(metric.encode_family(&labels)?)?;
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -532,6 +465,44 @@ mod tests {
         );
         assert!(
             text.contains(r#"wukong_lifecycle_action_duration_seconds_sum{action="restart",outcome="Succeeded"} 3.0"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn automatic_migrations_count_each_run_of_a_repeating_trigger() {
+        let metrics = Metrics::new();
+        let at = |s: u64| (Timestamp::now() + std::time::Duration::from_secs(s)).to_string();
+        let migration = |started: &str, finished: &str| WukongStatus {
+            migration_status: Some(crate::api::MigrationStatus {
+                phase: "Succeeded".into(),
+                request_id: "auto/nodeMaintenance".into(),
+                automatic: true,
+                trigger: Some("nodeMaintenance".into()),
+                migration_name: None,
+                source_node: None,
+                target_node: None,
+                mode: None,
+                started_at: Some(started.into()),
+                finished_at: Some(finished.into()),
+                failure_reason: None,
+                message: String::new(),
+            }),
+            ..WukongStatus::default()
+        };
+        let first = migration(&at(1), &at(11));
+        metrics.observe_status("uid", Some(&first));
+        metrics.observe_status("uid", Some(&first));
+        metrics.observe_status("uid", Some(&migration(&at(20), &at(25))));
+        let text = metrics.encode().expect("encode");
+        assert!(
+            text.contains(
+                r#"wukong_migrations_total{trigger="nodeMaintenance",phase="Succeeded"} 2"#
+            ),
+            "the same request id, started twice: {text}"
+        );
+        assert!(
+            text.contains(r#"wukong_migration_duration_seconds_sum{trigger="nodeMaintenance",phase="Succeeded"} 15.0"#),
             "{text}"
         );
     }

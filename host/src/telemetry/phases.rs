@@ -1,0 +1,77 @@
+//! `wukong_wukongs{phase}`: Wukongs by `status.phase`, counted at scrape time.
+
+use std::sync::{Arc, Mutex};
+
+use kube::runtime::reflector::Store;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::api::{Wukong, WukongPhase};
+
+const PHASES: [WukongPhase; 11] = [
+    WukongPhase::Pending,
+    WukongPhase::Provisioning,
+    WukongPhase::Starting,
+    WukongPhase::Running,
+    WukongPhase::Stopping,
+    WukongPhase::Stopped,
+    WukongPhase::Restarting,
+    WukongPhase::Suspended,
+    WukongPhase::Migrating,
+    WukongPhase::Failed,
+    WukongPhase::Terminating,
+];
+
+/// `wukong_wukongs{phase}`, computed from the controller's cache when scraped, so it
+/// never drifts from what is there (deleted Wukongs simply are not counted).
+#[derive(Clone, Default)]
+pub(super) struct PhaseCollector {
+    pub(super) store: Arc<Mutex<Option<Store<Wukong>>>>,
+}
+
+impl std::fmt::Debug for PhaseCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PhaseCollector")
+    }
+}
+
+impl PhaseCollector {
+    fn counts(&self) -> Option<Vec<(String, i64)>> {
+        let store = self.store.lock().ok()?.clone()?;
+        let mut counts: Vec<(String, i64)> = PHASES.iter().map(|p| (format!("{p:?}"), 0)).collect();
+        counts.push(("Unknown".into(), 0));
+        for wukong in store.state() {
+            let phase = wukong
+                .status
+                .as_ref()
+                .and_then(|s| s.phase)
+                .map_or_else(|| "Unknown".to_owned(), |p| format!("{p:?}"));
+            if let Some(entry) = counts.iter_mut().find(|(name, _)| *name == phase) {
+                entry.1 += 1;
+            }
+        }
+        Some(counts)
+    }
+}
+
+impl Collector for PhaseCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // A standby has no cache: it reports nothing rather than zeros.
+        let Some(counts) = self.counts() else {
+            return Ok(());
+        };
+        let mut metric = encoder.encode_descriptor(
+            "wukongs",
+            "Wukongs by status phase (Unknown: no phase yet), as the leader sees them",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (phase, count) in counts {
+            let labels = [("phase", phase)];
+            ConstGauge::new(count).encode(metric.encode_family(&labels)?)?;
+        }
+        Ok(())
+    }
+}
