@@ -192,11 +192,13 @@ impl Elector {
             };
             match tokio::time::timeout(remaining, self.try_acquire_or_renew()).await {
                 Ok(Ok(Attempt::Held)) => {}
-                Ok(Ok(Attempt::HeldBy(holder))) => {
-                    return self.lost(format!(
-                        "now held by {}",
-                        holder.as_deref().unwrap_or("another replica")
-                    ));
+                Ok(Ok(Attempt::HeldBy(Some(holder)))) => {
+                    return self.lost(format!("now held by {holder}"));
+                }
+                // A conflicting write (perhaps only to the Lease's metadata): read again;
+                // the renew deadline still bounds how long this may go on.
+                Ok(Ok(Attempt::HeldBy(None))) => {
+                    tracing::warn!("the lease changed while renewing it; retrying");
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "renewing the lease failed; retrying"),
                 Err(_) => {
