@@ -181,6 +181,8 @@ async fn the_config_is_read_from_a_configmap_and_a_bad_one_stops_the_operator_na
             "--kubeconfig",
         ])
         .arg(cluster.env.kubeconfig_path())
+        // Any free port: 8080 may be taken on the machine.
+        .env("WUKONG_METRICS_ADDR", "127.0.0.1:0")
         .stdout(Stdio::null())
         .stderr(log.reopen().expect("log"))
         .spawn()
