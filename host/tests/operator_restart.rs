@@ -208,6 +208,7 @@ async fn the_config_is_read_from_a_configmap_and_a_bad_one_stops_the_operator_na
         .arg(&bad)
         .arg("--kubeconfig")
         .arg(cluster.env.kubeconfig_path())
+        .env("WUKONG_METRICS_ADDR", "127.0.0.1:0")
         .output()
         .expect("wukong run");
     let stderr = String::from_utf8_lossy(&output.stderr);
