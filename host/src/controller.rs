@@ -133,10 +133,20 @@ impl Context {
 const WATCHED: &[(&str, &str, &str, bool)] = &[
     ("kubevirt.io", "v1", "VirtualMachine", false),
     ("kubevirt.io", "v1", "VirtualMachineInstance", false),
-    ("kubevirt.io", "v1", "VirtualMachineInstanceMigration", false),
+    (
+        "kubevirt.io",
+        "v1",
+        "VirtualMachineInstanceMigration",
+        false,
+    ),
     ("cdi.kubevirt.io", "v1beta1", "DataVolume", false),
     ("", "v1", "PersistentVolumeClaim", true),
-    ("k8s.cni.cncf.io", "v1", "NetworkAttachmentDefinition", false),
+    (
+        "k8s.cni.cncf.io",
+        "v1",
+        "NetworkAttachmentDefinition",
+        false,
+    ),
 ];
 
 /// Times and counts one reconcile (the work is [`reconcile::reconcile`]), and counts the
