@@ -225,17 +225,20 @@ fn reconcile_disk<C>(
         .storage_class
         .clone()
         .or_else(|| class.storage_class.clone());
-    let spec = storage(&disk.size, storage_class.as_deref(), class);
+    // Built only for a disk whose object does not exist yet: a converged call builds none.
+    let spec = || storage(&disk.size, storage_class.as_deref(), class);
     match (&disk.source, &dv, &pvc) {
         (DiskSource::Image(image), None, _) => {
             let mut metadata = metadata(call, &claim, disk, None)?;
             metadata["annotations"][BIND_IMMEDIATE_ANNOTATION] = json!("true");
             effects.apply(&json!({
                 "apiVersion": DATA_VOLUME_API_VERSION, "kind": DATA_VOLUME_KIND, "metadata": metadata,
-                "spec": {"source": image_source(&disk.name, image)?, "storage": spec},
+                "spec": {"source": image_source(&disk.name, image)?, "storage": spec()},
             }))?;
         }
-        (DiskSource::Blank, _, None) => effects.apply(&claim_object(call, &claim, disk, spec)?)?,
+        (DiskSource::Blank, _, None) => {
+            effects.apply(&claim_object(call, &claim, disk, spec())?)?;
+        }
         _ => {}
     }
     let seen = Observed {

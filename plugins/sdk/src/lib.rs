@@ -25,6 +25,8 @@
 
 #![allow(unsafe_code, reason = "wit-bindgen's generated glue uses unsafe")]
 
+#[cfg(all(target_family = "wasm", not(feature = "system-allocator")))]
+mod alloc;
 mod bindings;
 mod call;
 mod cluster;
@@ -35,6 +37,10 @@ pub mod native;
 pub mod objects;
 pub mod quantity;
 mod steps;
+
+#[cfg(all(target_family = "wasm", not(feature = "system-allocator")))]
+#[global_allocator]
+static ALLOCATOR: alloc::Bump = alloc::Bump::new();
 
 pub use call::Call;
 pub use cluster::{Cluster, FixtureCluster};
