@@ -31,25 +31,26 @@ fn wukong(name: &str) -> Wukong {
     .expect("wukong")
 }
 
-async fn all_running(api: &Api<Wukong>, count: usize) {
-    loop {
-        let running = api
-            .list(&Default::default())
-            .await
-            .map(|l| {
-                l.items
-                    .iter()
-                    .filter(|w| {
-                        w.status.as_ref().and_then(|s| s.phase) == Some(WukongPhase::Running)
-                    })
-                    .count()
-            })
-            .unwrap_or(0);
-        if running >= count {
-            return;
+/// Waits until `count` Wukongs are `Running`, following a watch (as `kubectl wait` does):
+/// polling with LISTs of every Wukong would load the apiserver being measured.
+async fn all_running(api: &Api<Wukong>, count: usize) -> anyhow::Result<()> {
+    use futures::TryStreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    let mut running = std::collections::HashSet::new();
+    let mut events =
+        std::pin::pin!(watcher(api.clone(), watcher::Config::default()).applied_objects());
+    while let Some(wukong) = events.try_next().await? {
+        let name = wukong.metadata.name.clone().unwrap_or_default();
+        if wukong.status.as_ref().and_then(|s| s.phase) == Some(WukongPhase::Running) {
+            running.insert(name);
+        } else {
+            running.remove(&name);
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        if running.len() >= count {
+            return Ok(());
+        }
     }
+    anyhow::bail!("the watch of Wukongs ended")
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -71,7 +72,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     api.create(&PostParams::default(), &wukong("single"))
         .await?;
-    all_running(&api, 1).await;
+    all_running(&api, 1).await?;
     let one = started.elapsed();
 
     let writes = ctx.applier.stats.writes();
@@ -89,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
         api.create(&PostParams::default(), &wukong(&format!("many-{i}")))
             .await?;
     }
-    all_running(&api, 101).await;
+    all_running(&api, 101).await?;
     let hundred = started.elapsed();
 
     println!(

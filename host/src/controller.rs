@@ -185,9 +185,11 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 // their DataVolume, so owner references alone would miss them. The watch
                 // fills the cache plugins read from before it triggers the reconcile.
                 let writer = reflector::store::Writer::new(resolved.resource.clone());
-                ctx.kinds
-                    .cache()
-                    .insert(resolved.resource.clone(), writer.as_reader());
+                ctx.kinds.cache().insert(
+                    resolved.resource.clone(),
+                    writer.as_reader(),
+                    (!every_object).then_some(WUKONG_LABEL),
+                );
                 let selection = match every_object {
                     true => watcher::Config::default(),
                     false => watcher::Config::default().labels(WUKONG_LABEL),

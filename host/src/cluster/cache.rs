@@ -3,21 +3,51 @@
 //!
 //! The controller's watches feed these stores before they trigger a reconcile, so a
 //! reconcile sees at least the change that triggered it. A cache only holds what its watch
-//! selects (objects with the Wukong label): a hit is answered from it, a miss is not a
-//! proof of absence and goes to the apiserver.
+//! selects (every PVC; objects with the Wukong label of the other kinds): a hit is
+//! answered from it, a miss is not a proof of absence and goes to the apiserver. A list is
+//! answered when the cache holds every object the selector can match.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use futures::FutureExt;
 use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-/// One kind's store and the resource its keys are built with.
+/// One kind's store, the resource its keys are built with, and the label its watch
+/// selects on (`None`: every object of the kind).
 struct KindCache {
     resource: ApiResource,
     store: Store<DynamicObject>,
+    selected_by: Option<&'static str>,
+}
+
+impl KindCache {
+    /// Whether every object matching `terms` is in the store: the watch takes every
+    /// object, or the selector requires the label the watch selects on.
+    fn complete_for(&self, terms: &[(&str, &str)]) -> bool {
+        self.selected_by
+            .is_none_or(|label| terms.iter().any(|(key, _)| *key == label))
+            && self.store.wait_until_ready().now_or_never().is_some()
+    }
+}
+
+/// The terms of an equality-only label selector (`a=b,c==d`), or `None` for any other
+/// form (`!=`, `in`, existence), which the cache leaves to the apiserver.
+fn equality_terms(selector: &str) -> Option<Vec<(&str, &str)>> {
+    selector
+        .split(',')
+        .map(str::trim)
+        .filter(|term| !term.is_empty())
+        .map(|term| {
+            let (key, value) = term.split_once("==").or_else(|| term.split_once('='))?;
+            let (key, value) = (key.trim(), value.trim());
+            let plain = |s: &str| !s.contains(['!', '(', ')', ' ']);
+            (plain(key) && plain(value)).then_some((key, value))
+        })
+        .collect()
 }
 
 /// The watch caches, by `apiVersion` and `kind`. Cheap to clone; clones share the stores.
@@ -35,12 +65,64 @@ pub struct CacheStats {
 }
 
 impl ObjectCache {
-    /// Serves reads of `resource`'s kind from `store`.
-    pub fn insert(&self, resource: ApiResource, store: Store<DynamicObject>) {
+    /// Serves reads of `resource`'s kind from `store`, which a watch fills with every
+    /// object of the kind (`selected_by: None`) or those carrying the label `selected_by`.
+    pub fn insert(
+        &self,
+        resource: ApiResource,
+        store: Store<DynamicObject>,
+        selected_by: Option<&'static str>,
+    ) {
         let key = (resource.api_version.clone(), resource.kind.clone());
         if let Ok(mut kinds) = self.kinds.write() {
-            kinds.insert(key, KindCache { resource, store });
+            kinds.insert(
+                key,
+                KindCache {
+                    resource,
+                    store,
+                    selected_by,
+                },
+            );
         }
+    }
+
+    /// The objects of a kind in a namespace (all namespaces: `None`) matching an
+    /// equality label selector, or `None` when this cache cannot answer completely (kind
+    /// not cached, store not filled yet, selector it cannot judge): ask the apiserver then.
+    pub fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        selector: Option<&str>,
+    ) -> Option<Vec<Arc<DynamicObject>>> {
+        let kinds = self.kinds.read().ok()?;
+        let cached = kinds.get(&(api_version.to_owned(), kind.to_owned()))?;
+        let terms = equality_terms(selector.unwrap_or_default())?;
+        if !cached.complete_for(&terms) {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        let matches = |object: &DynamicObject| {
+            namespace.is_none_or(|ns| object.metadata.namespace.as_deref() == Some(ns))
+                && terms.iter().all(|(key, value)| {
+                    object
+                        .metadata
+                        .labels
+                        .as_ref()
+                        .and_then(|labels| labels.get(*key))
+                        .is_some_and(|v| v == value)
+                })
+        };
+        Some(
+            cached
+                .store
+                .state()
+                .into_iter()
+                .filter(|object| matches(object))
+                .collect(),
+        )
     }
 
     /// The cached object, or `None` when this cache cannot say (kind not cached, object
@@ -70,5 +152,22 @@ impl ObjectCache {
     /// Hits and misses so far.
     pub fn stats(&self) -> &CacheStats {
         &self.stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::equality_terms;
+
+    #[test]
+    fn only_equality_selectors_are_judged_by_the_cache() {
+        assert_eq!(
+            equality_terms("a=b, c==d"),
+            Some(vec![("a", "b"), ("c", "d")])
+        );
+        assert_eq!(equality_terms(""), Some(vec![]));
+        assert_eq!(equality_terms("a!=b"), None);
+        assert_eq!(equality_terms("a in (b, c)"), None);
+        assert_eq!(equality_terms("a"), None);
     }
 }

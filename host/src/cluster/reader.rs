@@ -68,11 +68,30 @@ impl LiveReader {
             .resolve(&kind_ref.api_version, &kind_ref.kind)
             .await
             .map_err(|e| format!("{}/{}: {e}", kind_ref.api_version, kind_ref.kind))?;
+        // List items come without apiVersion and kind; plugins see whole objects.
+        let types = kube::core::TypeMeta {
+            api_version: kind_ref.api_version.clone(),
+            kind: kind_ref.kind.clone(),
+        };
+        let scope = kind.namespaced.then_some(namespace);
+        if let Some(cached) =
+            self.kinds
+                .cache()
+                .list(&kind_ref.api_version, &kind_ref.kind, scope, selector)
+        {
+            return cached
+                .iter()
+                .map(|object| {
+                    let mut object = DynamicObject::clone(object);
+                    object.types.get_or_insert_with(|| types.clone());
+                    serde_json::to_string(&object).map_err(|e| e.to_string())
+                })
+                .collect();
+        }
         let client = self.kinds.client().clone();
-        let api: Api<DynamicObject> = if kind.namespaced {
-            Api::namespaced_with(client, namespace, &kind.resource)
-        } else {
-            Api::all_with(client, &kind.resource)
+        let api: Api<DynamicObject> = match scope {
+            Some(namespace) => Api::namespaced_with(client, namespace, &kind.resource),
+            None => Api::all_with(client, &kind.resource),
         };
         let mut params = ListParams::default();
         if let Some(selector) = selector {
@@ -82,11 +101,6 @@ impl LiveReader {
             .list(&params)
             .await
             .map_err(|e| format!("{}: {e}", kind_ref.kind))?;
-        // List items come without apiVersion and kind; plugins see whole objects.
-        let types = kube::core::TypeMeta {
-            api_version: kind_ref.api_version.clone(),
-            kind: kind_ref.kind.clone(),
-        };
         list.items
             .into_iter()
             .map(|mut object| {
