@@ -289,6 +289,37 @@ fn abort_flag_or_removed_request_deletes_the_migration_object() {
 }
 
 #[test]
+fn a_stale_abort_leaves_a_later_automatic_migration_running() {
+    let automatic = |request_id: &str| {
+        json!({"migrationStatus": {"phase": "Running", "requestId": request_id, "automatic": true,
+            "trigger": "nodeMaintenance", "migrationName": "vm1-abc", "sourceNode": "node-0",
+            "startedAt": NOW}})
+    };
+    let mut abort = request("node-1");
+    abort.abort = true;
+    let cluster = || {
+        vec![
+            vmi("node-0", true),
+            migration("vm1-abc", "Running", json!({})),
+        ]
+    };
+    // The abort was in the spec when the automatic migration started: it took its id.
+    let out = run(
+        &context(Some(abort.clone()), json!({}), automatic("migrate/node-1")),
+        cluster(),
+    );
+    assert!(out.effects.delete.is_empty(), "{:?}", out.effects.delete);
+    assert_eq!(out.status.unwrap().phase, "Running");
+    // An abort made after it started stops it.
+    let out = run(
+        &context(Some(abort), json!({}), automatic("auto/nodeMaintenance")),
+        cluster(),
+    );
+    assert_eq!(out.effects.delete.len(), 1);
+    assert_eq!(out.status.unwrap().phase, "Aborted");
+}
+
+#[test]
 fn a_new_request_waits_for_the_running_one() {
     let out = run(
         &context(Some(request("node-2")), json!({}), running_record()),

@@ -34,10 +34,15 @@ fn state<'v>(migration: &'v Value, vmi: Option<&'v Value>) -> &'v Value {
 }
 
 /// Whether the user wants `record`'s migration stopped: `abort: true`, or a manual
-/// migration whose request was removed from the spec.
+/// migration whose request was removed from the spec. An automatic migration takes the id
+/// of the request in the spec when it starts (so that request stays served); an abort
+/// with that same id was already in the spec before it started, so it is left running:
+/// only an abort made afterwards (another request id) stops it.
 fn abort_wanted<C>(call: &Call<'_, C>, record: &MigrationStatus) -> bool {
     match &call.wukong.migration {
-        Some(request) => request.abort,
+        Some(request) => {
+            request.abort && (!record.automatic || request.request_id != record.request_id)
+        }
         None => !record.automatic,
     }
 }
