@@ -31,7 +31,8 @@ for _ in $(seq 1 120); do [ -s "$KUBECONFIG" ] && kubectl get nodes >/dev/null 2
 kubectl get nodes
 
 say "starting the operator with the bundled plugins (examples/wukong.toml)"
-target/debug/wukong run --config examples/wukong.toml >"$work/operator.log" 2>&1 &
+metrics=127.0.0.1:18080
+target/debug/wukong run --config examples/wukong.toml --metrics-addr "$metrics" >"$work/operator.log" 2>&1 &
 operator=$!
 pids+=($operator)
 sleep 2
@@ -57,6 +58,9 @@ fi
 kubectl get vm,vmi,datavolumes,pvc,network-attachment-definitions
 say "events"
 kubectl get events --sort-by=.lastTimestamp | tail -20
+
+say "operator metrics (http://$metrics/metrics): Wukongs by phase, reconciles, plugin calls"
+curl -fsS "http://$metrics/metrics" | grep -E '^wukong_(wukongs\{|reconciles_total|plugin_call_duration_seconds_count)' | grep -v ' 0$' || true
 
 say "deleting the Wukongs"
 kubectl delete wukong --all --wait=true --timeout=60s
