@@ -14,6 +14,8 @@ echo "[run-all] control-plane binaries: $KUBEBUILDER_ASSETS" >&2
 
 echo "[run-all] checking formatting" >&2
 cargo fmt --all -- --check
+# The plugin template is its own workspace (it builds the same once copied out).
+cargo fmt --manifest-path examples/plugin-template/Cargo.toml -- --check
 
 echo "[run-all] clippy" >&2
 cargo clippy --workspace --all-targets --quiet -- -D warnings
