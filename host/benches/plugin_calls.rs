@@ -7,95 +7,21 @@
 //!   bundled plugin from a warm cache;
 //! - the wasm/native ratio of the same SDK impl on the same step.
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use wukong::plugin::types::{Context, Disk, DiskSource, Upstream, Wukong};
+use wukong::plugin::types::{Context, Upstream};
 use wukong::plugin::{
     ClusterReader, CodeCache, Phase, Plugin, Runtime, RuntimeLimits, StepRequest,
 };
 use wukong::runner::FixtureCluster;
 
+mod common;
+
+use common::{DISKS, converged_disks, plugin_dir, time_calls, wukong_record};
+
 const CALLS: usize = 3_000;
-const DISKS: usize = 4;
-
-fn plugin_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("wasm32-wasip2/plugin")
-}
-
-fn wukong_record() -> Wukong {
-    Wukong {
-        name: "vm1".into(),
-        namespace: "bench".into(),
-        uid: "00000000-0000-4000-8000-000000000001".into(),
-        generation: 1,
-        deleting: false,
-        cpu: 2,
-        memory: "4Gi".into(),
-        run_strategy: "Always".into(),
-        disks: (0..DISKS)
-            .map(|i| Disk {
-                name: format!("disk{i}"),
-                source: DiskSource::Image(format!(
-                    "docker://quay.io/containerdisks/fedora:{}",
-                    38 + i
-                )),
-                size: "20Gi".into(),
-                storage_class: None,
-                backend: None,
-                retain: false,
-                boot_order: (i == 0).then_some(1),
-                bus: "virtio".into(),
-            })
-            .collect(),
-        networks: Vec::new(),
-        lifecycle_action: None,
-        migration: None,
-        labels: vec![("vm.novasphere.dev/wukong".into(), "vm1".into())],
-        json: "{}".into(),
-    }
-}
-
-/// The 4 disks imported and bound: what a converged Wukong's storage step reads.
-fn fixtures() -> Vec<Value> {
-    (0..DISKS)
-        .flat_map(|i| {
-            let name = format!("vm1-disk{i}");
-            [
-                json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": name, "namespace": "bench"},
-                    "status": {"phase": "Succeeded", "progress": "100.0%"}}),
-                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "bench"},
-                    "spec": {"resources": {"requests": {"storage": "20Gi"}}, "accessModes": ["ReadWriteOnce"]},
-                    "status": {"phase": "Bound", "capacity": {"storage": "20Gi"}}}),
-            ]
-        })
-        .collect()
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    (at(0.50), at(0.99))
-}
-
-fn time_calls(mut call: impl FnMut()) -> (Duration, Duration) {
-    for _ in 0..200 {
-        call();
-    }
-    let samples = (0..CALLS)
-        .map(|_| {
-            let started = Instant::now();
-            call();
-            started.elapsed()
-        })
-        .collect();
-    percentiles(samples)
-}
+const WARM_UP: usize = 200;
 
 fn main() -> anyhow::Result<()> {
     let dir = plugin_dir();
@@ -138,7 +64,7 @@ fn main() -> anyhow::Result<()> {
         volumes: Vec::new(),
         lifecycle: None,
     };
-    let reader: Arc<dyn ClusterReader> = Arc::new(FixtureCluster::new(fixtures())?);
+    let reader: Arc<dyn ClusterReader> = Arc::new(FixtureCluster::new(converged_disks())?);
     let storage_context = Context {
         wukong: wukong_record(),
         config: "{}".into(),
@@ -166,15 +92,17 @@ fn main() -> anyhow::Result<()> {
         "the storage step sees 4 bound disks"
     );
 
-    let (noop_p50, noop_p99) =
-        time_calls(|| drop(hostile.call(request(&noop_context), Arc::clone(&reader))));
-    let (step_p50, step_p99) =
-        time_calls(|| drop(cdi.call(request(&storage_context), Arc::clone(&reader))));
-    let (inst_p50, inst_p99) = time_calls(|| drop(cdi.instantiate_only()));
+    let (noop_p50, noop_p99) = time_calls(WARM_UP, CALLS, || {
+        drop(hostile.call(request(&noop_context), Arc::clone(&reader)))
+    });
+    let (step_p50, step_p99) = time_calls(WARM_UP, CALLS, || {
+        drop(cdi.call(request(&storage_context), Arc::clone(&reader)))
+    });
+    let (inst_p50, inst_p99) = time_calls(WARM_UP, CALLS, || drop(cdi.instantiate_only()));
 
     let native_cluster = {
         let mut cluster = wukong_plugin_sdk::FixtureCluster::new();
-        for object in fixtures() {
+        for object in converged_disks() {
             cluster = cluster.with(object);
         }
         cluster
@@ -183,7 +111,7 @@ fn main() -> anyhow::Result<()> {
         serde_json::from_value(serde_json::to_value(&storage_context)?)?;
     let sdk_upstream: wukong_plugin_sdk::Upstream =
         serde_json::from_value(serde_json::to_value(&upstream)?)?;
-    let (native_p50, native_p99) = time_calls(|| {
+    let (native_p50, native_p99) = time_calls(WARM_UP, CALLS, || {
         drop(wukong_plugin_sdk::native::storage_reconcile::<
             cdi_storage::CdiStorage,
         >(&sdk_context, &sdk_upstream, &native_cluster));
@@ -217,7 +145,7 @@ fn main() -> anyhow::Result<()> {
 
     let us = |d: Duration| d.as_secs_f64() * 1e6;
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("plugin-call benchmark ({CALLS} calls each, after 200 warm-up calls)");
+    println!("plugin-call benchmark ({CALLS} calls each, after {WARM_UP} warm-up calls)");
     println!(
         "  no-op step (instantiate + call + checks) p50 {:>8.1} µs   p99 {:>8.1} µs",
         us(noop_p50),

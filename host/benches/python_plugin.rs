@@ -15,98 +15,36 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use wukong::plugin::types::{Context, Disk, DiskSource, Upstream, Wukong};
+use wukong::plugin::types::{Context, Upstream};
 use wukong::plugin::{
     ClusterReader, CodeCache, CodeSource, Phase, Plugin, Runtime, RuntimeLimits, StepRequest,
     StepStatus,
 };
 use wukong::runner::FixtureCluster;
 
+mod common;
+
+use common::{DISKS, converged_disks, percentiles, plugin_dir, wukong_record};
+
 const CALLS: usize = 1_000;
 const WARM_UP: usize = 50;
-const DISKS: usize = 4;
 const LOADS: usize = 5;
 
 fn plugin_path(name: &str) -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("wasm32-wasip2/plugin")
-        .join(format!("{name}.wasm"))
+    plugin_dir().join(format!("{name}.wasm"))
 }
 
 fn context() -> Context {
     Context {
-        wukong: Wukong {
-            name: "vm1".into(),
-            namespace: "bench".into(),
-            uid: "00000000-0000-4000-8000-000000000001".into(),
-            generation: 1,
-            deleting: false,
-            cpu: 2,
-            memory: "4Gi".into(),
-            run_strategy: "Always".into(),
-            disks: (0..DISKS)
-                .map(|i| Disk {
-                    name: format!("disk{i}"),
-                    source: DiskSource::Image(format!(
-                        "docker://quay.io/containerdisks/fedora:{}",
-                        38 + i
-                    )),
-                    size: "20Gi".into(),
-                    storage_class: None,
-                    backend: None,
-                    retain: false,
-                    boot_order: (i == 0).then_some(1),
-                    bus: "virtio".into(),
-                })
-                .collect(),
-            networks: Vec::new(),
-            lifecycle_action: None,
-            migration: None,
-            labels: vec![("vm.novasphere.dev/wukong".into(), "vm1".into())],
-            json: "{}".into(),
-        },
+        wukong: wukong_record(),
         config: "{}".into(),
         backend: "default".into(),
         now: "2026-01-01T00:00:00Z".into(),
     }
 }
 
-/// The 4 disks imported and bound: what a converged Wukong's storage step reads.
-fn converged() -> Vec<Value> {
-    (0..DISKS)
-        .flat_map(|i| {
-            let name = format!("vm1-disk{i}");
-            [
-                json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": name, "namespace": "bench"},
-                    "status": {"phase": "Succeeded", "progress": "100.0%"}}),
-                json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "namespace": "bench"},
-                    "spec": {"resources": {"requests": {"storage": "20Gi"}}, "accessModes": ["ReadWriteOnce"]},
-                    "status": {"phase": "Bound", "capacity": {"storage": "20Gi"}}}),
-            ]
-        })
-        .collect()
-}
-
-fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration) {
-    samples.sort();
-    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    (at(0.50), at(0.99))
-}
-
-fn time_calls(mut call: impl FnMut()) -> (Duration, Duration) {
-    for _ in 0..WARM_UP {
-        call();
-    }
-    let samples = (0..CALLS)
-        .map(|_| {
-            let started = Instant::now();
-            call();
-            started.elapsed()
-        })
-        .collect();
-    percentiles(samples)
+fn time_calls(call: impl FnMut()) -> (Duration, Duration) {
+    common::time_calls(WARM_UP, CALLS, call)
 }
 
 /// One plugin's figures.
@@ -135,7 +73,7 @@ impl Calls {
                 volumes: Vec::new(),
                 lifecycle: None,
             },
-            converged: Arc::new(FixtureCluster::new(converged())?),
+            converged: Arc::new(FixtureCluster::new(converged_disks())?),
             empty: Arc::new(FixtureCluster::new(Vec::new())?),
         })
     }

@@ -44,6 +44,9 @@ use crate::oci::PluginReference;
 use crate::plugin::RuntimeLimits;
 use crate::plugin::types::StepKind;
 
+/// The ConfigMap key that holds the config (`wukong run --config-map`).
+pub const CONFIG_MAP_KEY: &str = "wukong.toml";
+
 /// The whole file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -200,6 +203,21 @@ impl HostConfig {
     }
 
     /// Reads and parses a file; relative plugin paths resolve next to it.
+    /// Parses the config held by a ConfigMap (key [`CONFIG_MAP_KEY`]). Nothing places a
+    /// ConfigMap on disk, so relative plugin paths resolve in `plugin_dir` unless the
+    /// config names its own `[plugins] dir`.
+    pub fn parse_config_map(
+        text: &str,
+        origin: &str,
+        plugin_dir: Option<&Path>,
+    ) -> Result<Self, ConfigError> {
+        let mut config = Self::parse(text, origin)?;
+        if config.plugins.dir.is_none() {
+            config.plugins.dir = plugin_dir.map(Path::to_path_buf);
+        }
+        Ok(config)
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),

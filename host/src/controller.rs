@@ -194,7 +194,14 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                     true => watcher::Config::default(),
                     false => watcher::Config::default().labels(WUKONG_LABEL),
                 };
-                let watch = watcher(api, selection);
+                // List items come without apiVersion and kind; plugins read whole objects.
+                let types = kube::core::TypeMeta {
+                    api_version: resolved.resource.api_version.clone(),
+                    kind: resolved.resource.kind.clone(),
+                };
+                let watch = watcher(api, selection).modify(move |object| {
+                    object.types.get_or_insert_with(|| types.clone());
+                });
                 controller = controller.watches_stream_with(
                     reflector::reflector(writer, watch).touched_objects(),
                     |object| {

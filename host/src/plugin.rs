@@ -67,6 +67,16 @@ pub enum Phase {
     Finalize,
 }
 
+impl Phase {
+    /// `reconcile` or `finalize`, for messages and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Reconcile => "reconcile",
+            Self::Finalize => "finalize",
+        }
+    }
+}
+
 /// One call's input.
 #[derive(Debug, Clone, Copy)]
 pub struct StepRequest<'a> {

@@ -38,15 +38,12 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
 use crate::config::watch::FileWatch;
-use crate::config::{Backends, ConfigError, HostConfig, step_name};
+use crate::config::{Backends, CONFIG_MAP_KEY, ConfigError, HostConfig, step_name};
 use crate::plugin::types::StepKind;
 
 /// How often the files are looked at; a change is loaded once it looked the same twice
 /// in a row, so it is picked up 250–500 ms after it was written.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// The ConfigMap key that holds the config.
-pub const CONFIG_MAP_KEY: &str = "wukong.toml";
 
 /// Where the host config comes from.
 #[derive(Debug, Clone)]
@@ -260,11 +257,11 @@ impl Reloader {
                     // No word from the watcher yet: the map as it was at start.
                     None => return Ok(self.attempted.clone()),
                 };
-                let mut config = HostConfig::parse(text, &origin)?;
-                if config.plugins.dir.is_none() {
-                    config.plugins.dir.clone_from(plugin_dir);
-                }
-                Ok(config)
+                Ok(HostConfig::parse_config_map(
+                    text,
+                    &origin,
+                    plugin_dir.as_deref(),
+                )?)
             }
         }
     }

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
-use crate::config::{Backends, HostConfig};
+use crate::config::{Backends, CONFIG_MAP_KEY, HostConfig};
 use crate::controller::{self, Context};
 use crate::leader::{self, Elector, LeaseSettings};
 use crate::reload::{ConfigSource, Reloader};
@@ -119,12 +119,9 @@ pub async fn load_config(args: &RunArgs, client: &Client) -> anyhow::Result<(Hos
             let origin = format!("configmap {reference}");
             let text = map
                 .data
-                .and_then(|d| d.get("wukong.toml").cloned())
-                .with_context(|| format!("{origin}: no key wukong.toml"))?;
-            let mut config = HostConfig::parse(&text, &origin)?;
-            if config.plugins.dir.is_none() {
-                config.plugins.dir.clone_from(&args.plugin_dir);
-            }
+                .and_then(|d| d.get(CONFIG_MAP_KEY).cloned())
+                .with_context(|| format!("{origin}: no key {CONFIG_MAP_KEY}"))?;
+            let config = HostConfig::parse_config_map(&text, &origin, args.plugin_dir.as_deref())?;
             Ok((config, origin))
         }
         None => Ok((

@@ -132,11 +132,15 @@ impl Applier {
             &name,
         );
         let live = match cached {
-            Some(cached) => Some(DynamicObject::clone(&cached)),
-            None => api.get_opt(&name).await.map_err(|source| ApplyError::Api {
-                what: what.clone(),
-                source,
-            })?,
+            Some(cached) => Some(cached),
+            None => api
+                .get_opt(&name)
+                .await
+                .map_err(|source| ApplyError::Api {
+                    what: what.clone(),
+                    source,
+                })?
+                .map(Arc::new),
         };
         if kind.namespaced {
             // Cluster-scoped objects cannot be owned by a namespaced Wukong: labels only.
@@ -153,7 +157,7 @@ impl Applier {
                 "uid": owner.uid, "controller": !controlled_elsewhere, "blockOwnerDeletion": true}]);
         }
         if let Some(live) = live {
-            let live = serde_json::to_value(&live).unwrap_or(Value::Null);
+            let live = serde_json::to_value(&*live).unwrap_or(Value::Null);
             if is_subset(&object, &live) {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(false);

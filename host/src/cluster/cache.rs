@@ -5,9 +5,10 @@
 //! reconcile sees at least the change that triggered it. A cache only holds what its watch
 //! selects (every PVC; objects with the Wukong label of the other kinds): a hit is
 //! answered from it, a miss is not a proof of absence and goes to the apiserver. A list is
-//! answered when the cache holds every object the selector can match.
+//! answered when the cache holds every object the selector can match. The watches fill in
+//! each object's apiVersion and kind (list items come without them), so a cached object
+//! is served as it is.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -53,7 +54,8 @@ fn equality_terms(selector: &str) -> Option<Vec<(&str, &str)>> {
 /// The watch caches, by `apiVersion` and `kind`. Cheap to clone; clones share the stores.
 #[derive(Clone, Default)]
 pub struct ObjectCache {
-    kinds: Arc<RwLock<HashMap<(String, String), KindCache>>>,
+    // A handful of kinds: a scan finds one without building a key on every read.
+    kinds: Arc<RwLock<Vec<KindCache>>>,
     stats: Arc<CacheStats>,
 }
 
@@ -73,16 +75,16 @@ impl ObjectCache {
         store: Store<DynamicObject>,
         selected_by: Option<&'static str>,
     ) {
-        let key = (resource.api_version.clone(), resource.kind.clone());
         if let Ok(mut kinds) = self.kinds.write() {
-            kinds.insert(
-                key,
-                KindCache {
-                    resource,
-                    store,
-                    selected_by,
-                },
-            );
+            kinds.retain(|k| {
+                (&k.resource.api_version, &k.resource.kind)
+                    != (&resource.api_version, &resource.kind)
+            });
+            kinds.push(KindCache {
+                resource,
+                store,
+                selected_by,
+            });
         }
     }
 
@@ -97,7 +99,9 @@ impl ObjectCache {
         selector: Option<&str>,
     ) -> Option<Vec<Arc<DynamicObject>>> {
         let kinds = self.kinds.read().ok()?;
-        let cached = kinds.get(&(api_version.to_owned(), kind.to_owned()))?;
+        let cached = kinds
+            .iter()
+            .find(|k| k.resource.api_version == api_version && k.resource.kind == kind)?;
         let terms = equality_terms(selector.unwrap_or_default())?;
         if !cached.complete_for(&terms) {
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
@@ -135,7 +139,9 @@ impl ObjectCache {
         name: &str,
     ) -> Option<Arc<DynamicObject>> {
         let kinds = self.kinds.read().ok()?;
-        let cached = kinds.get(&(api_version.to_owned(), kind.to_owned()))?;
+        let cached = kinds
+            .iter()
+            .find(|k| k.resource.api_version == api_version && k.resource.kind == kind)?;
         let mut key = ObjectRef::new_with(name, cached.resource.clone());
         if let Some(namespace) = namespace {
             key = key.within(namespace);

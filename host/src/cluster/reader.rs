@@ -68,11 +68,6 @@ impl LiveReader {
             .resolve(&kind_ref.api_version, &kind_ref.kind)
             .await
             .map_err(|e| format!("{}/{}: {e}", kind_ref.api_version, kind_ref.kind))?;
-        // List items come without apiVersion and kind; plugins see whole objects.
-        let types = kube::core::TypeMeta {
-            api_version: kind_ref.api_version.clone(),
-            kind: kind_ref.kind.clone(),
-        };
         let scope = kind.namespaced.then_some(namespace);
         if let Some(cached) =
             self.kinds
@@ -81,11 +76,7 @@ impl LiveReader {
         {
             return cached
                 .iter()
-                .map(|object| {
-                    let mut object = DynamicObject::clone(object);
-                    object.types.get_or_insert_with(|| types.clone());
-                    serde_json::to_string(&object).map_err(|e| e.to_string())
-                })
+                .map(|object| serde_json::to_string(&**object).map_err(|e| e.to_string()))
                 .collect();
         }
         let client = self.kinds.client().clone();
@@ -101,6 +92,11 @@ impl LiveReader {
             .list(&params)
             .await
             .map_err(|e| format!("{}: {e}", kind_ref.kind))?;
+        // List items come without apiVersion and kind; plugins see whole objects.
+        let types = kube::core::TypeMeta {
+            api_version: kind_ref.api_version.clone(),
+            kind: kind_ref.kind.clone(),
+        };
         list.items
             .into_iter()
             .map(|mut object| {

@@ -110,7 +110,7 @@ pub fn generated(h: &Harness<'_>) -> CheckResult {
                 Err(RunnerError::Call(e)) if is_crash(&e.failure) => {
                     crashes.push(format!(
                         "{label} ({} call {}): {}",
-                        super::harness::phase_name(phase),
+                        phase.name(),
                         round + 1,
                         e.failure
                     ));

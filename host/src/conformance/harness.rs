@@ -74,7 +74,7 @@ impl<'p> Harness<'p> {
         sim: &Sim,
     ) -> Result<Outcome, String> {
         self.call_raw(phase, now, wukong, upstream, sim)
-            .map_err(|e| format!("{} call failed: {e}", phase_name(phase)))
+            .map_err(|e| format!("{} call failed: {e}", phase.name()))
     }
 
     pub fn reconcile(
@@ -135,14 +135,6 @@ impl<'p> Harness<'p> {
     }
 }
 
-/// `reconcile` or `finalize`, for messages.
-pub fn phase_name(phase: Phase) -> &'static str {
-    match phase {
-        Phase::Reconcile => "reconcile",
-        Phase::Finalize => "finalize",
-    }
-}
-
 /// A Wukong manifest named [`NAME`] in [`NAMESPACE`] with this spec.
 pub fn wukong(spec: Value) -> Value {
     json!({"apiVersion": "vm.novasphere.dev/v1alpha1", "kind": "Wukong",
@@ -191,6 +183,17 @@ pub fn applied<'o>(outcome: &'o Outcome, kind: &'o str) -> impl Iterator<Item = 
 }
 
 /// The names of applied objects, sorted, as `Kind name`.
+/// Fails when two outcomes apply different objects (by kind and name).
+pub fn same_applied_names(fresh: &Outcome, at_later: &Outcome) -> CheckResult {
+    let (before, after) = (applied_names(fresh), applied_names(at_later));
+    if before != after {
+        return Err(format!(
+            "the objects applied change with the time and generation: {before:?}, then {after:?}"
+        ));
+    }
+    Ok(())
+}
+
 pub fn applied_names(outcome: &Outcome) -> Vec<String> {
     let mut names: Vec<String> = outcome
         .apply

@@ -5,9 +5,7 @@
 use serde_json::{Value, json};
 
 use super::Check;
-use super::harness::{
-    self, CheckResult, Harness, LATER, NAMESPACE, Sim, applied, applied_names, check, wukong,
-};
+use super::harness::{self, CheckResult, Harness, LATER, NAMESPACE, Sim, applied, check, wukong};
 use crate::plugin::types::NetworkAttachment;
 use crate::plugin::{Outcome, StepStatus};
 
@@ -220,13 +218,7 @@ fn stable_names(h: &Harness<'_>, s: &Setup) -> CheckResult {
             }
         }
     }
-    let (before, after) = (applied_names(&fresh), applied_names(&at_later));
-    if before != after {
-        return Err(format!(
-            "the objects applied change with the time and generation: {before:?}, then {after:?}"
-        ));
-    }
-    Ok(())
+    harness::same_applied_names(&fresh, &at_later)
 }
 
 fn idempotent(h: &Harness<'_>, s: &Setup) -> CheckResult {

@@ -213,13 +213,7 @@ fn stable_names(h: &Harness<'_>, s: &Setup) -> CheckResult {
             }
         }
     }
-    let (before, after) = (applied_names(&fresh), applied_names(&at_later));
-    if before != after {
-        return Err(format!(
-            "the objects applied change with the time and generation: {before:?}, then {after:?}"
-        ));
-    }
-    Ok(())
+    harness::same_applied_names(&fresh, &at_later)
 }
 
 fn idempotent(h: &Harness<'_>, s: &Setup) -> CheckResult {

@@ -62,10 +62,7 @@ pub async fn call(
     let metrics = Metrics::global();
     let label = PluginLabel {
         step: step_name(step),
-        phase: match phase {
-            Phase::Reconcile => "reconcile",
-            Phase::Finalize => "finalize",
-        },
+        phase: phase.name(),
         name: &backend.plugin.manifest.name,
         version: &backend.plugin.manifest.version,
     };
