@@ -13,6 +13,7 @@ mod error;
 mod guard;
 mod limits;
 mod loader;
+pub mod ownership;
 mod sandbox;
 
 pub use bindings::v0_1_0::types;
