@@ -57,3 +57,17 @@ fn drop_null_enum_values(
 
 /// The finalizer the operator puts on every Wukong.
 pub const FINALIZER: &str = "vm.novasphere.dev/cleanup";
+
+#[cfg(test)]
+mod tests {
+    use kube::Resource;
+
+    use super::Wukong;
+    use crate::plugin::ownership::{WUKONG_API_VERSION, WUKONG_KIND};
+
+    #[test]
+    fn the_owner_references_the_host_writes_name_this_crd() {
+        assert_eq!(Wukong::api_version(&()), WUKONG_API_VERSION);
+        assert_eq!(Wukong::kind(&()), WUKONG_KIND);
+    }
+}

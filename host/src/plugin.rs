@@ -54,6 +54,11 @@ pub fn step_name(step: types::StepKind) -> &'static str {
     }
 }
 
+impl types::StepKind {
+    /// Every step, in pipeline order.
+    pub const ALL: [Self; 4] = [Self::Network, Self::Storage, Self::Lifecycle, Self::Migration];
+}
+
 impl std::fmt::Display for types::StepKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(step_name(*self))

@@ -1,14 +1,17 @@
 //! Applying a checked outcome: server-side apply under the plugin's field manager with
-//! the owner reference and labels added, deletes, and KubeVirt subresource calls. An
-//! object already in the desired state is not written again.
+//! the ownership metadata and labels added, deletes, and KubeVirt subresource calls. The
+//! ownership rule (`plugin::ownership`) is judged again against the object about to be
+//! written, so what the guard saw in a stale cache cannot let a foreign object through.
+//! An object already in the desired state is not written again.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 
 use super::Kinds;
+use crate::plugin::ownership::{self, Claimant, Verdict};
 use crate::plugin::types::{ObjectRef, SubresourceCall};
 
 /// Why an API call for an outcome failed.
@@ -18,10 +21,13 @@ pub enum ApplyError {
     Api { what: String, source: kube::Error },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
+    /// The object exists and is not the Wukong's (the ownership rule): nothing was written.
+    #[error("{what}: the object exists and is not the Wukong's ({holder}); nothing was written")]
+    NameTaken { what: String, holder: String },
 }
 
 impl ApplyError {
-    /// Permission and validation errors will not go away by retrying soon.
+    /// Permission, validation and ownership errors will not go away by retrying soon.
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Api {
@@ -29,7 +35,7 @@ impl ApplyError {
                 ..
             } => matches!(status.code, 400 | 403 | 422),
             Self::Api { .. } => false,
-            Self::Invalid { .. } => true,
+            Self::Invalid { .. } | Self::NameTaken { .. } => true,
         }
     }
 }
@@ -54,11 +60,20 @@ impl ApplyStats {
 /// The Wukong that owns what is applied.
 #[derive(Debug, Clone)]
 pub struct Owner {
-    pub api_version: String,
-    pub kind: String,
     pub name: String,
     pub namespace: String,
     pub uid: String,
+}
+
+impl Owner {
+    /// The Wukong as the ownership rule sees it, for `backend` (`step/name`).
+    pub fn claimant<'a>(&'a self, backend: &'a str) -> Claimant<'a> {
+        Claimant {
+            name: &self.name,
+            uid: &self.uid,
+            backend,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -84,11 +99,71 @@ impl Applier {
         }
     }
 
-    /// Server-side applies `object` for `owner` under `manager`. Returns whether it wrote.
+    /// The object as the cluster has it: from the watch cache, else from the apiserver.
+    async fn live(
+        &self,
+        kind: &super::Kind,
+        namespace: &str,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<Value>, ApplyError> {
+        let (api_version, kind_name) = (&kind.resource.api_version, &kind.resource.kind);
+        let scope = kind.namespaced.then_some(namespace);
+        let object = match self.kinds.cache().get(api_version, kind_name, scope, name) {
+            Some(cached) => Some(cached),
+            None => self
+                .api(kind, namespace)
+                .get_opt(name)
+                .await
+                .map_err(|source| ApplyError::Api {
+                    what: what.to_owned(),
+                    source,
+                })?
+                .map(Arc::new),
+        };
+        Ok(object.map(|o| serde_json::to_value(&*o).unwrap_or(Value::Null)))
+    }
+
+    /// The ownership rule on an existing object, its controller looked up when needed.
+    async fn check_owned(
+        &self,
+        live: &Value,
+        claimant: &Claimant<'_>,
+        namespace: &str,
+        deleting: bool,
+        what: &str,
+    ) -> Result<(), ApplyError> {
+        let verdict = match ownership::judge(live, claimant, deleting) {
+            Verdict::ThroughController(parent) => {
+                let live_parent = match self.kinds.resolve(&parent.api_version, &parent.kind).await {
+                    Ok(kind) => self.live(&kind, namespace, &parent.name, what).await?,
+                    Err(_) => None,
+                };
+                ownership::judge_through(&parent, live_parent.as_ref(), claimant)
+            }
+            verdict => verdict,
+        };
+        match verdict {
+            Verdict::Owned => Ok(()),
+            Verdict::Taken(holder) => Err(ApplyError::NameTaken {
+                what: what.to_owned(),
+                holder,
+            }),
+            Verdict::ThroughController(parent) => Err(ApplyError::NameTaken {
+                what: what.to_owned(),
+                holder: format!("controlled by {} {}", parent.kind, parent.name),
+            }),
+        }
+    }
+
+    /// Server-side applies `object` for `owner` under `manager`, the ownership rule first:
+    /// an existing object that is not the Wukong's (for `backend`, `step/name`, when it is
+    /// cluster-scoped) is not touched. Returns whether it wrote.
     pub async fn apply(
         &self,
         manager: &str,
         owner: &Owner,
+        backend: &str,
         mut object: Value,
         labels: &[(String, String)],
     ) -> Result<bool, ApplyError> {
@@ -124,58 +199,39 @@ impl Applier {
         if kind.namespaced {
             metadata.insert("namespace".into(), Value::String(owner.namespace.clone()));
         }
-        let api = self.api(&kind, &owner.namespace);
-        let cached = self.kinds.cache().get(
-            &api_version,
-            &kind_name,
-            kind.namespaced.then_some(owner.namespace.as_str()),
-            &name,
-        );
-        let live = match cached {
-            Some(cached) => Some(cached),
-            None => api
-                .get_opt(&name)
-                .await
-                .map_err(|source| ApplyError::Api {
-                    what: what.clone(),
-                    source,
-                })?
-                .map(Arc::new),
-        };
-        if kind.namespaced {
-            // Cluster-scoped objects cannot be owned by a namespaced Wukong: labels only.
-            // An object another controller already controls (the PVC CDI made for a
-            // DataVolume) gets a plain, non-controller reference.
-            let controlled_elsewhere = live.as_ref().is_some_and(|l| {
-                l.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|o| o.controller == Some(true) && o.uid != owner.uid)
-            });
-            object["metadata"]["ownerReferences"] = json!([{"apiVersion": owner.api_version, "kind": owner.kind, "name": owner.name,
-                "uid": owner.uid, "controller": !controlled_elsewhere, "blockOwnerDeletion": true}]);
+        let claimant = owner.claimant(backend);
+        let live = self.live(&kind, &owner.namespace, &name, &what).await?;
+        if let Some(live) = &live {
+            self.check_owned(live, &claimant, &owner.namespace, false, &what)
+                .await?;
         }
-        if let Some(live) = live {
-            let live = serde_json::to_value(&*live).unwrap_or(Value::Null);
-            if is_subset(&object, &live) {
+        ownership::stamp(&mut object, &claimant, kind.namespaced, live.as_ref());
+        if let Some(live) = &live {
+            // A retained object made before the rule still carries our reference: drop it.
+            let stale_reference = object["metadata"]["ownerReferences"].is_null()
+                && ownership::has_owner_reference(live, &owner.uid);
+            if is_subset(&object, live) && !stale_reference {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(false);
             }
         }
         let params = PatchParams::apply(manager).force();
-        api.patch(&name, &params, &Patch::Apply(&object))
+        self.api(&kind, &owner.namespace)
+            .patch(&name, &params, &Patch::Apply(&object))
             .await
             .map_err(|source| ApplyError::Api { what, source })?;
         self.stats.applies.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }
 
-    /// Deletes an object (absent is fine), with a grace period when given.
+    /// Deletes an object the Wukong owns (absent is fine), with a grace period when given.
+    /// The delete carries the uid of the object judged, so one re-created under the same
+    /// name meanwhile is not deleted.
     pub async fn delete(
         &self,
         target: &ObjectRef,
-        namespace: &str,
+        owner: &Owner,
+        backend: &str,
         grace_period_seconds: Option<u32>,
     ) -> Result<bool, ApplyError> {
         let what = format!("delete {} {}", target.kind, target.name);
@@ -187,12 +243,21 @@ impl Applier {
                 what: what.clone(),
                 source,
             })?;
-        let api = self.api(&kind, target.namespace.as_deref().unwrap_or(namespace));
+        let namespace = target.namespace.as_deref().unwrap_or(&owner.namespace);
+        let Some(live) = self.live(&kind, namespace, &target.name, &what).await? else {
+            return Ok(false);
+        };
+        self.check_owned(&live, &owner.claimant(backend), namespace, true, &what)
+            .await?;
         let params = DeleteParams {
             grace_period_seconds,
+            preconditions: live["metadata"]["uid"].as_str().map(|uid| Preconditions {
+                uid: Some(uid.to_owned()),
+                resource_version: None,
+            }),
             ..DeleteParams::background()
         };
-        match api.delete(&target.name, &params).await {
+        match self.api(&kind, namespace).delete(&target.name, &params).await {
             Ok(_) => {
                 self.stats.deletes.fetch_add(1, Ordering::Relaxed);
                 Ok(true)
@@ -234,13 +299,11 @@ impl Applier {
         Ok(())
     }
 
-    /// Removes `uid`'s owner reference from an object, so it outlives its Wukong.
-    pub async fn orphan(
-        &self,
-        target: &ObjectRef,
-        namespace: &str,
-        uid: &str,
-    ) -> Result<(), ApplyError> {
+    /// Makes an object the Wukong owns outlive it: drops the Wukong's owner reference
+    /// (which the garbage collector would act on, whatever else happens) and marks it with
+    /// the owner-uid annotation instead, so it stays the Wukong's to write. Absent, or
+    /// already so: no write. Returns whether it wrote.
+    pub async fn retain(&self, target: &ObjectRef, owner: &Owner) -> Result<bool, ApplyError> {
         let what = format!("retain {} {}", target.kind, target.name);
         let kind = self
             .kinds
@@ -250,28 +313,35 @@ impl Applier {
                 what: what.clone(),
                 source,
             })?;
-        let api = self.api(&kind, namespace);
-        let Some(live) = api
-            .get_opt(&target.name)
-            .await
-            .map_err(|source| ApplyError::Api {
-                what: what.clone(),
-                source,
-            })?
+        let Some(live) = self
+            .live(&kind, &owner.namespace, &target.name, &what)
+            .await?
         else {
-            return Ok(());
+            return Ok(false);
         };
-        let owners = live.metadata.owner_references.unwrap_or_default();
-        if owners.iter().all(|o| o.uid != uid) {
-            return Ok(());
+        let marked = live["metadata"]["annotations"][ownership::OWNER_UID_ANNOTATION]
+            == owner.uid.as_str();
+        if !ownership::has_owner_reference(&live, &owner.uid) && marked {
+            return Ok(false);
         }
-        let kept: Vec<_> = owners.into_iter().filter(|o| o.uid != uid).collect();
-        let patch = json!({"metadata": {"ownerReferences": kept, "resourceVersion": live.metadata.resource_version}});
-        api.patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
+        // Never adopt: only an object that is the Wukong's is retained.
+        self.check_owned(&live, &owner.claimant(""), &owner.namespace, false, &what)
+            .await?;
+        let kept: Vec<&Value> = live["metadata"]["ownerReferences"]
+            .as_array()
+            .map(|owners| owners.iter().filter(|o| o["uid"] != owner.uid.as_str()).collect())
+            .unwrap_or_default();
+        let patch = json!({"metadata": {
+            "ownerReferences": kept,
+            "annotations": {ownership::OWNER_UID_ANNOTATION: owner.uid},
+            "resourceVersion": live["metadata"]["resourceVersion"],
+        }});
+        self.api(&kind, &owner.namespace)
+            .patch(&target.name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|source| ApplyError::Api { what, source })?;
         self.stats.applies.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(true)
     }
 }
 

@@ -20,13 +20,23 @@ pub struct PipelineResult {
     pub migration: Option<types::MigrationStatus>,
     pub conditions: Vec<Condition>,
     pub events: Vec<Event>,
-    pub actions: Vec<Action>,
+    pub actions: Vec<StepAction>,
     pub requeue_after_ms: Option<u64>,
     pub plugins: Vec<PluginRecord>,
     /// The step that failed, if one did; later steps did not run.
     pub failure: Option<StepFailure>,
-    pub network_step_ran: bool,
-    pub storage_step_ran: bool,
+    /// Steps that ran to the end (every backend's call applied).
+    pub completed: Vec<StepKind>,
+    /// Steps with nothing to do (no networks, no disks, no migration backend).
+    pub skipped: Vec<StepKind>,
+}
+
+/// A one-shot action and the step and backend (`step/name`) whose plugin asked for it.
+#[derive(Debug, Clone)]
+pub struct StepAction {
+    pub step: StepKind,
+    pub backend: String,
+    pub action: Action,
 }
 
 /// A failed step, for the `StepFailed` condition.
@@ -157,15 +167,27 @@ pub fn record(step: StepKind, backend: &Backend) -> PluginRecord {
 }
 
 impl PipelineResult {
-    /// Takes an outcome's conditions, events, actions and requeue hint; returns the rest.
-    pub fn absorb(&mut self, outcome: &mut Outcome) {
+    /// Takes an outcome's conditions, events, actions (from `step`'s `backend`) and
+    /// requeue hint; returns the rest.
+    pub fn absorb(&mut self, step: StepKind, backend: &str, outcome: &mut Outcome) {
         self.conditions.append(&mut outcome.conditions);
         self.events.append(&mut outcome.events);
-        self.actions.append(&mut outcome.actions);
+        self.actions
+            .extend(outcome.actions.drain(..).map(|action| StepAction {
+                step,
+                backend: backend.to_owned(),
+                action,
+            }));
         if let Some(ms) = outcome.requeue_after_ms {
             self.requeue_after_ms =
                 Some(self.requeue_after_ms.map_or(ms, |current| current.min(ms)));
         }
+    }
+
+    /// Whether `step`'s part of the status is this run's: it completed, or had nothing to
+    /// do. Otherwise (it failed, or an earlier step did) the previous part stands.
+    pub fn reported(&self, step: StepKind) -> bool {
+        self.completed.contains(&step) || self.skipped.contains(&step)
     }
 
     /// Stores a step's typed status part.

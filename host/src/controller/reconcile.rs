@@ -1,6 +1,33 @@
 //! One reconcile: the finalizer, then the pipeline (apply) or the steps' `finalize` in
-//! reverse (cleanup). Objects first, then status, then one-shot actions: an action is
-//! recorded before it is executed, so a crash in between cannot repeat it.
+//! reverse (cleanup).
+//!
+//! # Expected flow (apply)
+//! 1. The Wukong is read afresh (plugins keep their memory in its status).
+//! 2. Each step runs in order; its objects are judged by the ownership rule and applied
+//!    before the next step runs. A step that fails stops the pipeline.
+//! 3. The status is written: every step's part, the steps that did not run keeping their
+//!    previous part, the failure (if any) in `StepFailed` at the current generation.
+//! 4. The one-shot actions the steps asked for are executed, in order. An action KubeVirt
+//!    refuses (409) finishes the lifecycle request in progress as `Refused`; one the
+//!    apiserver forbids (403) is reported in `StepFailed`. Either way the status is
+//!    written again.
+//! 5. Events are published; a failure is returned for backoff.
+//!
+//! # Guarantees
+//! - An action is recorded (step 3) before it is executed (step 4): a crash in between
+//!   cannot repeat it, and a failing step elsewhere cannot erase its record, so a request
+//!   is done once whatever fails around it.
+//! - Nothing is written to an object that is not the Wukong's (the guard and the applier
+//!   both judge it); a retained disk carries no owner reference once its step has run.
+//! - The status write cannot lose a step's record: a part is replaced only by the same
+//!   step's new report.
+//!
+//! # Assumptions
+//! - One active replica (the leader) reconciles a Wukong at a time.
+//!
+//! # Caveats
+//! - Objects applied before a later step fails stay applied (each step's objects are
+//!   what the next step reads); they are the Wukong's and are finalized with it.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,6 +38,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::{Resource, ResourceExt};
 use serde_json::json;
+use tracing::Instrument;
 
 use super::migrations;
 use super::pipeline::{self, PipelineResult, StepFailure};
@@ -18,7 +46,7 @@ use super::{Context, Error, Result, status};
 use crate::api::{FINALIZER, Wukong, WukongStatus, to_contract};
 use crate::cluster::{ApplyError, LiveReader, Owner};
 use crate::plugin::types::{self, Action as PluginAction, Event, StepKind};
-use crate::plugin::{ClusterReader, Outcome, Phase};
+use crate::plugin::{ClusterReader, Outcome, Phase, StepStatus};
 
 /// How long a converged Wukong waits before a routine re-check.
 const RESYNC: Duration = Duration::from_secs(300);
@@ -30,7 +58,6 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
     let api: Api<Wukong> = Api::namespaced(ctx.client.clone(), &namespace);
     let span =
         tracing::info_span!("reconcile", wukong = %wukong.name_any(), namespace = %namespace);
-    let _entered = span.enter();
     let reported = Arc::clone(&wukong);
     let result = finalizer(&api, FINALIZER, wukong, |event| async {
         match event {
@@ -38,6 +65,7 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
             Finalizer::Cleanup(wukong) => cleanup(&wukong, &ctx).await,
         }
     })
+    .instrument(span)
     .await
     .or_else(|e| match e {
         kube::runtime::finalizer::Error::ApplyFailed(e)
@@ -82,8 +110,6 @@ fn forbidden(error: &Error, namespace: &str) -> Option<String> {
 
 fn owner(wukong: &Wukong) -> Owner {
     Owner {
-        api_version: Wukong::api_version(&()).into_owned(),
-        kind: Wukong::kind(&()).into_owned(),
         name: wukong.name_any(),
         namespace: wukong.namespace().unwrap_or_default(),
         uid: wukong.uid().unwrap_or_default(),
@@ -121,13 +147,28 @@ async fn apply(cached: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
         && !result.actions.is_empty()
         && status::keep_action_forbidden(wukong.status.as_ref(), &mut new_status);
     write_status(api, wukong, new_status.clone()).await?;
+    let owner = owner(wukong);
+    let mut written = new_status.clone();
     for action in &result.actions {
-        if let Err(error) = execute(ctx, wukong, action).await {
-            if let Some(message) = forbidden(&error, &wukong.namespace().unwrap_or_default()) {
-                let refused = status::action_forbidden(new_status, &message, &now);
-                write_status(api, wukong, refused).await?;
+        match execute(ctx, wukong, &owner, action).await {
+            Ok(None) => {}
+            Ok(Some(refusal)) => {
+                // The request is finished: its record says so, and the plugin's next call
+                // sees it done rather than asking again.
+                if action.step == StepKind::Lifecycle
+                    && status::refuse_current_action(&mut written, &refusal, &now)
+                {
+                    write_status(api, wukong, written.clone()).await?;
+                }
             }
-            return Err(error);
+            Err(error) => {
+                if let Some(message) = forbidden(&error, &wukong.namespace().unwrap_or_default())
+                {
+                    let refused = status::action_forbidden(written, &message, &now);
+                    write_status(api, wukong, refused).await?;
+                }
+                return Err(error);
+            }
         }
     }
     if kept_refusal {
@@ -142,7 +183,7 @@ async fn apply(cached: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
             wukong,
             &[Event {
                 warning: true,
-                reason: "StepFailed".into(),
+                reason: status::failure_event_reason(&failure).into(),
                 message: format!("{} ({})", failure.message, failure.plugin),
             }],
         )
@@ -174,6 +215,7 @@ async fn run_pipeline(record: &types::Wukong, wukong: &Wukong, ctx: &Context) ->
     ];
     for (step, needed) in steps {
         if !needed {
+            result.skipped.push(step);
             continue;
         }
         let groups: Vec<(Option<String>, types::Wukong)> = match step {
@@ -203,8 +245,6 @@ async fn run_pipeline(record: &types::Wukong, wukong: &Wukong, ctx: &Context) ->
                 .collect(),
             StepKind::Lifecycle | StepKind::Migration => vec![(None, record.clone())],
         };
-        result.network_step_ran |= step == StepKind::Network;
-        result.storage_step_ran |= step == StepKind::Storage;
         for (backend_name, subset) in groups {
             if let Err(failure) = run_step(
                 step,
@@ -223,6 +263,7 @@ async fn run_pipeline(record: &types::Wukong, wukong: &Wukong, ctx: &Context) ->
             }
         }
         order_like_spec(&mut result, record);
+        result.completed.push(step);
     }
     result
 }
@@ -242,7 +283,14 @@ async fn run_step(
     result: &mut PipelineResult,
 ) -> Result<(), StepFailure> {
     let backend = pipeline::backend_for(backends, step, backend_name)?;
+    let backend_id = format!("{step}/{}", backend.name);
     let labels = subset.labels.clone();
+    let retained: Vec<String> = subset
+        .disks
+        .iter()
+        .filter(|d| d.retain)
+        .map(|d| d.name.clone())
+        .collect();
     let mut outcome: Outcome = pipeline::call(
         &backend,
         Phase::Reconcile,
@@ -255,40 +303,85 @@ async fn run_step(
     let limit = backends.controller.max_concurrent_automatic_migrations;
     let _slot =
         migrations::gate(ctx, limit, step, &backend, &owner.namespace, &mut outcome).await?;
-    apply_objects(
-        ctx,
-        &backend.plugin.manifest.name,
-        owner,
-        &mut outcome,
-        &labels,
-    )
-    .await
-    .map_err(|e| {
+    let failure = |e: ApplyError| {
         let forbidden = match &e {
             ApplyError::Api { what, source } => status::forbidden(source, what, &owner.namespace),
-            ApplyError::Invalid { .. } => None,
+            ApplyError::Invalid { .. } | ApplyError::NameTaken { .. } => None,
         };
         StepFailure {
             step,
             plugin: backend.plugin.id.to_string(),
-            reason: if forbidden.is_some() {
-                "forbidden"
-            } else {
-                "apply"
+            reason: match (&e, &forbidden) {
+                (_, Some(_)) => "forbidden",
+                (ApplyError::NameTaken { .. }, None) => "name-taken",
+                _ => "apply",
             }
             .into(),
             message: forbidden.unwrap_or_else(|| e.to_string()),
             transient: !e.is_permanent(),
         }
-    })?;
-    result.absorb(&mut outcome);
+    };
+    apply_objects(
+        ctx,
+        &backend.plugin.manifest.name,
+        &backend_id,
+        owner,
+        &mut outcome,
+        &labels,
+    )
+    .await
+    .map_err(failure)?;
+    if let StepStatus::Volumes(volumes) = &outcome.status {
+        retain_volumes(ctx, owner, volumes, &retained)
+            .await
+            .map_err(failure)?;
+    }
+    result.absorb(step, &backend_id, &mut outcome);
     result.take_status(outcome.status);
     Ok(())
+}
+
+/// Makes the claims of retained disks outlive the Wukong: no owner reference the garbage
+/// collector would act on (whatever propagation the Wukong is deleted with), the owner-uid
+/// mark instead. Retention is the spec's (`retained`: the names of the disks that say
+/// so) or the plugin's report. Objects made before this rule get there on the next run.
+async fn retain_volumes(
+    ctx: &Context,
+    owner: &Owner,
+    volumes: &[types::Volume],
+    retained: &[String],
+) -> Result<(), ApplyError> {
+    for volume in volumes
+        .iter()
+        .filter(|v| v.retain || retained.contains(&v.name))
+    {
+        for target in claim_objects(volume) {
+            ctx.applier.retain(&target, owner).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The objects behind a volume: its DataVolume (if it is one) and its PVC, as KubeVirt
+/// knows volumes.
+fn claim_objects(volume: &types::Volume) -> Vec<types::ObjectRef> {
+    let object = |api_version: &str, kind: &str| types::ObjectRef {
+        api_version: api_version.into(),
+        kind: kind.into(),
+        namespace: None,
+        name: volume.claim_name.clone(),
+    };
+    let mut objects = vec![object("v1", "PersistentVolumeClaim")];
+    if volume.data_volume {
+        objects.insert(0, object("cdi.kubevirt.io/v1beta1", "DataVolume"));
+    }
+    objects
 }
 
 async fn apply_objects(
     ctx: &Context,
     plugin: &str,
+    backend: &str,
     owner: &Owner,
     outcome: &mut Outcome,
     labels: &[(String, String)],
@@ -303,7 +396,11 @@ async fn apply_objects(
             object["kind"].as_str().unwrap_or("object"),
             object["metadata"]["name"].as_str().unwrap_or("?")
         );
-        if ctx.applier.apply(&manager, owner, object, labels).await? {
+        if ctx
+            .applier
+            .apply(&manager, owner, backend, object, labels)
+            .await?
+        {
             written.push(Event {
                 warning: false,
                 reason: "Applied".into(),
@@ -312,7 +409,7 @@ async fn apply_objects(
         }
     }
     for target in &outcome.delete {
-        if ctx.applier.delete(target, &owner.namespace, None).await? {
+        if ctx.applier.delete(target, owner, backend, None).await? {
             written.push(Event {
                 warning: false,
                 reason: "Deleted".into(),
@@ -351,37 +448,46 @@ fn order_like_spec(result: &mut PipelineResult, record: &types::Wukong) {
 }
 
 /// Executes one plugin action. KubeVirt refusing it (HTTP 409: the VM is not in a state
-/// that allows it) is not a failed step: the plugin sees the state on its next call and
-/// decides (its requeue hint brings that call soon); the refusal is published as a Warning
-/// event naming the action and KubeVirt's message, so it never loops silently.
-async fn execute(ctx: &Context, wukong: &Wukong, action: &PluginAction) -> Result<()> {
-    let namespace = wukong.namespace().unwrap_or_default();
-    match action {
+/// that allows it) is not a failed step: it is returned as `Ok(Some(KubeVirt's message))`
+/// for the caller to record, and published as a Warning event naming the action, so it
+/// never loops silently.
+async fn execute(
+    ctx: &Context,
+    wukong: &Wukong,
+    owner: &Owner,
+    action: &pipeline::StepAction,
+) -> Result<Option<String>> {
+    let namespace = &owner.namespace;
+    match &action.action {
         PluginAction::Subresource(call) => {
             let what = format!("{}/{}", call.plural, call.subresource);
             tracing::info!(action = %what, target = %call.name, "executing action");
-            match ctx.applier.subresource(&namespace, call).await {
-                Err(crate::cluster::ApplyError::Api {
+            match ctx.applier.subresource(namespace, call).await {
+                Err(ApplyError::Api {
                     source: kube::Error::Api(status),
                     ..
                 }) if status.code == 409 => {
                     tracing::warn!(action = %what, target = %call.name, message = %status.message, "KubeVirt refused the action");
+                    let message = format!("{what} {}: {}", call.name, status.message);
                     let event = Event {
                         warning: true,
                         reason: "ActionRefusedByKubeVirt".into(),
-                        message: format!("{what} {}: {}", call.name, status.message),
+                        message: message.clone(),
                     };
                     publish(ctx, wukong, &[event]).await;
+                    return Ok(Some(message));
                 }
                 other => other?,
             }
         }
         PluginAction::DeleteObject((target, grace)) => {
             tracing::info!(kind = %target.kind, target = %target.name, grace = ?grace, "deleting as an action");
-            ctx.applier.delete(target, &namespace, *grace).await?;
+            ctx.applier
+                .delete(target, owner, &action.backend, *grace)
+                .await?;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Writes status through the status subresource, only when it changed.
@@ -438,31 +544,35 @@ async fn cleanup(wukong: &Wukong, ctx: &Context) -> Result<Action> {
     let backends = ctx.backends();
     let reader = reader(ctx);
     let owner = owner(wukong);
+    // Retention is the spec's: a disk it names keeps the spec's word; a disk no longer in
+    // the spec keeps what was last reported for it.
+    let volumes: Vec<types::Volume> = wukong
+        .status
+        .as_ref()
+        .map(|s| s.volumes.iter().map(types::Volume::from).collect())
+        .unwrap_or_default();
+    let volumes: Vec<types::Volume> = volumes
+        .into_iter()
+        .map(|mut volume| {
+            if let Some(disk) = record.disks.iter().find(|d| d.name == volume.name) {
+                volume.retain = disk.retain;
+            }
+            volume
+        })
+        .collect();
+    let retained: Vec<types::ObjectRef> = volumes
+        .iter()
+        .filter(|v| v.retain)
+        .flat_map(claim_objects)
+        .collect();
+    for target in &retained {
+        ctx.applier.retain(target, &owner).await?;
+    }
     let upstream = types::Upstream {
         networks: Vec::new(),
-        volumes: wukong
-            .status
-            .as_ref()
-            .map(|s| s.volumes.iter().map(types::Volume::from).collect())
-            .unwrap_or_default(),
+        volumes,
         lifecycle: None,
     };
-    for volume in upstream.volumes.iter().filter(|v| v.retain) {
-        let (api_version, kind) = if volume.data_volume {
-            ("cdi.kubevirt.io/v1beta1", "DataVolume")
-        } else {
-            ("v1", "PersistentVolumeClaim")
-        };
-        let target = types::ObjectRef {
-            api_version: api_version.into(),
-            kind: kind.into(),
-            namespace: None,
-            name: volume.claim_name.clone(),
-        };
-        ctx.applier
-            .orphan(&target, &owner.namespace, &owner.uid)
-            .await?;
-    }
     for step in [
         StepKind::Migration,
         StepKind::Lifecycle,
@@ -491,16 +601,24 @@ async fn cleanup(wukong: &Wukong, ctx: &Context) -> Result<Action> {
             )
             .await
             .map_err(Error::Step)?;
+            let backend_id = format!("{step}/{}", backend.name);
+            keep_retained(ctx, wukong, &backend, &retained, &mut outcome).await;
             apply_objects(
                 ctx,
                 &backend.plugin.manifest.name,
+                &backend_id,
                 &owner,
                 &mut outcome,
                 &record.labels,
             )
             .await?;
-            for action in &outcome.actions {
-                execute(ctx, wukong, action).await?;
+            for action in std::mem::take(&mut outcome.actions) {
+                let action = pipeline::StepAction {
+                    step,
+                    backend: backend_id.clone(),
+                    action,
+                };
+                execute(ctx, wukong, &owner, &action).await?;
             }
         }
     }
@@ -518,6 +636,42 @@ async fn cleanup(wukong: &Wukong, ctx: &Context) -> Result<Action> {
     )
     .await;
     Ok(Action::await_change())
+}
+
+/// Drops from a finalize outcome the deletes of retained disks' objects: whatever a plugin
+/// asks, a disk the spec retains outlives its Wukong. Each dropped delete is a Warning.
+async fn keep_retained(
+    ctx: &Context,
+    wukong: &Wukong,
+    backend: &crate::config::Backend,
+    retained: &[types::ObjectRef],
+    outcome: &mut Outcome,
+) {
+    let is_retained = |target: &types::ObjectRef| {
+        retained.iter().any(|r| {
+            r.api_version == target.api_version && r.kind == target.kind && r.name == target.name
+        })
+    };
+    let mut kept = Vec::new();
+    outcome.delete.retain(|target| {
+        let keep = is_retained(target);
+        if keep {
+            kept.push(target.clone());
+        }
+        !keep
+    });
+    let events: Vec<Event> = kept
+        .iter()
+        .map(|target| Event {
+            warning: true,
+            reason: "RetainedDiskKept".into(),
+            message: format!(
+                "plugin {} asked to delete {} {}, which a retained disk uses; it is kept",
+                backend.plugin.id, target.kind, target.name
+            ),
+        })
+        .collect();
+    publish(ctx, wukong, &events).await;
 }
 
 /// A short stable hash of an event's note (FNV-1a), to tell distinct events apart.

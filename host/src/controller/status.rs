@@ -6,9 +6,9 @@ use crate::api::{
     WukongStatus,
 };
 use crate::config::step_name;
-use crate::plugin::types::{Condition, LifecyclePhase};
+use crate::plugin::types::{Condition, LifecyclePhase, StepKind};
 
-use super::pipeline::PipelineResult;
+use super::pipeline::{PipelineResult, StepFailure};
 
 pub const READY: &str = "Ready";
 pub const NETWORKS_CONFIGURED: &str = "NetworksConfigured";
@@ -19,14 +19,33 @@ pub const FORBIDDEN: &str = "Forbidden";
 /// How a refused action's `StepFailed` message starts (a refused step's names its step).
 const ACTION_PREFIX: &str = "action ";
 
-/// The new status; `now` is RFC 3339.
+/// The new status; `now` is RFC 3339. Status never forgets: a step that did not report
+/// this time (it failed, or an earlier one did) keeps its part of `previous` — its volumes
+/// or networks by name, the lifecycle record with its request history, the migration
+/// record — and, after a failure, conditions nobody set this time stay as they were.
 pub fn build(
     previous: Option<&WukongStatus>,
     result: &PipelineResult,
     generation: Option<i64>,
     now: &str,
 ) -> WukongStatus {
+    let empty = WukongStatus::default();
+    let previous = previous.unwrap_or(&empty);
     let mut conditions: Vec<Condition> = Vec::new();
+    if result.failure.is_some() {
+        conditions.extend(
+            previous
+                .conditions
+                .iter()
+                .filter(|c| c.condition_type != STEP_FAILED)
+                .map(|c| Condition {
+                    condition_type: c.condition_type.clone(),
+                    status: c.status.clone(),
+                    reason: c.reason.clone(),
+                    message: c.message.clone(),
+                }),
+        );
+    }
     let mut set = |c: Condition| match conditions
         .iter_mut()
         .find(|e| e.condition_type == c.condition_type)
@@ -34,7 +53,7 @@ pub fn build(
         Some(existing) => *existing = c,
         None => conditions.push(c),
     };
-    if !result.network_step_ran && result.failure.is_none() {
+    if result.skipped.contains(&StepKind::Network) {
         set(condition(
             NETWORKS_CONFIGURED,
             true,
@@ -42,7 +61,7 @@ pub fn build(
             "the VM uses no networks Wukong configures",
         ));
     }
-    if !result.storage_step_ran && result.failure.is_none() {
+    if result.skipped.contains(&StepKind::Storage) {
         set(condition(
             VOLUMES_BOUND,
             true,
@@ -75,40 +94,107 @@ pub fn build(
         }
         None => set(condition(STEP_FAILED, false, "AllStepsSucceeded", "")),
     }
+    let networks = match result.reported(StepKind::Network) {
+        true => result.upstream.networks.iter().map(NetworkStatus::from).collect(),
+        false => by_name(
+            result.upstream.networks.iter().map(NetworkStatus::from).collect(),
+            &previous.networks,
+            |n| &n.name,
+        ),
+    };
+    let volumes = match result.reported(StepKind::Storage) {
+        true => result.upstream.volumes.iter().map(VolumeStatus::from).collect(),
+        false => by_name(
+            result.upstream.volumes.iter().map(VolumeStatus::from).collect(),
+            &previous.volumes,
+            |v| &v.name,
+        ),
+    };
     let lifecycle = result.upstream.lifecycle.as_ref();
-    let previous_conditions = previous
-        .map(|s| s.conditions.as_slice())
-        .unwrap_or_default();
+    let (node_name, vm_name, ip_addresses, lifecycle_state) = match lifecycle {
+        Some(l) => (
+            l.node_name.clone(),
+            Some(l.vm_name.clone()).filter(|n| !n.is_empty()),
+            l.ip_addresses.clone(),
+            Some(LifecycleState::from(l)),
+        ),
+        None if !result.reported(StepKind::Lifecycle) => (
+            previous.node_name.clone(),
+            previous.vm_name.clone(),
+            previous.ip_addresses.clone(),
+            previous.lifecycle_state.clone(),
+        ),
+        None => (None, None, Vec::new(), None),
+    };
+    let migration_status = match result.reported(StepKind::Migration) {
+        true => result.migration.as_ref().map(MigrationStatus::from),
+        false => previous.migration_status.clone(),
+    };
+    let mut plugins = result.plugins.clone();
+    for record in &previous.plugins {
+        let step_reported = StepKind::ALL
+            .iter()
+            .any(|s| step_name(*s) == record.step && result.reported(*s));
+        let replaced = plugins
+            .iter()
+            .any(|p| p.step == record.step && p.backend == record.backend);
+        if !step_reported && !replaced {
+            plugins.push(record.clone());
+        }
+    }
     WukongStatus {
         phase: Some(phase(result)),
         observed_generation: generation,
         conditions: conditions
             .iter()
-            .map(|c| with_transition_time(c, previous_conditions, generation, now))
+            .map(|c| with_transition_time(c, &previous.conditions, generation, now))
             .collect(),
-        node_name: lifecycle.and_then(|l| l.node_name.clone()),
-        vm_name: lifecycle
-            .map(|l| l.vm_name.clone())
-            .filter(|n| !n.is_empty()),
-        ip_addresses: lifecycle
-            .map(|l| l.ip_addresses.clone())
-            .unwrap_or_default(),
-        networks: result
-            .upstream
-            .networks
-            .iter()
-            .map(NetworkStatus::from)
-            .collect(),
-        volumes: result
-            .upstream
-            .volumes
-            .iter()
-            .map(VolumeStatus::from)
-            .collect(),
-        lifecycle_state: lifecycle.map(LifecycleState::from),
-        migration_status: result.migration.as_ref().map(MigrationStatus::from),
-        plugins: result.plugins.clone(),
+        node_name,
+        vm_name,
+        ip_addresses,
+        networks,
+        volumes,
+        lifecycle_state,
+        migration_status,
+        plugins,
     }
+}
+
+/// This run's items, then the previous ones it did not report (by name).
+fn by_name<T: Clone>(mut reported: Vec<T>, previous: &[T], name: impl Fn(&T) -> &String) -> Vec<T> {
+    for item in previous {
+        if !reported.iter().any(|r| name(r) == name(item)) {
+            reported.push(item.clone());
+        }
+    }
+    reported
+}
+
+/// The reason of the Warning event for a failed step: `NameTaken` says what it is; any
+/// other failure is a `StepFailed`.
+pub fn failure_event_reason(failure: &StepFailure) -> &'static str {
+    match failure.reason.as_str() {
+        "name-taken" => "NameTaken",
+        _ => "StepFailed",
+    }
+}
+
+/// Finishes the lifecycle action in progress as `Refused` with KubeVirt's `message`: the
+/// call for it was refused (409), so the request is done and the plugin must not ask
+/// again. Returns whether there was one to finish.
+pub fn refuse_current_action(status: &mut WukongStatus, message: &str, now: &str) -> bool {
+    let Some(current) = status
+        .lifecycle_state
+        .as_mut()
+        .and_then(|l| l.current_action.as_mut())
+        .filter(|c| c.outcome == "InProgress")
+    else {
+        return false;
+    };
+    current.outcome = "Refused".into();
+    current.finished_at = Some(now.to_owned());
+    current.message = format!("refused by KubeVirt: {message}");
+    true
 }
 
 /// What the apiserver refused (HTTP 403) in `what`, worded for whoever grants the

@@ -27,6 +27,8 @@ impl Plugin {
             failure,
         };
         let wukong = &request.context.wukong;
+        // Cluster-scoped objects belong to the backend: `storage/longhorn`.
+        let backend = format!("{}/{}", self.step(), request.context.backend);
         let state = CallState::new(
             &self.limits,
             Arc::clone(&self.id),
@@ -60,6 +62,7 @@ impl Plugin {
         guard::check(
             &self.manifest.capabilities,
             wukong,
+            &backend,
             reader.as_ref(),
             effects,
             status,

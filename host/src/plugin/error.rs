@@ -55,6 +55,9 @@ pub enum CallFailure {
     Trap(String),
     #[error("capability violation: {0}")]
     Capability(String),
+    /// An object of the wanted name exists and belongs to someone else.
+    #[error("name taken: {0}")]
+    NameTaken(String),
     #[error("outcome of {size} bytes is over the limit of {limit} bytes")]
     OutputTooLarge { size: usize, limit: usize },
     #[error("malformed outcome: {0}")]
@@ -78,6 +81,7 @@ impl CallFailure {
             Self::Panic(_) => "panic",
             Self::Trap(_) => "trap",
             Self::Capability(_) => "capability",
+            Self::NameTaken(_) => "name-taken",
             Self::OutputTooLarge { .. } => "output-too-large",
             Self::MalformedOutput(_) => "malformed-output",
             Self::HostCallLimit(_) => "host-call-limit",

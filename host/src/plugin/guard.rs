@@ -1,7 +1,11 @@
 //! The capability guard: an outcome may only touch what the manifest declares, only in
-//! the Wukong's namespace, and may only delete what the Wukong owns.
+//! the Wukong's namespace, may write or delete only what the Wukong owns (or what does not
+//! exist yet), and may not carry the host's ownership marks. Every applied object and
+//! every delete is judged before anything is written, so a refused outcome writes nothing.
 
 use serde_json::Value;
+
+use super::ownership::{self, Claimant, Verdict};
 
 use super::types::{Action, Capabilities, Effects, ObjectRef, Wukong};
 use super::{CallFailure, ClusterReader, Outcome, StepStatus};
@@ -11,10 +15,16 @@ use super::{CallFailure, ClusterReader, Outcome, StepStatus};
 pub(crate) fn check(
     capabilities: &Capabilities,
     wukong: &Wukong,
+    backend: &str,
     reader: &dyn ClusterReader,
     effects: Effects,
     status: StepStatus,
 ) -> Result<Outcome, CallFailure> {
+    let claimant = Claimant {
+        name: &wukong.name,
+        uid: &wukong.uid,
+        backend,
+    };
     let writes = |api_version: &str, kind: &str| {
         capabilities
             .writes
@@ -41,10 +51,31 @@ pub(crate) fn check(
             )));
         }
         check_namespace(object["metadata"]["namespace"].as_str(), wukong, kind, name)?;
+        if let Some(mark) = ownership::carried_mark(&object) {
+            return Err(CallFailure::Capability(format!(
+                "apply of {api_version}/{kind} {name}: the annotation {mark} is an ownership mark only the host writes"
+            )));
+        }
+        let what = format!("apply of {api_version}/{kind} {name}");
+        let target = ObjectRef {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            namespace: None,
+            name: name.to_owned(),
+        };
+        if let Some(live) = read(reader, &target, &wukong.namespace, &what)? {
+            check_owned(&live, &claimant, reader, &wukong.namespace, false).map_err(|holder| {
+                CallFailure::NameTaken(format!(
+                    "{kind} {name} exists and is not the Wukong {}'s ({holder}); nothing was written: \
+                     rename or remove that object, or pick other names",
+                    wukong.name
+                ))
+            })?;
+        }
         apply.push(object);
     }
     for target in &effects.delete {
-        check_delete(target, wukong, reader, &writes)?;
+        check_delete(target, wukong, &claimant, reader, &writes)?;
     }
     for action in &effects.actions {
         match action {
@@ -65,7 +96,7 @@ pub(crate) fn check(
                 }
             }
             Action::DeleteObject((target, _grace)) => {
-                check_delete(target, wukong, reader, &writes)?
+                check_delete(target, wukong, &claimant, reader, &writes)?
             }
         }
     }
@@ -98,6 +129,7 @@ fn check_namespace(
 fn check_delete(
     target: &ObjectRef,
     wukong: &Wukong,
+    claimant: &Claimant<'_>,
     reader: &dyn ClusterReader,
     writes: &dyn Fn(&str, &str) -> bool,
 ) -> Result<(), CallFailure> {
@@ -116,76 +148,61 @@ fn check_delete(
         &target.kind,
         &target.name,
     )?;
-    let existing = reader
-        .get(target, &wukong.namespace)
-        .map_err(|e| CallFailure::Step(format!("{what}: cannot read it: {e}")))?;
+    let existing = read(reader, target, &wukong.namespace, &what)?;
     let Some(existing) = existing else {
         return Ok(()); // already gone: deleting it is a no-op
     };
-    let object: Value = serde_json::from_str(&existing).unwrap_or(Value::Null);
-    if owned_by(&object, &wukong.uid, reader, &wukong.namespace, 2)
-        || owned_cluster_scoped(&object, &wukong.uid)
-    {
-        Ok(())
-    } else {
-        Err(CallFailure::Capability(format!(
-            "{what}: the Wukong {} does not own it",
+    check_owned(&existing, claimant, reader, &wukong.namespace, true).map_err(|holder| {
+        CallFailure::NameTaken(format!(
+            "{what}: not the Wukong {}'s to delete ({holder})",
             wukong.name
-        )))
-    }
+        ))
+    })
 }
 
-/// On a cluster-scoped object (a KubeVirt MigrationPolicy), the uid of the Wukong it was
-/// made for: a namespaced Wukong cannot be its owner reference.
-pub const OWNER_UID_ANNOTATION: &str = "vm.novasphere.dev/owner-uid";
-
-/// True for a cluster-scoped object whose owner-uid annotation names `uid`. NB: this is no
-/// weaker than what `apply` allows, which may already write any object of a declared kind.
-fn owned_cluster_scoped(object: &Value, uid: &str) -> bool {
-    object["metadata"]["namespace"].is_null()
-        && object["metadata"]["annotations"][OWNER_UID_ANNOTATION] == uid
+fn read(
+    reader: &dyn ClusterReader,
+    target: &ObjectRef,
+    namespace: &str,
+    what: &str,
+) -> Result<Option<Value>, CallFailure> {
+    let json = reader
+        .get(target, namespace)
+        .map_err(|e| CallFailure::Step(format!("{what}: cannot read it: {e}")))?;
+    Ok(json.and_then(|json| serde_json::from_str(&json).ok()))
 }
 
-/// True when `object` is owned by `uid`, directly or through up to `depth` owners (a VMI
-/// is owned by its VirtualMachine, which the Wukong owns).
-fn owned_by(
-    object: &Value,
-    uid: &str,
+/// Applies the ownership rule to an existing object; `Err` says who holds it.
+fn check_owned(
+    live: &Value,
+    claimant: &Claimant<'_>,
     reader: &dyn ClusterReader,
     namespace: &str,
-    depth: u8,
-) -> bool {
-    let Some(owners) = object["metadata"]["ownerReferences"].as_array() else {
-        return false;
+    deleting: bool,
+) -> Result<(), String> {
+    let verdict = match ownership::judge(live, claimant, deleting) {
+        Verdict::ThroughController(parent) => {
+            let target = ObjectRef {
+                api_version: parent.api_version.clone(),
+                kind: parent.kind.clone(),
+                namespace: None,
+                name: parent.name.clone(),
+            };
+            let live_parent = reader
+                .get(&target, namespace)
+                .ok()
+                .flatten()
+                .and_then(|json| serde_json::from_str::<Value>(&json).ok());
+            ownership::judge_through(&parent, live_parent.as_ref(), claimant)
+        }
+        verdict => verdict,
     };
-    owners.iter().any(|owner| {
-        if owner["uid"] == uid {
-            return true;
-        }
-        if depth <= 1 {
-            return false;
-        }
-        let (Some(api_version), Some(kind), Some(name)) = (
-            owner["apiVersion"].as_str(),
-            owner["kind"].as_str(),
-            owner["name"].as_str(),
-        ) else {
-            return false;
-        };
-        let parent = ObjectRef {
-            api_version: api_version.into(),
-            kind: kind.into(),
-            namespace: None,
-            name: name.into(),
-        };
-        reader
-            .get(&parent, namespace)
-            .ok()
-            .flatten()
-            .and_then(|json| serde_json::from_str::<Value>(&json).ok())
-            .is_some_and(|parent| {
-                parent["metadata"]["uid"] == owner["uid"]
-                    && owned_by(&parent, uid, reader, namespace, depth - 1)
-            })
-    })
+    match verdict {
+        Verdict::Owned => Ok(()),
+        Verdict::Taken(holder) => Err(holder),
+        Verdict::ThroughController(parent) => Err(format!(
+            "controlled by {} {}",
+            parent.kind, parent.name
+        )),
+    }
 }

@@ -32,11 +32,15 @@ pub const BACKEND_ANNOTATION: &str = "vm.novasphere.dev/backend";
 /// gives it no owner reference, only [`OWNER_UID_ANNOTATION`].
 pub const RETAIN_ANNOTATION: &str = "vm.novasphere.dev/retain";
 
+/// The owner references the host writes name a Wukong (`api::Wukong`; a test there
+/// checks these agree with the CRD).
+pub const WUKONG_API_VERSION: &str = "vm.novasphere.dev/v1alpha1";
+/// See [`WUKONG_API_VERSION`].
+pub const WUKONG_KIND: &str = "Wukong";
+
 /// Who asks to write: the Wukong and the backend whose plugin returned the outcome.
 #[derive(Debug, Clone, Copy)]
 pub struct Claimant<'a> {
-    pub api_version: &'a str,
-    pub kind: &'a str,
     pub name: &'a str,
     pub uid: &'a str,
     /// `step/backend`, as in [`BACKEND_ANNOTATION`].
@@ -171,7 +175,7 @@ pub fn stamp(object: &mut Value, claimant: &Claimant<'_>, namespaced: bool, live
         });
         if !is_retained(object) && controlled {
             owner_references = Some(json!([{
-                "apiVersion": claimant.api_version, "kind": claimant.kind, "name": claimant.name,
+                "apiVersion": WUKONG_API_VERSION, "kind": WUKONG_KIND, "name": claimant.name,
                 "uid": claimant.uid, "controller": true, "blockOwnerDeletion": true,
             }]));
         }
@@ -210,8 +214,6 @@ mod tests {
 
     fn claimant() -> Claimant<'static> {
         Claimant {
-            api_version: "vm.novasphere.dev/v1alpha1",
-            kind: "Wukong",
             name: "vm1",
             uid: UID,
             backend: "storage/longhorn",

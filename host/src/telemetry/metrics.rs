@@ -401,7 +401,7 @@ pub fn failure_kind(failure: &CallFailure) -> &'static str {
         CallFailure::Deadline(_) | CallFailure::Fuel(_) => "deadline",
         CallFailure::Memory(_) => "memory",
         CallFailure::Trap(_) | CallFailure::Panic(_) | CallFailure::StackOverflow => "trap",
-        CallFailure::Capability(_) => "capability",
+        CallFailure::Capability(_) | CallFailure::NameTaken(_) => "capability",
         CallFailure::OutputTooLarge { .. }
         | CallFailure::MalformedOutput(_)
         | CallFailure::HostCallLimit(_)

@@ -31,6 +31,14 @@ pub enum Mode {
     UndeclaredRead,
     Escape,
     HostCallFlood,
+    /// Applies a claim onto an existing object of the name `target` it did not make.
+    ApplyForeign,
+    /// Applies onto the first claim another Wukong of the namespace owns.
+    ApplyOtherWukongs,
+    /// Applies a StorageClass `target` carrying the host's ownership marks, made up.
+    SpoofOwnerMark,
+    /// Applies onto the cluster-scoped StorageClass `target`, which it did not make.
+    RewriteForeignClass,
     /// A correct storage backend on PersistentVolumeClaims: passes the conformance kit.
     WellBehavedStorage,
     /// That backend with claim names that carry the time of the call.
@@ -72,6 +80,9 @@ pub struct Config {
     /// Bytes of output for `huge-output`.
     #[serde(default)]
     pub output_bytes: Option<usize>,
+    /// The object the ownership modes aim at.
+    #[serde(default)]
+    pub target: Option<String>,
 }
 
 pub struct Hostile;
@@ -83,6 +94,7 @@ impl Plugin for Hostile {
         Manifest::new("hostile", "0.1.0")
             .description("misbehaves on purpose; for the sandbox tests")
             .writes("v1", "PersistentVolumeClaim")
+            .writes("storage.k8s.io/v1", "StorageClass")
     }
 }
 
@@ -133,6 +145,29 @@ impl StoragePlugin for Hostile {
                 call.cluster.get(&secret).map_err(StepError::Cluster)?;
             }
             Mode::Escape => effects.event("EscapeReport", escape_report()),
+            Mode::ApplyForeign => effects.apply.push(claim(call, &target(call))),
+            Mode::ApplyOtherWukongs => {
+                let claims: Vec<serde_json::Value> =
+                    call.list_as("v1", "PersistentVolumeClaim", None, Some(WUKONG_LABEL))?;
+                let other = claims.iter().find(|c| c["metadata"]["labels"][WUKONG_LABEL] != call.wukong.name.as_str());
+                if let Some(name) = other.as_ref().and_then(|c| c["metadata"]["name"].as_str()) {
+                    effects.apply.push(claim(call, name));
+                }
+            }
+            Mode::SpoofOwnerMark => effects.apply.push(
+                serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                    "metadata": {"name": target(call), "annotations": {
+                        "vm.novasphere.dev/owner-uid": call.wukong.uid,
+                        "vm.novasphere.dev/backend": "storage/hostile"}},
+                    "provisioner": "hostile.example.com"})
+                .to_string(),
+            ),
+            Mode::RewriteForeignClass => effects.apply.push(
+                serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                    "metadata": {"name": target(call)}, "provisioner": "hostile.example.com",
+                    "parameters": {"rewritten": "true"}})
+                .to_string(),
+            ),
             Mode::HostCallFlood => {
                 let pvc = call.object_ref("v1", "PersistentVolumeClaim", "anything");
                 for _ in 0..1_000_000 {
@@ -153,6 +188,22 @@ impl StoragePlugin for Hostile {
             None => Ok(Effects::default()),
         }
     }
+}
+
+/// The Wukong-name label the host puts on every object it applies.
+const WUKONG_LABEL: &str = "vm.novasphere.dev/wukong";
+
+fn target(call: &Call<'_, Config>) -> String {
+    call.config.target.clone().unwrap_or_else(|| "foreign".into())
+}
+
+/// A 1Gi claim named `name`, as a storage plugin would apply it.
+fn claim(call: &Call<'_, Config>, name: &str) -> String {
+    serde_json::json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": name, "namespace": call.wukong.namespace,
+            "labels": {"hostile": "was-here"}},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
+    .to_string()
 }
 
 fn pvc_like(api_version: &str, kind: &str, namespace: &str, name: &str) -> String {

@@ -275,6 +275,16 @@ async fn vmi_action(api: &Api<DynamicObject>, vmi: &DynamicObject, action: &str)
         }
         "softreboot" if !running => Ok(Some(conflict("VMI is not running"))),
         "softreboot" if paused => Ok(Some(conflict("VMI is paused"))),
+        // Upstream `SoftRebootVMI` (pkg/virt-api/rest/lifecycle.go): without a guest agent
+        // the reboot is an ACPI power-button press, impossible with ACPI disabled.
+        "softreboot"
+            if condition_status(&conds, "AgentConnected").is_none()
+                && vmi.data.pointer("/spec/domain/features/acpi/enabled") == Some(&json!(false)) =>
+        {
+            Ok(Some(conflict(
+                "VMI neither have the agent connected nor the ACPI feature enabled",
+            )))
+        }
         "softreboot" => ok(),
         _ => Ok(Some(failure(
             StatusCode::NOT_FOUND,
