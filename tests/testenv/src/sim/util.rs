@@ -42,6 +42,21 @@ pub fn dv() -> ApiResource {
     ar("cdi.kubevirt.io", "v1beta1", "DataVolume", "datavolumes")
 }
 
+/// `k8s.cni.cncf.io/v1` NetworkAttachmentDefinition (Multus).
+pub fn nad() -> ApiResource {
+    ar(
+        "k8s.cni.cncf.io",
+        "v1",
+        "NetworkAttachmentDefinition",
+        "network-attachment-definitions",
+    )
+}
+/// `vm.novasphere.dev/v1alpha1` Wukong, the operator's own kind (its CRD is in the
+/// repository's `crds/`).
+pub fn wukong() -> ApiResource {
+    ar("vm.novasphere.dev", "v1alpha1", "Wukong", "wukongs")
+}
+
 fn ar(group: &str, version: &str, kind: &str, plural: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), plural)
 }

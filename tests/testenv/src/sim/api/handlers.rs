@@ -279,7 +279,8 @@ async fn vmi_action(api: &Api<DynamicObject>, vmi: &DynamicObject, action: &str)
         // the reboot is an ACPI power-button press, impossible with ACPI disabled.
         "softreboot"
             if condition_status(&conds, "AgentConnected").is_none()
-                && vmi.data.pointer("/spec/domain/features/acpi/enabled") == Some(&json!(false)) =>
+                && vmi.data.pointer("/spec/domain/features/acpi/enabled")
+                    == Some(&json!(false)) =>
         {
             Ok(Some(conflict(
                 "VMI neither have the agent connected nor the ACPI feature enabled",
