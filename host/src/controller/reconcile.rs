@@ -172,8 +172,11 @@ async fn apply(cached: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
         }
     }
     if kept_refusal {
-        // The refused action went through this time: the report goes.
-        write_status(api, wukong, build()).await?;
+        // The refused action went through this time: the report goes (a request KubeVirt
+        // refused meanwhile stays finished).
+        let mut report = build();
+        report.lifecycle_state = written.lifecycle_state;
+        write_status(api, wukong, report).await?;
     }
     publish(ctx, wukong, &result.events).await;
 

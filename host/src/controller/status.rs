@@ -448,6 +448,126 @@ mod tests {
         ));
     }
 
+    fn record(request_id: &str, outcome: &str) -> crate::api::ActionRecord {
+        crate::api::ActionRecord {
+            action: "restart".into(),
+            request_id: request_id.into(),
+            started_at: "2026-01-01T00:00:00Z".into(),
+            finished_at: None,
+            outcome: outcome.into(),
+            message: String::new(),
+            stage: "stop-issued".into(),
+        }
+    }
+
+    fn volume(name: &str) -> VolumeStatus {
+        VolumeStatus {
+            name: name.into(),
+            claim_name: format!("vm1-{name}-x"),
+            data_volume: false,
+            phase: "Bound".into(),
+            bound: true,
+            progress: None,
+            requested: "1Gi".into(),
+            capacity: None,
+            access_modes: Vec::new(),
+            volume_mode: None,
+            storage_class: None,
+            retain: false,
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_step_that_did_not_report_keeps_its_part_and_the_failure_shows() {
+        let previous = WukongStatus {
+            observed_generation: Some(3),
+            node_name: Some("node-1".into()),
+            volumes: vec![volume("root"), volume("data")],
+            lifecycle_state: Some(LifecycleState {
+                state: "Running".into(),
+                printable_status: None,
+                vmi_phase: None,
+                ready: true,
+                live_migratable: false,
+                last_action: None,
+                last_action_time: None,
+                current_action: None,
+                history: vec![record("r1", "Succeeded")],
+                message: String::new(),
+            }),
+            conditions: vec![WukongCondition {
+                condition_type: "DisksResized".into(),
+                status: "True".into(),
+                reason: "AsRequested".into(),
+                message: String::new(),
+                last_transition_time: Some("2026-01-01T00:00:00Z".into()),
+                observed_generation: Some(3),
+            }],
+            ..WukongStatus::default()
+        };
+        // The storage step failed (its second backend): lifecycle and migration never ran.
+        let mut result = PipelineResult {
+            failure: Some(StepFailure {
+                step: StepKind::Storage,
+                plugin: "nope".into(),
+                reason: "unknown-backend".into(),
+                message: "storage backend \"nope\" is not configured".into(),
+                transient: false,
+            }),
+            ..PipelineResult::default()
+        };
+        result.skipped.push(StepKind::Network);
+        result
+            .upstream
+            .volumes
+            .push(crate::plugin::types::Volume::from(&volume("root")));
+        let status = build(Some(&previous), &result, Some(4), "2026-02-02T00:00:00Z");
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(status.phase, Some(WukongPhase::Failed));
+        let failed = status.conditions.iter().find(|c| c.condition_type == STEP_FAILED).expect("StepFailed");
+        assert_eq!((failed.status.as_str(), failed.reason.as_str()), ("True", "UnknownBackend"));
+        assert_eq!(failed.observed_generation, Some(4));
+        assert_eq!(status.lifecycle_state, previous.lifecycle_state, "the request history stays");
+        assert_eq!(status.node_name.as_deref(), Some("node-1"));
+        let names: Vec<&str> = status.volumes.iter().map(|v| v.name.as_str()).collect();
+        assert_eq!(names, ["root", "data"], "the unreported volume stays");
+        assert!(status.conditions.iter().any(|c| c.condition_type == "DisksResized"), "conditions nobody set stay");
+
+        // Once every step reports, the parts are this run's alone.
+        let fine = PipelineResult {
+            completed: StepKind::ALL.to_vec(),
+            ..PipelineResult::default()
+        };
+        let status = build(Some(&previous), &fine, Some(5), "2026-02-02T00:00:00Z");
+        assert!(status.volumes.is_empty() && status.lifecycle_state.is_none());
+        assert!(!status.conditions.iter().any(|c| c.condition_type == "DisksResized"));
+    }
+
+    #[test]
+    fn a_refusal_finishes_only_the_request_in_progress() {
+        let mut status = WukongStatus {
+            lifecycle_state: Some(LifecycleState {
+                state: "Running".into(),
+                printable_status: None,
+                vmi_phase: None,
+                ready: true,
+                live_migratable: false,
+                last_action: None,
+                last_action_time: None,
+                current_action: Some(record("b1", "InProgress")),
+                history: Vec::new(),
+                message: String::new(),
+            }),
+            ..WukongStatus::default()
+        };
+        assert!(refuse_current_action(&mut status, "VMI is paused", "2026-02-02T00:00:00Z"));
+        let current = status.lifecycle_state.as_ref().and_then(|l| l.current_action.clone()).expect("record");
+        assert_eq!(current.outcome, "Refused");
+        assert!(current.message.contains("VMI is paused"));
+        assert!(!refuse_current_action(&mut status, "again", "2026-02-02T00:00:01Z"), "already finished");
+    }
+
     #[test]
     fn reasons_are_camel_case() {
         assert_eq!(reason_of("unknown-backend"), "UnknownBackend");
