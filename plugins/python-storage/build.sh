@@ -38,6 +38,8 @@ mkdir -p "$(dirname "$out")"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 # Bindings for editors and type checkers (gitignored); componentize generates its own.
+# NB: `bindings` refuses a folder that exists (os error 17), so it is made afresh.
+rm -rf "$here/bindings"
 "$componentize_py" -d "$root/wit" -w storage-plugin bindings "$here/bindings" >/dev/null
 # NB: no VIRTUAL_ENV: componentize-py would add that venv's site-packages to the app's path.
 (cd "$here" && env -u VIRTUAL_ENV "$componentize_py" -d "$root/wit" -w storage-plugin \

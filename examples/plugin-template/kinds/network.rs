@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wukong_plugin_sdk::{
     Call, Effects, Manifest, Network, NetworkAttachment, NetworkOutcome, NetworkPlugin, Plugin,
-    StepError, StepResult,
+    StepError, StepResult, names,
 };
 
 const NAD_API_VERSION: &str = "k8s.cni.cncf.io/v1";
@@ -86,9 +86,12 @@ impl NetworkPlugin for ExampleNetwork {
     }
 }
 
-/// The NAD this plugin makes for a network: named after the Wukong and the network.
+/// The NAD this plugin makes for a network: named after the Wukong and the network by
+/// [`names::derived`], which is injective (`format!("{wukong}-{network}")` is not: Wukong
+/// `web` + network `db-data` and `web-db` + `data` would share one NAD). The host refuses
+/// to write or delete a NAD of that name that is not this Wukong's.
 fn nad_name(call: &Call<'_, Config>, network: &Network) -> String {
-    format!("{}-{}", call.wukong.name, network.name)
+    names::derived(&call.wukong.name, &network.name)
 }
 
 /// A NetworkAttachmentDefinition whose CNI config comes from the network's `config`.

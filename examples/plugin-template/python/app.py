@@ -6,6 +6,8 @@ conformance suite checks it), import progress and conditions are left to you: se
 plugins/python-storage in the Wukong repository.
 """
 
+import base64
+import hashlib
 import json
 
 from componentize_py_types import Err
@@ -29,6 +31,18 @@ class Manifest(exports.Manifest):
             config_schema=json.dumps(SCHEMA))
 
 
+def derived(owner: str, item: str) -> str:
+    """An injective name for `item` of `owner`, the Rust SDK's `names::derived`: readable
+    `{owner}-{item}` cut to fit 63 characters, then 50 bits of SHA-256 of the pair in
+    base32. (`f"{owner}-{item}"` alone is not: `web` + `db-data` and `web-db` + `data`
+    would share a claim; the host refuses to write a claim that is not this Wukong's.)"""
+    digest = hashlib.sha256(f"{owner}\n{item}".encode()).digest()
+    readable = "".join(c if c in "abcdefghijklmnopqrstuvwxyz0123456789-" else "-"
+                       for c in f"{owner}-{item}")[:52].strip("-")
+    suffix = base64.b32encode(digest).decode().lower()[:10]
+    return f"{readable}-{suffix}" if readable else suffix
+
+
 def _get(ctx: types.Context, kind, name: str):
     """One object of the Wukong's namespace as a dict, None when absent."""
     try:
@@ -43,7 +57,7 @@ class Storage(exports.Storage):
         config = json.loads(ctx.config or "{}")
         wukong, apply, volumes = ctx.wukong, [], []
         for disk in wukong.disks:
-            claim, image = f"{wukong.name}-{disk.name}", None
+            claim, image = derived(wukong.name, disk.name), None
             if isinstance(disk.source, types.DiskSource_ExistingClaim):
                 claim = disk.source.value
             elif isinstance(disk.source, types.DiskSource_Image):
@@ -59,7 +73,7 @@ class Storage(exports.Storage):
             if image and dv is None:
                 apply.append(json.dumps({"apiVersion": DATA_VOLUME[0], "kind": DATA_VOLUME[1], "metadata": meta,
                                          "spec": {"source": {"registry": {"url": image}}, "storage": spec}}))
-            elif not image and pvc is None and claim.startswith(f"{wukong.name}-"):
+            elif not image and pvc is None and not isinstance(disk.source, types.DiskSource_ExistingClaim):
                 apply.append(json.dumps({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                                          "metadata": meta, "spec": spec}))
             phase = ((pvc or {}).get("status") or {}).get("phase") or "Pending"
@@ -81,7 +95,7 @@ class Storage(exports.Storage):
             if disk.retain or isinstance(disk.source, types.DiskSource_ExistingClaim):
                 continue
             kind = DATA_VOLUME if isinstance(disk.source, types.DiskSource_Image) else PVC
-            name = f"{wukong.name}-{disk.name}"
+            name = derived(wukong.name, disk.name)
             if _get(ctx, kind, name) is not None:
                 delete.append(types.ObjectRef(kind[0], kind[1], wukong.namespace, name))
         return types.Effects(apply=[], delete=delete, actions=[], conditions=[], events=[], requeue_after_ms=None)

@@ -106,7 +106,12 @@ pub fn generated(h: &Harness<'_>) -> CheckResult {
         let calls = [Phase::Reconcile, Phase::Reconcile, Phase::Finalize];
         for (round, phase) in calls.into_iter().enumerate() {
             match h.call_raw(phase, DEFAULT_NOW, wukong, Some(&upstream), &sim) {
-                Ok(outcome) => sim.apply(&outcome),
+                Ok(outcome) => {
+                    // A refusal is the guard check's to report, not a crash.
+                    if h.apply(&mut sim, wukong, &outcome).is_err() {
+                        break;
+                    }
+                }
                 Err(RunnerError::Call(e)) if is_crash(&e.failure) => {
                     crashes.push(format!(
                         "{label} ({} call {}): {}",

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 
 use serde_json::{Value, json};
 
-pub use super::sim::{Created, Sim, deletes};
+pub use super::sim::{Created, Key, Owner, Sim, deletes};
 use crate::api::{MigrationStatus as MigrationStatusView, NetworkStatus, VolumeStatus};
 use crate::plugin::{CallFailure, Outcome, Phase, Plugin, StepStatus};
 use crate::runner::{DEFAULT_NOW, Input, RunnerError, outcome_to_value, subset_diff};
@@ -105,6 +105,21 @@ impl<'p> Harness<'p> {
         self.call(Phase::Finalize, DEFAULT_NOW, wukong, upstream, sim)
     }
 
+    /// The Wukong of `manifest` applying outcomes of this plugin's backend
+    /// (`step/default`, as the calls name it).
+    pub fn owner(&self, manifest: &Value) -> Owner {
+        Owner::of(manifest, &format!("{}/default", self.plugin.manifest.step))
+    }
+
+    /// Applies `outcome` to `sim` as the host would for the Wukong of `manifest`; a
+    /// refusal (the host's ownership rule) is also remembered for the guard check.
+    pub fn apply(&self, sim: &mut Sim, manifest: &Value, outcome: &Outcome) -> Result<(), String> {
+        sim.apply(outcome, &self.owner(manifest))
+            .inspect_err(|refused| {
+                self.violations.borrow_mut().push(refused.clone());
+            })
+    }
+
     /// Reconciles, applying each outcome to `sim` and writing the status back into
     /// `wukong`, until a call asks for no write; the last outcome.
     pub fn converge(
@@ -121,7 +136,7 @@ impl<'p> Harness<'p> {
             if pending.is_empty() {
                 return Ok(outcome);
             }
-            sim.apply(&outcome);
+            self.apply(sim, wukong, &outcome)?;
         }
         Err(format!(
             "does not converge: after {ROUNDS} calls, each applied to the cluster, it still asks to {}",
@@ -211,8 +226,9 @@ pub fn applied_names(outcome: &Outcome) -> Vec<String> {
 }
 
 /// Finalize applies nothing, deletes only what the plugin created (and what it created
-/// is its own), and deletes every cluster-scoped object it owns (the garbage collector
-/// will not). `must_delete` says which other created objects it must delete.
+/// is its own, not shared by the backend's Wukongs), and deletes every cluster-scoped
+/// object it made for this Wukong (the garbage collector will not). `must_delete` says
+/// which other created objects it must delete.
 pub fn check_finalize(
     outcome: &Outcome,
     sim: &Sim,
@@ -232,8 +248,12 @@ pub fn check_finalize(
                 "deletes {} {}, which it did not create",
                 target.kind, target.name
             )),
+            Some(c) if c.shared => problems.push(format!(
+                "deletes {}, which it created for the backend: shared by its Wukongs (no Wukong label)",
+                c.key
+            )),
             Some(c) if !c.owned => problems.push(format!(
-                "deletes {}, which it created but shares (no owner)",
+                "deletes {}, which it created but does not own",
                 c.key
             )),
             Some(_) => {}
@@ -242,7 +262,8 @@ pub fn check_finalize(
     // What an earlier call already deleted is not left behind.
     for created in sim.created().iter().filter(|c| sim.holds(&c.key)) {
         let deleted = deletes(outcome).any(|t| created.key.is(t));
-        let required = (created.cluster_scoped && created.owned) || must_delete(created);
+        let required =
+            (created.cluster_scoped && created.made_for_the_wukong()) || must_delete(created);
         if required && !deleted {
             problems.push(format!("leaves {} behind", created.key));
         }
@@ -269,6 +290,79 @@ pub fn same_outcome(
         "two calls with the same input give different outcomes:\n{}",
         subset_diff(&outcome_to_value(&first), &outcome_to_value(&second))
     ))
+}
+
+/// A Wukong manifest named `name` with `uid`, in [`NAMESPACE`], with this spec.
+pub fn wukong_named(name: &str, uid: &str, spec: Value) -> Value {
+    let mut manifest = wukong(spec);
+    manifest["metadata"]["name"] = json!(name);
+    manifest["metadata"]["uid"] = json!(uid);
+    manifest
+}
+
+/// Two Wukongs whose derived names meet when a plugin names by `{wukong}-{item}`: `web`
+/// with item `db-data` and `web-db` with item `data` (both `web-db-data`). `spec` gives a
+/// Wukong's spec with one item of that name; `names` the object names an outcome reports
+/// for its items (claims, created NADs). Each is converged in turn on one cluster, `web`
+/// first, so `web-db` meets `web`'s objects: it must get objects of its own (the names
+/// differ, on an empty cluster and on that one) and never write or delete `web`'s (the
+/// ownership rule, which the calls' guard applies, would refuse: `NameTaken`).
+pub fn alike_wukongs_get_distinct_objects(
+    h: &Harness<'_>,
+    sim: &Sim,
+    spec: &dyn Fn(&str) -> Value,
+    names: &dyn Fn(&Outcome) -> Result<Vec<String>, String>,
+) -> CheckResult {
+    let mut web = wukong_named("web", "uid-web", spec("db-data"));
+    let mut web_db = wukong_named("web-db", "uid-web-db", spec("data"));
+    let overlap = |a: &[String], b: &[String]| -> Vec<String> {
+        a.iter().filter(|n| b.contains(n)).cloned().collect()
+    };
+    let fresh_web = names(&h.reconcile(&web, None, sim)?)?;
+    let fresh_web_db = names(&h.reconcile(&web_db, None, sim)?)?;
+    let shared = overlap(&fresh_web, &fresh_web_db);
+    if !shared.is_empty() {
+        return Err(format!(
+            "Wukong web (item db-data) and Wukong web-db (item data) are both given {shared:?}: \
+             names must be injective over (Wukong, item), e.g. wukong_plugin_sdk::names::derived"
+        ));
+    }
+    let mut sim = sim.clone();
+    let web_out = h
+        .converge(&mut web, None, &mut sim)
+        .map_err(|e| format!("Wukong web: {e}"))?;
+    let made_by_web: Vec<Key> = sim.created().iter().map(|c| c.key.clone()).collect();
+    let web_db_out = h
+        .converge(&mut web_db, None, &mut sim)
+        .map_err(|e| format!("Wukong web-db, once Wukong web has its objects: {e}"))?;
+    let shared = overlap(&names(&web_out)?, &names(&web_db_out)?);
+    if !shared.is_empty() {
+        return Err(format!(
+            "once Wukong web (item db-data) has its objects, Wukong web-db (item data) reports {shared:?} as its own too: two Wukongs on one object"
+        ));
+    }
+    let onto: Vec<String> = web_db_out
+        .apply
+        .iter()
+        .filter(|o| {
+            made_by_web.iter().any(|k| {
+                k.namespace.is_some()
+                    && o["kind"] == k.kind.as_str()
+                    && o["metadata"]["name"] == k.name.as_str()
+            })
+        })
+        .map(|o| {
+            format!(
+                "{} {}",
+                o["kind"].as_str().unwrap_or("?"),
+                o["metadata"]["name"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    match onto.is_empty() {
+        true => Ok(()),
+        false => Err(format!("Wukong web-db applies Wukong web's {onto:?}")),
+    }
 }
 
 /// Runs one check, catching nothing: a check is a plain function of the harness.

@@ -9,6 +9,7 @@ use super::generate::upstream_for;
 use super::harness::{self, CheckResult, Harness, NAME, NAMESPACE, Sim, applied, check, wukong};
 use crate::plugin::types::{LifecyclePhase, LifecycleStatus, NetworkAttachment, Upstream, Volume};
 use crate::plugin::{Outcome, StepStatus};
+use crate::runner::DEFAULT_UID;
 
 const KUBEVIRT: &str = "kubevirt.io/v1";
 
@@ -29,15 +30,21 @@ fn upstream() -> Value {
     upstream
 }
 
+/// The Wukong's VM as the host made it: the Wukong its controller owner.
 fn vm(run_strategy: &str, printable: &str) -> Value {
     json!({"apiVersion": KUBEVIRT, "kind": "VirtualMachine",
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": "vm-uid",
+            "ownerReferences": [{"apiVersion": "vm.novasphere.dev/v1alpha1", "kind": "Wukong",
+                "name": NAME, "uid": DEFAULT_UID, "controller": true, "blockOwnerDeletion": true}]},
         "spec": {"runStrategy": run_strategy}, "status": {"printableStatus": printable}})
 }
 
+/// The VM's instance, controlled by it as KubeVirt makes it.
 fn vmi(phase: &str, conditions: Value) -> Value {
     json!({"apiVersion": KUBEVIRT, "kind": "VirtualMachineInstance",
-        "metadata": {"name": NAME, "namespace": NAMESPACE},
+        "metadata": {"name": NAME, "namespace": NAMESPACE,
+            "ownerReferences": [{"apiVersion": KUBEVIRT, "kind": "VirtualMachine", "name": NAME,
+                "uid": "vm-uid", "controller": true, "blockOwnerDeletion": true}]},
         "status": {"phase": phase, "nodeName": "node-1", "conditions": conditions,
             "interfaces": [{"name": "default", "ipAddress": "10.244.1.7"}]}})
 }

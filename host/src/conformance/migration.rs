@@ -13,6 +13,7 @@ use super::harness::{
 use crate::api::WUKONG_LABEL;
 use crate::plugin::types::MigrationStatus;
 use crate::plugin::{Outcome, StepStatus};
+use crate::runner::DEFAULT_UID;
 
 const KUBEVIRT: &str = "kubevirt.io/v1";
 const VMIM: &str = "VirtualMachineInstanceMigration";
@@ -33,10 +34,16 @@ fn cluster() -> Sim {
             "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}})
     };
     Sim::new([
-        json!({"apiVersion": KUBEVIRT, "kind": "VirtualMachine", "metadata": {"name": NAME, "namespace": NAMESPACE},
+        // The Wukong's VM (the host made it) and its instance (KubeVirt's, controlled by it).
+        json!({"apiVersion": KUBEVIRT, "kind": "VirtualMachine",
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": "vm-uid",
+                "ownerReferences": [{"apiVersion": "vm.novasphere.dev/v1alpha1", "kind": "Wukong",
+                    "name": NAME, "uid": DEFAULT_UID, "controller": true, "blockOwnerDeletion": true}]},
             "spec": {"runStrategy": "Always"}, "status": {"printableStatus": "Running", "ready": true}}),
         json!({"apiVersion": KUBEVIRT, "kind": "VirtualMachineInstance",
-            "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": "vmi-uid", "labels": {WUKONG_LABEL: NAME}},
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": "vmi-uid", "labels": {WUKONG_LABEL: NAME},
+                "ownerReferences": [{"apiVersion": KUBEVIRT, "kind": "VirtualMachine", "name": NAME,
+                    "uid": "vm-uid", "controller": true, "blockOwnerDeletion": true}]},
             "status": {"phase": "Running", "nodeName": "node-0", "conditions": [
                 {"type": "Ready", "status": "True"}, {"type": "LiveMigratable", "status": "True"}]}}),
         node("node-0"),
@@ -101,7 +108,7 @@ fn journey(h: &Harness<'_>) -> Result<Journey, String> {
         ("the migration Succeeded, recorded", None),
     ] {
         record_status(&mut wukong, &last.status);
-        sim.apply(&last);
+        h.apply(&mut sim, &wukong, &last)?;
         if let Some(phase) = phase
             && let Some(object) = sim.find_mut(VMIM, &name)
         {

@@ -77,7 +77,24 @@ pub fn run(h: &Harness<'_>) -> Vec<Check> {
             "finalize removes the NADs it created, nothing else",
             finalize(h, &s),
         ),
+        check(
+            "Wukongs whose names read alike get distinct NADs",
+            alike_wukongs(h, &s),
+        ),
     ]
+}
+
+/// `web` + network `db-data` and `web-db` + network `data`: one NAD each.
+fn alike_wukongs(h: &Harness<'_>, s: &Setup) -> CheckResult {
+    let spec = |network: &str| json!({"cpu": 2, "memory": "4Gi", "networks": [{"name": network, "config": {"vlan": 42}}]});
+    let created = |outcome: &Outcome| -> Result<Vec<String>, String> {
+        Ok(attachments(outcome)?
+            .iter()
+            .filter(|a| a.created)
+            .map(|a| a.network_name.clone())
+            .collect())
+    };
+    harness::alike_wukongs_get_distinct_objects(h, &s.empty, &spec, &created)
 }
 
 fn names(attachments: &[NetworkAttachment]) -> Vec<&str> {
@@ -234,7 +251,7 @@ fn finalize(h: &Harness<'_>, s: &Setup) -> CheckResult {
     let (sim, _) = s.converged.clone()?;
     let outcome = h.finalize(&s.wukong, None, &sim)?;
     harness::check_finalize(&outcome, &sim, &|created| {
-        created.owned && created.key.kind == NAD_KIND
+        created.made_for_the_wukong() && created.key.kind == NAD_KIND
     })
 }
 

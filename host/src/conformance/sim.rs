@@ -1,7 +1,11 @@
 //! The simulated cluster the suites run against: fixture objects plus what outcomes
-//! applied, written the way the host writes them (the Wukong's labels, an owner reference
-//! on namespaced objects, merged like server-side apply), and a record of what the plugin
-//! created.
+//! applied, written the way the host writes them (the Wukong's labels, and the ownership
+//! metadata of the host's rule, [`ownership::stamp`]: a controller reference on namespaced
+//! objects, none but the owner-uid mark on retained ones, the backend and owner-uid marks
+//! on cluster-scoped ones; merged like server-side apply), and a record of what the plugin
+//! created. Outcomes reach it through the plugin call, whose guard has judged every write
+//! and delete against this same cluster ([`ownership::judge`]), so what is applied here is
+//! what the host would write.
 
 use std::sync::Arc;
 
@@ -10,11 +14,44 @@ use serde_json::{Value, json};
 use super::harness::{NAME, NAMESPACE};
 use crate::api::{MANAGED_BY_LABEL, WUKONG_LABEL};
 use crate::plugin::Outcome;
+use crate::plugin::ownership::{self, Claimant, Verdict};
 use crate::plugin::types::{Action, ObjectRef};
 use crate::runner::{DEFAULT_UID, FixtureCluster, matches_subset};
 
-/// On a cluster-scoped object: the uid of the Wukong it was made for (the guard's rule).
-const OWNER_UID_ANNOTATION: &str = "vm.novasphere.dev/owner-uid";
+/// The Wukong an outcome is applied for, as the ownership rule sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub uid: String,
+    /// `step/backend` (`storage/default`), the backend whose plugin returned the outcome.
+    pub backend: String,
+}
+
+impl Owner {
+    /// The Wukong of `manifest` (its name, its uid or the runner's default one) for
+    /// `backend`.
+    pub fn of(manifest: &Value, backend: &str) -> Self {
+        let text = |key: &str, default: &str| {
+            manifest["metadata"][key]
+                .as_str()
+                .unwrap_or(default)
+                .to_owned()
+        };
+        Self {
+            name: text("name", NAME),
+            uid: text("uid", DEFAULT_UID),
+            backend: backend.to_owned(),
+        }
+    }
+
+    fn claimant(&self) -> Claimant<'_> {
+        Claimant {
+            name: &self.name,
+            uid: &self.uid,
+            backend: &self.backend,
+        }
+    }
+}
 
 /// Kinds the simulated cluster treats as cluster-scoped when an object names no namespace.
 const CLUSTER_SCOPED: &[&str] = &[
@@ -73,11 +110,23 @@ impl std::fmt::Display for Key {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Created {
     pub key: Key,
-    /// The Wukong owns it: namespaced (the host adds the owner reference), or
-    /// cluster-scoped with the owner-uid annotation naming the Wukong.
+    /// The host's rule lets the Wukong delete it: its controller reference (or, retained,
+    /// its owner-uid mark), or for a cluster-scoped object the marks of this backend and
+    /// this Wukong.
     pub owned: bool,
     /// Cluster-scoped: the garbage collector will not delete it with the Wukong.
     pub cluster_scoped: bool,
+    /// Cluster-scoped and applied without the Wukong's label (`vm.novasphere.dev/wukong`):
+    /// the backend's, shared by its Wukongs (a StorageClass), not one Wukong's to delete.
+    /// One made for this Wukong (a MigrationPolicy) carries its label.
+    pub shared: bool,
+}
+
+impl Created {
+    /// The Wukong's own: it may delete it, and it is not the backend's shared object.
+    pub fn made_for_the_wukong(&self) -> bool {
+        self.owned && !self.shared
+    }
 }
 
 /// A cluster that outcomes are applied to.
@@ -130,35 +179,77 @@ impl Sim {
         self.objects.iter().position(|o| Key::of(o) == *key)
     }
 
-    /// An applied object as the host writes it: the Wukong's labels, its namespace and
-    /// owner reference when namespaced.
-    fn as_applied(object: &Value) -> (Value, bool) {
+    /// An applied object as the host writes it for `owner`, given the live object: the
+    /// Wukong's labels where the plugin set none, its namespace when namespaced, the
+    /// ownership metadata [`ownership::stamp`] gives.
+    fn as_applied(object: &Value, owner: &Owner, live: Option<&Value>) -> (Value, bool) {
+        let mut object = Self::labelled(object, owner);
+        let cluster_scoped = Self::cluster_scoped(&object);
+        ownership::stamp(&mut object, &owner.claimant(), !cluster_scoped, live);
+        (object, cluster_scoped)
+    }
+
+    /// The labels and namespace the host adds, without the ownership metadata.
+    fn labelled(object: &Value, owner: &Owner) -> Value {
         let mut object = object.clone();
-        let kind = object["kind"].as_str().unwrap_or_default();
-        let cluster_scoped =
-            object["metadata"]["namespace"].is_null() && CLUSTER_SCOPED.contains(&kind);
         for (key, value) in [
             (MANAGED_BY_LABEL.0, MANAGED_BY_LABEL.1),
-            (WUKONG_LABEL, NAME),
+            (WUKONG_LABEL, owner.name.as_str()),
         ] {
             if object["metadata"]["labels"][key].is_null() {
                 object["metadata"]["labels"][key] = json!(value);
             }
         }
-        if !cluster_scoped {
+        if !Self::cluster_scoped(&object) {
             object["metadata"]["namespace"] = json!(NAMESPACE);
-            object["metadata"]["ownerReferences"] = json!([{"apiVersion": "vm.novasphere.dev/v1alpha1",
-                "kind": "Wukong", "name": NAME, "uid": DEFAULT_UID, "controller": true, "blockOwnerDeletion": true}]);
         }
-        (object, cluster_scoped)
+        object
+    }
+
+    fn cluster_scoped(object: &Value) -> bool {
+        let kind = object["kind"].as_str().unwrap_or_default();
+        object["metadata"]["namespace"].is_null() && CLUSTER_SCOPED.contains(&kind)
+    }
+
+    /// Who holds `live` when the ownership rule says it is not `owner`'s to write (or to
+    /// delete); `None` when it is. A controller is followed in this cluster (CDI's PVC of
+    /// the Wukong's DataVolume).
+    fn taken(&self, live: &Value, owner: &Owner, deleting: bool) -> Option<String> {
+        let claimant = owner.claimant();
+        let verdict = match ownership::judge(live, &claimant, deleting) {
+            Verdict::ThroughController(parent) => {
+                let live_parent = self.objects.iter().find(|o| {
+                    o["kind"] == parent.kind.as_str()
+                        && o["metadata"]["name"] == parent.name.as_str()
+                        && o["metadata"]["namespace"] == live["metadata"]["namespace"]
+                });
+                ownership::judge_through(&parent, live_parent, &claimant)
+            }
+            verdict => verdict,
+        };
+        match verdict {
+            Verdict::Owned => None,
+            Verdict::Taken(holder) => Some(holder),
+            Verdict::ThroughController(parent) => {
+                Some(format!("controlled by {} {}", parent.kind, parent.name))
+            }
+        }
+    }
+
+    /// The identity `object` (as a plugin returns it) has once applied.
+    fn key(object: &Value) -> Key {
+        let mut key = Key::of(object);
+        if !Self::cluster_scoped(object) {
+            key.namespace = Some(NAMESPACE.to_owned());
+        }
+        key
     }
 
     /// The writes `outcome` asks for that would change the cluster.
     pub fn writes_needed(&self, outcome: &Outcome) -> Vec<String> {
         let mut writes = Vec::new();
         for object in &outcome.apply {
-            let (applied, _) = Self::as_applied(object);
-            let key = Key::of(&applied);
+            let key = Self::key(object);
             match self.position(&key) {
                 Some(i) if matches_subset(object, &self.objects[i]) => {}
                 Some(_) => writes.push(format!("change {key}")),
@@ -173,28 +264,78 @@ impl Sim {
         writes
     }
 
-    /// Applies an outcome as the host would (server-side apply merges; deletes remove).
-    pub fn apply(&mut self, outcome: &Outcome) {
+    /// Applies an outcome for `owner` as the host would: the ownership metadata stamped,
+    /// server-side apply merges, deletes remove. Refused, writing nothing, when the host
+    /// would refuse it: an object carrying the host's ownership marks, or a write or delete
+    /// of an existing object that is not `owner`'s (`NameTaken`). The plugin call's guard
+    /// refuses the same before an outcome gets here; this keeps the simulation honest for
+    /// outcomes made up by hand.
+    pub fn apply(&mut self, outcome: &Outcome, owner: &Owner) -> Result<(), String> {
         for object in &outcome.apply {
-            let (applied, cluster_scoped) = Self::as_applied(object);
-            let key = Key::of(&applied);
-            let owned = !cluster_scoped
-                || applied["metadata"]["annotations"][OWNER_UID_ANNOTATION] == DEFAULT_UID;
-            match self.position(&key) {
-                Some(i) => merge(&mut self.objects[i], applied),
+            let key = Self::key(object);
+            if let Some(mark) = ownership::carried_mark(object) {
+                return Err(format!(
+                    "the host refuses to apply {key}: it carries {mark}, a mark only the host writes"
+                ));
+            }
+            if let Some(i) = self.position(&key)
+                && let Some(holder) = self.taken(&self.objects[i], owner, false)
+            {
+                return Err(format!(
+                    "NameTaken: {key} exists and is not the Wukong {}'s ({holder})",
+                    owner.name
+                ));
+            }
+        }
+        for target in deletes(outcome) {
+            if let Some(live) = self.objects.iter().find(|o| Key::of(o).is(target))
+                && let Some(holder) = self.taken(live, owner, true)
+            {
+                return Err(format!(
+                    "NameTaken: {} is not the Wukong {}'s to delete ({holder})",
+                    Key::of(live),
+                    owner.name
+                ));
+            }
+        }
+        for object in &outcome.apply {
+            let key = Self::key(object);
+            let position = self.position(&key);
+            let live = position.map(|i| &self.objects[i]);
+            let (applied, cluster_scoped) = Self::as_applied(object, owner, live);
+            match position {
+                Some(i) => {
+                    let live = &mut self.objects[i];
+                    merge(live, applied.clone());
+                    // Server-side apply removes what the host no longer sets: a retained
+                    // object's stale reference goes.
+                    if applied["metadata"]["ownerReferences"].is_null()
+                        && ownership::is_retained(&applied)
+                        && let Some(metadata) = live["metadata"].as_object_mut()
+                    {
+                        metadata.remove("ownerReferences");
+                    }
+                }
                 None => self.objects.push(applied),
             }
+            let shared =
+                cluster_scoped && object["metadata"]["labels"][WUKONG_LABEL] != owner.name.as_str();
+            let owned = self
+                .position(&key)
+                .is_some_and(|i| self.taken(&self.objects[i], owner, true).is_none());
             if !self.created.iter().any(|c| c.key == key) {
                 self.created.push(Created {
                     key,
                     owned,
                     cluster_scoped,
+                    shared,
                 });
             }
         }
         let targets: Vec<ObjectRef> = deletes(outcome).cloned().collect();
         self.objects
             .retain(|o| !targets.iter().any(|t| Key::of(o).is(t)));
+        Ok(())
     }
 }
 
@@ -238,6 +379,10 @@ mod tests {
                "spec": {"resources": {"requests": {"storage": "1Gi"}}}})
     }
 
+    fn owner() -> Owner {
+        Owner::of(&Value::Null, "storage/default")
+    }
+
     #[test]
     fn applied_objects_are_owned_and_labelled_and_reapplying_them_is_no_write() {
         let mut sim = Sim::default();
@@ -246,7 +391,7 @@ mod tests {
             sim.writes_needed(&first),
             ["create PersistentVolumeClaim tenant-a/a"]
         );
-        sim.apply(&first);
+        sim.apply(&first, &owner()).expect("applied");
         let live = sim.find("PersistentVolumeClaim", "a").expect("applied");
         assert_eq!(live["metadata"]["ownerReferences"][0]["uid"], DEFAULT_UID);
         assert_eq!(live["metadata"]["labels"][WUKONG_LABEL], NAME);
@@ -273,11 +418,15 @@ mod tests {
     #[test]
     fn finalize_is_judged_against_what_was_created() {
         let mut sim = Sim::new([pvc("foreign")]);
-        sim.apply(&outcome(
-            vec![pvc("mine"), pvc("kept")],
-            vec![],
-            StepStatus::Finalized,
-        ));
+        sim.apply(
+            &outcome(
+                vec![pvc("mine"), pvc("kept")],
+                vec![],
+                StepStatus::Finalized,
+            ),
+            &owner(),
+        )
+        .expect("applied");
         let must = |c: &Created| c.key.name == "mine";
         let good = outcome(
             vec![],
@@ -303,7 +452,7 @@ mod tests {
             Err("deletes PersistentVolumeClaim foreign, which it did not create".into())
         );
         let mut gone = sim.clone();
-        gone.apply(&good);
+        gone.apply(&good, &owner()).expect("applied");
         assert_eq!(
             check_finalize(&leaks, &gone, &must),
             Ok(()),
@@ -315,5 +464,91 @@ mod tests {
             StepStatus::Finalized,
         );
         assert!(check_finalize(&applies, &sim, &must).is_err());
+    }
+
+    #[test]
+    fn ownership_is_stamped_as_the_host_does() {
+        let mut sim = Sim::default();
+        let mut retained = pvc("keep");
+        retained["metadata"]["annotations"] = json!({ownership::RETAIN_ANNOTATION: "true"});
+        let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"}});
+        let policy = json!({"apiVersion": "migrations.kubevirt.io/v1alpha1", "kind": "MigrationPolicy",
+            "metadata": {"name": "p", "labels": {WUKONG_LABEL: NAME}}});
+        let first = outcome(vec![retained, class, policy], vec![], StepStatus::Finalized);
+        sim.apply(&first, &owner()).expect("applied");
+        let keep = sim.find("PersistentVolumeClaim", "keep").expect("applied");
+        assert!(keep["metadata"]["ownerReferences"].is_null(), "{keep}");
+        assert_eq!(
+            keep["metadata"]["annotations"][ownership::OWNER_UID_ANNOTATION],
+            DEFAULT_UID
+        );
+        let fast = sim.find("StorageClass", "fast").expect("applied");
+        assert_eq!(
+            fast["metadata"]["annotations"][ownership::BACKEND_ANNOTATION],
+            "storage/default"
+        );
+        assert_eq!(
+            fast["metadata"]["annotations"][ownership::OWNER_UID_ANNOTATION],
+            DEFAULT_UID
+        );
+        let created = |name: &str| {
+            sim.created()
+                .iter()
+                .find(|c| c.key.name == name)
+                .cloned()
+                .expect("created")
+        };
+        assert!(created("keep").owned && !created("keep").cluster_scoped);
+        let (fast, p) = (created("fast"), created("p"));
+        assert!(
+            fast.cluster_scoped && fast.shared,
+            "no Wukong label: the backend's"
+        );
+        assert!(
+            p.cluster_scoped && p.owned && !p.shared,
+            "made for this Wukong"
+        );
+    }
+
+    #[test]
+    fn what_the_host_would_refuse_writes_nothing() {
+        let web = Owner {
+            name: "web".into(),
+            uid: "uid-web".into(),
+            backend: "storage/default".into(),
+        };
+        let mut sim = Sim::default();
+        sim.apply(
+            &outcome(vec![pvc("web-db-data")], vec![], StepStatus::Finalized),
+            &web,
+        )
+        .expect("applied");
+        let before = sim.clone();
+        let onto = outcome(
+            vec![pvc("web-db-data"), pvc("mine")],
+            vec![],
+            StepStatus::Finalized,
+        );
+        let refused = sim
+            .apply(&onto, &owner())
+            .expect_err("another Wukong's claim");
+        assert!(
+            refused.starts_with("NameTaken: PersistentVolumeClaim tenant-a/web-db-data"),
+            "{refused}"
+        );
+        let delete = outcome(
+            vec![],
+            vec![target("PersistentVolumeClaim", "web-db-data")],
+            StepStatus::Finalized,
+        );
+        assert!(sim.apply(&delete, &owner()).is_err());
+        let mut marked = pvc("mine");
+        marked["metadata"]["annotations"] = json!({ownership::OWNER_UID_ANNOTATION: DEFAULT_UID});
+        let marked = outcome(vec![marked], vec![], StepStatus::Finalized);
+        assert!(
+            sim.apply(&marked, &owner())
+                .is_err_and(|e| e.contains("only the host writes"))
+        );
+        assert_eq!(sim.objects, before.objects, "nothing written");
     }
 }

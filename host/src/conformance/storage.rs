@@ -62,6 +62,15 @@ fn bind(sim: &mut Sim) {
             }
             Some("DataVolume") => {
                 object["status"] = json!({"phase": "Succeeded", "progress": "100.0%"});
+                // The apiserver gives every object a uid; CDI's PVC names it as controller.
+                let uid = format!(
+                    "dv-uid-{}",
+                    object["metadata"]["name"].as_str().unwrap_or_default()
+                );
+                let uid = object["metadata"]["uid"]
+                    .as_str()
+                    .map_or(uid, str::to_owned);
+                object["metadata"]["uid"] = json!(uid);
                 let storage = match &object["spec"]["storage"] {
                     Value::Null => object["spec"]["pvc"].clone(),
                     storage => storage.clone(),
@@ -70,7 +79,7 @@ fn bind(sim: &mut Sim) {
                 made.push(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
                     "metadata": {"name": object["metadata"]["name"], "namespace": object["metadata"]["namespace"],
                         "ownerReferences": [{"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
-                            "name": object["metadata"]["name"], "uid": "dv-uid", "controller": true}]},
+                            "name": object["metadata"]["name"], "uid": uid, "controller": true}]},
                     "spec": storage, "status": {"phase": "Bound", "capacity": {"storage": size}}}));
             }
             _ => {}
@@ -134,7 +143,24 @@ pub fn run(h: &Harness<'_>) -> Vec<Check> {
             "finalize deletes what it created, never a retained disk",
             finalize(h, &s),
         ),
+        check(
+            "Wukongs whose names read alike get distinct claims",
+            alike_wukongs(h, &s),
+        ),
     ]
+}
+
+/// `web` + disk `db-data` and `web-db` + disk `data`: one claim each.
+fn alike_wukongs(h: &Harness<'_>, s: &Setup) -> CheckResult {
+    let spec =
+        |disk: &str| json!({"cpu": 2, "memory": "4Gi", "disks": [{"name": disk, "size": "1Gi"}]});
+    let claims = |outcome: &Outcome| -> Result<Vec<String>, String> {
+        Ok(volumes(outcome)?
+            .iter()
+            .map(|v| v.claim_name.clone())
+            .collect())
+    };
+    harness::alike_wukongs_get_distinct_objects(h, &s.empty, &spec, &claims)
 }
 
 fn names(volumes: &[Volume]) -> Vec<&str> {
@@ -394,7 +420,7 @@ fn finalize(h: &Harness<'_>, s: &Setup) -> CheckResult {
         ));
     }
     harness::check_finalize(&outcome, &bound, &|created| {
-        created.owned && !retained.contains(&created.key.name)
+        created.made_for_the_wukong() && !retained.contains(&created.key.name)
     })
 }
 

@@ -140,6 +140,11 @@ mod tests {
         )
     }
 
+    /// The claim name Wukong derives for a disk of `vm1`.
+    fn own(disk: &str) -> String {
+        disks::claim_name("vm1", disk)
+    }
+
     fn labels() -> Value {
         json!({"app.kubernetes.io/managed-by": "wukong", "vm.novasphere.dev/wukong": "vm1"})
     }
@@ -191,7 +196,8 @@ mod tests {
         .unwrap();
         let [dv] = applied(&outcome).try_into().unwrap();
         assert_eq!(dv["kind"], "DataVolume");
-        assert_eq!(dv["metadata"]["name"], "vm1-root");
+        // The derived name (see wukong_plugin_sdk::names), pinned: python-storage gives the same.
+        assert_eq!(dv["metadata"]["name"], "vm1-root-egsh6yjvhj");
         assert_eq!(dv["metadata"]["namespace"], "tenant-a");
         assert_eq!(dv["metadata"]["labels"], labels());
         assert_eq!(
@@ -208,7 +214,7 @@ mod tests {
         assert!(volume.data_volume && !volume.bound);
         assert_eq!(
             (volume.claim_name.as_str(), volume.phase.as_str()),
-            ("vm1-root", "Pending")
+            ("vm1-root-egsh6yjvhj", "Pending")
         );
         assert_eq!(outcome.effects.requeue_after_ms, Some(5_000));
         assert_eq!(condition(&outcome, "VolumesBound").0, "False");
@@ -260,7 +266,7 @@ mod tests {
         let [claim] = applied(&outcome).try_into().unwrap();
         assert_eq!(
             (claim["kind"].as_str(), claim["metadata"]["name"].as_str()),
-            (Some("PersistentVolumeClaim"), Some("vm1-data"))
+            (Some("PersistentVolumeClaim"), Some(own("data").as_str()))
         );
         assert_eq!(claim["spec"]["resources"]["requests"]["storage"], "10Gi");
         assert_eq!(claim["spec"]["storageClassName"], "fast");
@@ -292,7 +298,7 @@ mod tests {
     #[test]
     fn import_progress_is_reported_and_the_data_volume_is_not_reapplied() {
         let cluster =
-            FixtureCluster::new().with(dv("vm1-root", "20Gi", "ImportInProgress", "45.2%"));
+            FixtureCluster::new().with(dv(&own("root"), "20Gi", "ImportInProgress", "45.2%"));
         let outcome = run(vec![image("root", "docker://x/y:1", "20Gi")], &cluster).unwrap();
         assert!(outcome.effects.apply.is_empty());
         let volume = &outcome.volumes[0];
@@ -307,8 +313,8 @@ mod tests {
     #[test]
     fn bound_only_when_the_import_succeeded_and_the_pvc_is_bound() {
         let cluster = FixtureCluster::new()
-            .with(dv("vm1-root", "20Gi", "Succeeded", "100.0%"))
-            .with(pvc("vm1-root", "21Gi", "Bound", Some("21Gi")));
+            .with(dv(&own("root"), "20Gi", "Succeeded", "100.0%"))
+            .with(pvc(&own("root"), "21Gi", "Bound", Some("21Gi")));
         let outcome = run(vec![image("root", "docker://x/y:1", "20Gi")], &cluster).unwrap();
         let volume = &outcome.volumes[0];
         assert!(volume.bound);
@@ -326,8 +332,8 @@ mod tests {
         assert!(outcome.effects.apply.is_empty() && outcome.effects.requeue_after_ms.is_none());
 
         let pending = FixtureCluster::new()
-            .with(dv("vm1-root", "20Gi", "Succeeded", "100.0%"))
-            .with(pvc("vm1-root", "21Gi", "Pending", None));
+            .with(dv(&own("root"), "20Gi", "Succeeded", "100.0%"))
+            .with(pvc(&own("root"), "21Gi", "Pending", None));
         assert!(
             !run(vec![image("root", "docker://x/y:1", "20Gi")], &pending)
                 .unwrap()
@@ -339,8 +345,8 @@ mod tests {
     #[test]
     fn growing_an_image_disk_applies_only_the_larger_request_to_its_pvc() {
         let cluster = FixtureCluster::new()
-            .with(dv("vm1-root", "20Gi", "Succeeded", "100.0%"))
-            .with(pvc("vm1-root", "21Gi", "Bound", Some("21Gi")));
+            .with(dv(&own("root"), "20Gi", "Succeeded", "100.0%"))
+            .with(pvc(&own("root"), "21Gi", "Bound", Some("21Gi")));
         let outcome = run(vec![image("root", "docker://x/y:1", "30Gi")], &cluster).unwrap();
         let [patch] = applied(&outcome).try_into().unwrap();
         assert_eq!(patch["kind"], "PersistentVolumeClaim");
@@ -364,7 +370,7 @@ mod tests {
 
     #[test]
     fn growing_a_blank_disk_keeps_its_immutable_fields() {
-        let cluster = FixtureCluster::new().with(pvc("vm1-data", "10Gi", "Bound", Some("10Gi")));
+        let cluster = FixtureCluster::new().with(pvc(&own("data"), "10Gi", "Bound", Some("10Gi")));
         let outcome = run(vec![disk("data", DiskSource::Blank, "15Gi")], &cluster).unwrap();
         let [claim] = applied(&outcome).try_into().unwrap();
         assert_eq!(
@@ -376,7 +382,7 @@ mod tests {
 
     #[test]
     fn shrinking_is_refused_and_the_claim_keeps_its_size() {
-        let cluster = FixtureCluster::new().with(pvc("vm1-data", "20Gi", "Bound", Some("20Gi")));
+        let cluster = FixtureCluster::new().with(pvc(&own("data"), "20Gi", "Bound", Some("20Gi")));
         let outcome = run(vec![disk("data", DiskSource::Blank, "10Gi")], &cluster).unwrap();
         assert!(
             outcome.effects.apply.is_empty(),
@@ -403,7 +409,7 @@ mod tests {
     fn a_pending_claim_says_why() {
         let wffc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"},
             "provisioner": "x", "volumeBindingMode": "WaitForFirstConsumer"});
-        let cluster = FixtureCluster::new().with(pvc("vm1-data", "10Gi", "Pending", None));
+        let cluster = FixtureCluster::new().with(pvc(&own("data"), "10Gi", "Pending", None));
         let missing = run(vec![disk("data", DiskSource::Blank, "10Gi")], &cluster).unwrap();
         assert!(
             missing.volumes[0]
@@ -420,7 +426,7 @@ mod tests {
 
     #[test]
     fn a_failed_import_says_why() {
-        let mut failed = dv("vm1-root", "20Gi", "Failed", "N/A");
+        let mut failed = dv(&own("root"), "20Gi", "Failed", "N/A");
         failed["status"]["conditions"] = json!([{"type": "Running", "status": "False", "message": "Unable to connect to http data source"}]);
         let outcome = run(
             vec![image("root", "docker://x/y:1", "20Gi")],
@@ -468,11 +474,11 @@ mod tests {
     fn finalize_deletes_only_unretained_claims_it_made() {
         let mut retained = disk("keep", DiskSource::Blank, "1Gi");
         retained.retain = true;
-        let mut foreign = pvc("vm1-other", "1Gi", "Bound", None);
+        let mut foreign = pvc(&own("other"), "1Gi", "Bound", None);
         foreign["metadata"]["labels"] = json!({});
         let cluster = FixtureCluster::new()
-            .with(dv("vm1-root", "20Gi", "Succeeded", "100.0%"))
-            .with(pvc("vm1-keep", "1Gi", "Bound", None))
+            .with(dv(&own("root"), "20Gi", "Succeeded", "100.0%"))
+            .with(pvc(&own("keep"), "1Gi", "Bound", None))
             .with(pvc("shared", "1Gi", "Bound", None))
             .with(foreign);
         let disks = vec![
@@ -489,12 +495,13 @@ mod tests {
             .iter()
             .map(|r| (r.kind.as_str(), r.name.as_str()))
             .collect();
-        assert_eq!(deleted, [("DataVolume", "vm1-root")]);
+        assert_eq!(deleted, [("DataVolume", own("root").as_str())]);
     }
 
     #[test]
     fn same_input_same_outcome() {
-        let cluster = FixtureCluster::new().with(dv("vm1-root", "20Gi", "ImportInProgress", "3%"));
+        let cluster =
+            FixtureCluster::new().with(dv(&own("root"), "20Gi", "ImportInProgress", "3%"));
         let disks = || {
             vec![
                 image("root", "docker://x/y:1", "20Gi"),
@@ -505,5 +512,200 @@ mod tests {
             run(disks(), &cluster).unwrap(),
             run(disks(), &cluster).unwrap()
         );
+    }
+
+    const UID: &str = "00000000-0000-4000-8000-000000000001";
+
+    /// A Wukong other than `vm1`, with its uid and its object as JSON (status included).
+    fn context_of(name: &str, uid: &str, wukong: Value, disks: Vec<Disk>) -> Context {
+        let mut ctx = context(json!({"storageClass": "fast"}), disks);
+        ctx.wukong.name = name.into();
+        ctx.wukong.uid = uid.into();
+        ctx.wukong.labels = vec![
+            ("app.kubernetes.io/managed-by".into(), "wukong".into()),
+            ("vm.novasphere.dev/wukong".into(), name.into()),
+        ];
+        ctx.wukong.json = wukong.to_string();
+        ctx
+    }
+
+    fn claims(outcome: &StorageOutcome) -> Vec<&str> {
+        outcome
+            .volumes
+            .iter()
+            .map(|v| v.claim_name.as_str())
+            .collect()
+    }
+
+    fn owned_by(mut object: Value, uid: &str) -> Value {
+        object["metadata"]["ownerReferences"] = json!([{"apiVersion": "vm.novasphere.dev/v1alpha1", "kind": "Wukong", "name": "vm1", "uid": uid, "controller": true}]);
+        object
+    }
+
+    #[test]
+    fn wukongs_whose_names_read_alike_get_distinct_claims() {
+        let web = context_of(
+            "web",
+            "uid-web",
+            json!({}),
+            vec![disk("db-data", DiskSource::Blank, "1Gi")],
+        );
+        let web_db = context_of(
+            "web-db",
+            "uid-web-db",
+            json!({}),
+            vec![disk("data", DiskSource::Blank, "1Gi")],
+        );
+        let cluster = FixtureCluster::new();
+        let a = storage_reconcile::<CdiStorage>(&web, &upstream(), &cluster).unwrap();
+        let b = storage_reconcile::<CdiStorage>(&web_db, &upstream(), &cluster).unwrap();
+        assert_eq!(claims(&a), ["web-db-data-7x5wfd44db"]);
+        assert_eq!(claims(&b), ["web-db-data-sohhfprpg7"]);
+        assert_eq!(applied(&a)[0]["metadata"]["name"], "web-db-data-7x5wfd44db");
+
+        // `web` made `web-db-data` the old way: it keeps it, and `web-db` does not take it.
+        let legacy = owned_by(pvc("web-db-data", "1Gi", "Bound", Some("1Gi")), "uid-web");
+        let cluster = FixtureCluster::new().with(legacy);
+        let a = storage_reconcile::<CdiStorage>(&web, &upstream(), &cluster).unwrap();
+        let b = storage_reconcile::<CdiStorage>(&web_db, &upstream(), &cluster).unwrap();
+        assert_eq!(claims(&a), ["web-db-data"]);
+        assert!(a.effects.apply.is_empty(), "nothing re-created");
+        assert_eq!(claims(&b), ["web-db-data-sohhfprpg7"]);
+        assert_eq!(applied(&b)[0]["metadata"]["name"], "web-db-data-sohhfprpg7");
+        let finalized = storage_finalize::<CdiStorage>(&web_db, &upstream(), &cluster).unwrap();
+        assert!(
+            finalized.delete.is_empty(),
+            "web's claim is not web-db's to delete"
+        );
+
+        // Before derived names both landed on `web-db-data`, and web-db's status says so:
+        // it does not go on sharing web's claim.
+        let shared = json!({"status": {"volumes": [{"name": "data", "claimName": "web-db-data"}]}});
+        let web_db = context_of(
+            "web-db",
+            "uid-web-db",
+            shared,
+            vec![disk("data", DiskSource::Blank, "1Gi")],
+        );
+        let b = storage_reconcile::<CdiStorage>(&web_db, &upstream(), &cluster).unwrap();
+        assert_eq!(claims(&b), ["web-db-data-sohhfprpg7"]);
+    }
+
+    #[test]
+    fn an_upgraded_wukong_keeps_the_claims_it_made_the_old_way() {
+        // As made before derived names: the host's controller reference on the DataVolume
+        // and the blank PVC, its owner-uid mark on a retained claim.
+        let mut keep = pvc("vm1-keep", "1Gi", "Bound", Some("1Gi"));
+        keep["metadata"]["annotations"] = json!({"vm.novasphere.dev/owner-uid": UID});
+        let cluster = FixtureCluster::new()
+            .with(owned_by(dv("vm1-root", "20Gi", "Succeeded", "100.0%"), UID))
+            .with(pvc("vm1-root", "20Gi", "Bound", Some("20Gi")))
+            .with(owned_by(
+                pvc("vm1-data", "10Gi", "Bound", Some("10Gi")),
+                UID,
+            ))
+            .with(keep);
+        let mut retained = disk("keep", DiskSource::Blank, "1Gi");
+        retained.retain = true;
+        let disks = || {
+            vec![
+                image("root", "docker://x/y:1", "20Gi"),
+                disk("data", DiskSource::Blank, "10Gi"),
+                retained.clone(),
+            ]
+        };
+        let ctx = context_of("vm1", UID, json!({}), disks());
+        let outcome = storage_reconcile::<CdiStorage>(&ctx, &upstream(), &cluster).unwrap();
+        assert_eq!(claims(&outcome), ["vm1-root", "vm1-data", "vm1-keep"]);
+        assert!(outcome.effects.apply.is_empty(), "no disk re-created");
+        assert!(outcome.volumes.iter().all(|v| v.bound));
+        let deleted: Vec<_> = storage_finalize::<CdiStorage>(&ctx, &upstream(), &cluster)
+            .unwrap()
+            .delete
+            .into_iter()
+            .map(|r| (r.kind, r.name))
+            .collect();
+        assert_eq!(
+            deleted,
+            [
+                ("DataVolume".to_owned(), "vm1-root".to_owned()),
+                ("PersistentVolumeClaim".to_owned(), "vm1-root".to_owned()),
+                ("PersistentVolumeClaim".to_owned(), "vm1-data".to_owned()),
+            ]
+        );
+
+        // The status remembers the name even when the object is not there to be read.
+        let status = json!({"status": {"volumes": [{"name": "data", "claimName": "vm1-data"}]}});
+        let ctx = context_of(
+            "vm1",
+            UID,
+            status,
+            vec![disk("data", DiskSource::Blank, "10Gi")],
+        );
+        let outcome =
+            storage_reconcile::<CdiStorage>(&ctx, &upstream(), &FixtureCluster::new()).unwrap();
+        assert_eq!(claims(&outcome), ["vm1-data"]);
+    }
+
+    #[test]
+    fn a_recorded_name_wukong_did_not_make_is_not_kept() {
+        // `data` was the existing claim `shared` and is now a blank disk: a claim of its own.
+        let status = json!({"status": {"volumes": [{"name": "data", "claimName": "shared"}]}});
+        let cluster = FixtureCluster::new().with(pvc("shared", "5Gi", "Bound", Some("5Gi")));
+        let ctx = context_of(
+            "vm1",
+            UID,
+            status,
+            vec![disk("data", DiskSource::Blank, "10Gi")],
+        );
+        let outcome = storage_reconcile::<CdiStorage>(&ctx, &upstream(), &cluster).unwrap();
+        assert_eq!(claims(&outcome), [own("data").as_str()]);
+        // A legacy object that is not this Wukong's (no owner) is not taken either.
+        let cluster = FixtureCluster::new().with(pvc("vm1-data", "5Gi", "Bound", Some("5Gi")));
+        let ctx = context_of(
+            "vm1",
+            UID,
+            json!({}),
+            vec![disk("data", DiskSource::Blank, "10Gi")],
+        );
+        let outcome = storage_reconcile::<CdiStorage>(&ctx, &upstream(), &cluster).unwrap();
+        assert_eq!(claims(&outcome), [own("data").as_str()]);
+    }
+
+    #[test]
+    fn an_existing_claim_is_never_applied_or_deleted() {
+        // Even labelled like the Wukong's own claims, and asked to grow.
+        let mut shared = pvc("shared", "5Gi", "Bound", Some("5Gi"));
+        shared["metadata"]["ownerReferences"] = json!([{"uid": UID, "controller": true}]);
+        let cluster = FixtureCluster::new().with(shared);
+        let disks = || {
+            vec![disk(
+                "old",
+                DiskSource::ExistingClaim("shared".into()),
+                "50Gi",
+            )]
+        };
+        let outcome = run(disks(), &cluster).unwrap();
+        assert!(outcome.effects.apply.is_empty());
+        let ctx = context(json!({}), disks());
+        let effects = storage_finalize::<CdiStorage>(&ctx, &upstream(), &cluster).unwrap();
+        assert!(effects.delete.is_empty());
+
+        // A disk whose own claim is another disk's existing claim is refused, and finalize
+        // leaves that claim alone.
+        let legacy = owned_by(pvc("vm1-data", "1Gi", "Bound", Some("1Gi")), UID);
+        let disks = vec![
+            disk("data", DiskSource::Blank, "1Gi"),
+            disk("old", DiskSource::ExistingClaim("vm1-data".into()), "1Gi"),
+        ];
+        let ctx = context_of("vm1", UID, json!({}), disks);
+        let cluster = FixtureCluster::new().with(legacy);
+        let err = storage_reconcile::<CdiStorage>(&ctx, &upstream(), &cluster).unwrap_err();
+        assert!(
+            matches!(&err, StepError::InvalidSpec(m) if m.contains("existingClaim")),
+            "{err:?}"
+        );
+        let effects = storage_finalize::<CdiStorage>(&ctx, &upstream(), &cluster).unwrap();
+        assert!(effects.delete.is_empty());
     }
 }

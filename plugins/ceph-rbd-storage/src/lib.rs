@@ -252,6 +252,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(effects.delete.len(), 1);
-        assert_eq!(effects.delete[0].name, "vm1-data");
+        assert_eq!(effects.delete[0].name, disks::claim_name("vm1", "data"));
     }
 }

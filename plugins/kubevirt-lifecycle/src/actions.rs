@@ -3,8 +3,10 @@
 //!
 //! # Exactly once
 //! The plugin is a pure function: it remembers nothing but the record it reported last
-//! time (read back from the Wukong's status). A request whose id is the newest in the
-//! history is done and never redone; a new id starts a new action. Every step that calls
+//! time (read back from the Wukong's status). A request in the history is done and never
+//! redone (an explicit `requestId` anywhere in it, an implicit one as its newest entry);
+//! a new id starts a new action. A record the host finished (`Refused`, when KubeVirt
+//! answered a call with 409) joins the history as it is: nothing here overwrites it. Every step that calls
 //! KubeVirt moves the record to an `*-issued` stage in the same outcome, and the host
 //! writes that status *before* it executes the call. After a crash in between, the next
 //! call sees the stage, checks whether the cluster shows the step's effect (stop: the run
@@ -15,7 +17,9 @@
 //! # Graceful stop and its fallback
 //! A graceful stop gives the guest its grace period plus [`FORCE_MARGIN_MS`]; an instance
 //! still there then is stopped with `gracePeriod: 0`, and the action ends
-//! `ForcedAfterTimeout`, with a Warning event of that reason.
+//! `ForcedAfterTimeout`, with a Warning event of that reason. The action's timeout
+//! ([`ACTION_TIMEOUT_MS`], after which it ends `Failed`) counts from the end of that
+//! grace: a grace period of any length falls back to force, never times out first.
 
 use serde_json::json;
 use wukong_plugin_sdk::{Action, ActionRecord, LifecycleAction, LifecyclePhase, SubresourceCall};
@@ -25,8 +29,9 @@ use crate::record::{IN_PROGRESS, millis_between};
 
 /// Past the grace period, how long before a graceful stop is forced.
 pub const FORCE_MARGIN_MS: i64 = 1_000;
-/// How long an action may wait for KubeVirt before it is given up as failed.
-const ACTION_TIMEOUT_MS: i64 = 300_000;
+/// How long an action may wait for KubeVirt before it is given up as failed, counted after
+/// the grace period (and [`FORCE_MARGIN_MS`]) of a graceful stop or restart.
+pub const ACTION_TIMEOUT_MS: i64 = 300_000;
 /// How long before a pause or unpause not yet visible is asked again (KubeVirt reports
 /// them through the instance's conditions a little after the call).
 const REISSUE_AFTER_MS: i64 = 2_000;
@@ -78,11 +83,20 @@ pub fn advance(
     now: &str,
 ) -> Step {
     let mut step = Step::default();
+    if record.outcome != IN_PROGRESS {
+        // Finished, by this plugin or by the host (a call KubeVirt refused): it stays so.
+        return step;
+    }
     let elapsed = millis_between(&record.started_at, now).unwrap_or(0);
     let grace = if request.force {
         0
     } else {
         request.grace_period_seconds
+    };
+    // The guest's grace first, then KubeVirt's time.
+    let timeout = match (record.action.as_str(), grace) {
+        ("stop" | "restart", 1..) => ACTION_TIMEOUT_MS + i64::from(grace) * 1000 + FORCE_MARGIN_MS,
+        _ => ACTION_TIMEOUT_MS,
     };
     let stop = |grace: u32| vm_call(name, "stop", Some(json!({"gracePeriod": grace})));
     let start = || vm_call(name, "start", None);
@@ -172,7 +186,9 @@ pub fn advance(
                 "unpause-issued",
             );
         }
-        // NB: a soft reboot shows nowhere, so once issued it is done (at most once).
+        // NB: a soft reboot shows nowhere, so once issued it is done (at most once). Only a
+        // record still in progress gets here: one KubeVirt refused (409) the host records
+        // `Refused`, and that stays.
         ("softReboot", "softreboot-issued") => {
             finish(
                 record,
@@ -182,11 +198,11 @@ pub fn advance(
                 now,
             );
         }
-        _ if elapsed >= ACTION_TIMEOUT_MS => {
+        _ if elapsed >= timeout => {
             let message = format!(
                 "KubeVirt did not finish {} in {}s (stage {})",
                 record.action,
-                ACTION_TIMEOUT_MS / 1000,
+                timeout / 1000,
                 record.stage
             );
             finish(record, &mut step, "Failed", &message, now);

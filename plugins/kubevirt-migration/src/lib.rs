@@ -8,7 +8,8 @@
 //! 2. a migration object the record does not know (the host crashed after creating it)
 //!    is picked up and followed;
 //! 3. a manual request whose id is not the record's is checked and refused or started:
-//!    a `MigrationPolicy` `<ns>-<name>` with the tuning options, then a
+//!    a `MigrationPolicy` (named `names::derived(namespace, name)`, or `<ns>-<name>` when
+//!    the Wukong has that one from before) with the tuning options, then a
 //!    `VirtualMachineInstanceMigration` `<name>-<hash>` targeting the node through
 //!    `addedNodeSelector`;
 //! 4. otherwise the automatic policy is evaluated ([`auto`]).
@@ -24,8 +25,10 @@
 //! - Automatic migration objects carry `vm.novasphere.dev/automatic: "true"`; the host
 //!   counts them for its cluster-wide limit and may defer a start (the record is then
 //!   `Pending` without a migration name, and the next call tries again).
-//! - The MigrationPolicy is cluster-scoped, so it carries the Wukong's uid in an
-//!   annotation instead of an owner reference; finalize deletes it.
+//! - The MigrationPolicy is cluster-scoped, so it cannot carry an owner reference: the
+//!   host marks it with the Wukong's uid (the plugin must not: the host refuses an object
+//!   carrying its marks), the plugin reads the mark to recognise its policy, and finalize
+//!   deletes it.
 
 mod auto;
 mod manual;
@@ -37,6 +40,7 @@ mod track;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
+use wukong_plugin_sdk::objects::made_for;
 use wukong_plugin_sdk::{
     Call, Effects, Manifest, MigrationOutcome, MigrationPlugin, Plugin, StepResult,
 };
@@ -52,8 +56,9 @@ pub const VMIM: &str = "VirtualMachineInstanceMigration";
 pub const AUTOMATIC_LABEL: &str = "vm.novasphere.dev/automatic";
 /// On migration objects: the request they answer.
 pub const REQUEST_ANNOTATION: &str = "vm.novasphere.dev/request-id";
-/// On cluster-scoped objects (the MigrationPolicy): the owning Wukong's uid.
-pub const OWNER_UID_ANNOTATION: &str = "vm.novasphere.dev/owner-uid";
+/// On cluster-scoped objects (the MigrationPolicy): the owning Wukong's uid, written by the
+/// host, read by the plugin.
+pub use wukong_plugin_sdk::objects::OWNER_UID_ANNOTATION;
 /// How soon to look again while a migration runs.
 const REQUEUE_MS: u64 = 2_000;
 
@@ -170,12 +175,10 @@ impl MigrationPlugin for KubevirtMigration {
     /// Deletes the MigrationPolicy: being cluster-scoped, the garbage collector would
     /// not. Migration objects are owned by the Wukong and go with it.
     fn finalize(call: &Call<'_, Config>) -> StepResult<Effects> {
-        let target = objects::policy_ref(call);
+        let target = objects::policy_ref(call)?;
         let mut effects = Effects::default();
         let existing: Option<Value> = call.get_as(&target)?;
-        if existing.is_some_and(|p| {
-            p["metadata"]["annotations"][OWNER_UID_ANNOTATION] == call.wukong.uid.as_str()
-        }) {
+        if existing.is_some_and(|p| made_for(&p, &call.wukong.uid)) {
             effects.delete.push(target);
         }
         Ok(effects)

@@ -95,7 +95,7 @@ pub fn handle<C>(
             ..base
         });
     }
-    effects.apply(&objects::policy(call, request))?;
+    effects.apply(&objects::policy(call, request)?)?;
     let salt = previous
         .and_then(|p| p.migration_name.as_deref())
         .unwrap_or_default();

@@ -2,10 +2,13 @@
 //! options, and the `VirtualMachineInstanceMigration` that moves the VMI.
 
 use serde_json::{Value, json};
-use wukong_plugin_sdk::{Call, Effects, MigrationRequest, MigrationStatus, ObjectRef, StepError};
+use wukong_plugin_sdk::objects::made_for;
+use wukong_plugin_sdk::{
+    Call, Effects, MigrationRequest, MigrationStatus, ObjectRef, StepError, names,
+};
 
 use crate::record::{new_record, short_hash};
-use crate::{AUTOMATIC_LABEL, KUBEVIRT, OWNER_UID_ANNOTATION, REQUEST_ANNOTATION, VMIM};
+use crate::{AUTOMATIC_LABEL, KUBEVIRT, REQUEST_ANNOTATION, VMIM};
 
 pub const POLICY_API_VERSION: &str = "migrations.kubevirt.io/v1alpha1";
 pub const POLICY_KIND: &str = "MigrationPolicy";
@@ -15,24 +18,41 @@ pub const WUKONG_LABEL: &str = "vm.novasphere.dev/wukong";
 /// match this VM only, not a namesake in another namespace.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
-/// The policy's name: cluster-scoped, so the namespace is part of it.
-pub fn policy_name<C>(call: &Call<'_, C>) -> String {
-    format!("{}-{}", call.wukong.namespace, call.wukong.name)
+/// The policy's name. Cluster-scoped, so the namespace is part of it:
+/// [`names::derived`]`(namespace, name)`, injective (`<ns>-<name>` alone is not: `a-b`/`c`
+/// and `a`/`b-c` meet). A Wukong whose policy has the name of before derived names keeps
+/// it: `<ns>-<name>` when a policy of that name exists and was made for this Wukong (the
+/// host's owner-uid mark on it is this Wukong's uid).
+pub fn policy_name<C>(call: &Call<'_, C>) -> Result<String, StepError> {
+    let (namespace, name) = (&call.wukong.namespace, &call.wukong.name);
+    let legacy = format!("{namespace}-{name}");
+    let existing: Option<Value> = call.get_as(&cluster_scoped(&legacy))?;
+    Ok(
+        match existing.is_some_and(|p| made_for(&p, &call.wukong.uid)) {
+            true => legacy,
+            false => names::derived(namespace, name),
+        },
+    )
 }
 
-pub fn policy_ref<C>(call: &Call<'_, C>) -> ObjectRef {
+pub fn policy_ref<C>(call: &Call<'_, C>) -> Result<ObjectRef, StepError> {
+    Ok(cluster_scoped(&policy_name(call)?))
+}
+
+fn cluster_scoped(name: &str) -> ObjectRef {
     ObjectRef {
         api_version: POLICY_API_VERSION.into(),
         kind: POLICY_KIND.into(),
         namespace: None,
-        name: policy_name(call),
+        name: name.into(),
     }
 }
 
 /// The MigrationPolicy with the request's tuning. Cluster-scoped objects cannot carry an
-/// owner reference to a namespaced Wukong: the owner-uid annotation is what lets the host
-/// accept its deletion on finalize.
-pub fn policy<C>(call: &Call<'_, C>, request: &MigrationRequest) -> Value {
+/// owner reference to a namespaced Wukong: the host marks it with the Wukong's uid (and
+/// refuses an object that carries the mark already), which is what lets it accept the
+/// policy's deletion on finalize and this plugin recognise its policy.
+pub fn policy<C>(call: &Call<'_, C>, request: &MigrationRequest) -> Result<Value, StepError> {
     let mut spec = json!({
         "allowAutoConverge": request.allow_auto_converge,
         "allowPostCopy": request.allow_post_copy,
@@ -44,15 +64,13 @@ pub fn policy<C>(call: &Call<'_, C>, request: &MigrationRequest) -> Value {
     if let Some(timeout) = request.completion_timeout_per_gi_b {
         spec["completionTimeoutPerGiB"] = json!(timeout);
     }
-    json!({
+    Ok(json!({
         "apiVersion": POLICY_API_VERSION,
         "kind": POLICY_KIND,
-        "metadata": {
-            "name": policy_name(call),
-            "annotations": {OWNER_UID_ANNOTATION: call.wukong.uid},
-        },
+        // The Wukong's labels say it is this Wukong's, not shared by the backend's.
+        "metadata": {"name": policy_name(call)?, "labels": call.labels()},
         "spec": spec,
-    })
+    }))
 }
 
 /// What a new migration is for.

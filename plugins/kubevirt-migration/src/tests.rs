@@ -134,7 +134,9 @@ fn starts_a_manual_migration_with_policy_and_target() {
         two_nodes(),
     );
     let policy = applied(&out, POLICY_KIND).unwrap();
-    assert_eq!(policy["metadata"]["name"], "ns-vm1");
+    // Derived (wukong_plugin_sdk::names), and without the host's marks: the host writes them.
+    assert_eq!(policy["metadata"]["name"], "ns-vm1-gjinjyshnu");
+    assert!(policy["metadata"].get("annotations").is_none(), "{policy}");
     assert_eq!(policy["spec"]["allowPostCopy"], true);
     assert_eq!(policy["spec"]["allowAutoConverge"], true);
     assert_eq!(policy["spec"]["completionTimeoutPerGiB"], 800);
@@ -480,23 +482,62 @@ fn no_target_or_not_migratable_is_a_condition_not_a_move() {
     assert!(out.effects.apply.is_empty());
 }
 
-#[test]
-fn finalize_deletes_only_its_own_policy() {
-    let mine = json!({"apiVersion": POLICY_API_VERSION, "kind": POLICY_KIND,
-        "metadata": {"name": "ns-vm1", "annotations": {OWNER_UID_ANNOTATION: "uid-1"}}});
-    let ctx = context(None, json!({}), json!({}));
+fn policy_named(name: &str, uid: &str) -> Value {
+    json!({"apiVersion": POLICY_API_VERSION, "kind": POLICY_KIND,
+        "metadata": {"name": name, "annotations": {OWNER_UID_ANNOTATION: uid}}})
+}
+
+fn finalize(ctx: &Context, objects: Vec<Value>) -> Vec<String> {
     let up = Upstream {
         networks: vec![],
         volumes: vec![],
         lifecycle: None,
     };
-    let effects = migration_finalize::<KubevirtMigration>(&ctx, &up, &cluster(vec![mine])).unwrap();
-    assert_eq!(effects.delete.len(), 1);
-    let theirs = json!({"apiVersion": POLICY_API_VERSION, "kind": POLICY_KIND,
-        "metadata": {"name": "ns-vm1", "annotations": {OWNER_UID_ANNOTATION: "other"}}});
-    let effects =
-        migration_finalize::<KubevirtMigration>(&ctx, &up, &cluster(vec![theirs])).unwrap();
-    assert!(effects.delete.is_empty());
+    migration_finalize::<KubevirtMigration>(ctx, &up, &cluster(objects))
+        .unwrap()
+        .delete
+        .into_iter()
+        .map(|r| r.name)
+        .collect()
+}
+
+#[test]
+fn finalize_deletes_only_its_own_policy() {
+    let ctx = context(None, json!({}), json!({}));
+    // Marked by the host for this Wukong, under the derived name or the legacy one.
+    let derived = policy_named("ns-vm1-gjinjyshnu", "uid-1");
+    assert_eq!(finalize(&ctx, vec![derived]), ["ns-vm1-gjinjyshnu"]);
+    assert_eq!(
+        finalize(&ctx, vec![policy_named("ns-vm1", "uid-1")]),
+        ["ns-vm1"]
+    );
+    let theirs = policy_named("ns-vm1", "other");
+    assert!(finalize(&ctx, vec![theirs]).is_empty());
+    assert!(finalize(&ctx, vec![policy_named("ns-vm1-gjinjyshnu", "other")]).is_empty());
+}
+
+#[test]
+fn the_policy_keeps_its_legacy_name_only_when_it_is_this_wukongs() {
+    let ctx = context(Some(request("node-1")), json!({}), json!({}));
+    let name = |objects: Vec<Value>| {
+        let mut objects = objects;
+        objects.extend(two_nodes());
+        applied(&run(&ctx, objects), POLICY_KIND).unwrap()["metadata"]["name"].clone()
+    };
+    // Made before derived names (the plugin wrote the uid then): kept.
+    assert_eq!(name(vec![policy_named("ns-vm1", "uid-1")]), "ns-vm1");
+    // Another Wukong's (another uid: a namesake deleted before this one was created, or
+    // a Wukong whose namespace and name read alike): left to it; this Wukong
+    // gets the derived name.
+    assert_eq!(
+        name(vec![policy_named("ns-vm1", "other")]),
+        "ns-vm1-gjinjyshnu"
+    );
+    // Namespace `ns` / `a-b` and namespace `ns-a` / `b` read alike, but differ.
+    assert_ne!(
+        wukong_plugin_sdk::names::derived("ns", "a-b"),
+        wukong_plugin_sdk::names::derived("ns-a", "b")
+    );
 }
 
 #[test]

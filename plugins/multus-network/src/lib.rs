@@ -1,15 +1,26 @@
 //! `multus-network`: the Wukong's networks as Multus attachments. The pod network needs
 //! nothing; a network naming a NetworkAttachmentDefinition uses it (and says so when it
-//! does not exist); a network with a CNI config gets a NetworkAttachmentDefinition
-//! `<wukong>-<network>` that the plugin creates, keeps current and removes on finalize or
-//! when the network leaves the spec.
+//! does not exist); a network with a CNI config gets a NetworkAttachmentDefinition that the
+//! plugin creates, keeps current and removes on finalize or when the network leaves the
+//! spec.
+//!
+//! # Names
+//! A new NAD is named [`names::derived`]`(wukong, network)`: injective, so two Wukongs
+//! (`web` + `db-data`, `web-db` + `data`) never share one. A network keeps the NAD it has
+//! ([`nad_name`]): the one the Wukong's status records as created for it, else the name of
+//! before derived names (`<wukong>-<network>`) when the NAD there is this Wukong's.
+//!
+//! # Guarantees
+//! - A NAD the spec names (`nadName`) is the user's: never applied, never deleted, even
+//!   when it carries the Wukong's labels.
 
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
+use wukong_plugin_sdk::objects::made_for;
 use wukong_plugin_sdk::{
     Call, Effects, Manifest, Network, NetworkAttachment, NetworkOutcome, NetworkPlugin, Plugin,
-    StepError, StepResult,
+    StepError, StepResult, names,
 };
 
 /// Multus's NetworkAttachmentDefinition.
@@ -67,7 +78,7 @@ impl NetworkPlugin for MultusNetwork {
             attachments.push(attach(call, network, &mut effects)?);
         }
         // Remove what this plugin created for networks that left the spec.
-        for stale in created(call)? {
+        for stale in deletable(call)? {
             let network_name = format!("{}/{stale}", call.wukong.namespace);
             if !attachments
                 .iter()
@@ -102,10 +113,10 @@ impl NetworkPlugin for MultusNetwork {
     }
 
     /// Deletes the NADs this plugin created: those carrying the Wukong's labels. NADs
-    /// named by the spec are never touched.
+    /// named by the spec are never touched, labelled or not.
     fn finalize(call: &Call<'_, Config>) -> StepResult<Effects> {
         let mut effects = Effects::default();
-        for name in created(call)? {
+        for name in deletable(call)? {
             effects
                 .delete
                 .push(call.object_ref(NAD_API_VERSION, NAD_KIND, &name));
@@ -157,7 +168,14 @@ fn attach(
             }
         }
         ("multus", None, Some(_)) => {
-            let name = format!("{}-{}", call.wukong.name, network.name);
+            let name = nad_name(call, network)?;
+            if named_by_spec(call).contains(&name.as_str()) {
+                return Err(StepError::InvalidSpec(format!(
+                    "network {}: its NetworkAttachmentDefinition {name} is also named by another network's nadName; \
+                     a named NAD is used as is, never made or written by Wukong",
+                    network.name
+                )));
+            }
             let desired = nad(call, network, &name)?;
             let existing: Option<Value> =
                 call.get_as(&call.object_ref(NAD_API_VERSION, NAD_KIND, &name))?;
@@ -226,6 +244,66 @@ fn nad(call: &Call<'_, Config>, network: &Network, name: &str) -> StepResult<Val
         "metadata": metadata,
         "spec": {"config": Value::Object(cni).to_string()},
     }))
+}
+
+/// The name of the NAD this plugin makes for `network` (one with a config). A network
+/// keeps the NAD it has, so an upgrade neither orphans nor re-creates it:
+/// 1. the NAD the Wukong's previous status records as created for the network
+///    (`status.networks[].networkName`, `namespace/name`), when it is a name this plugin
+///    makes: the derived one, or the legacy one unless the NAD there is another's (a
+///    network that named a NAD and now has a config gets a NAD of its own);
+/// 2. else the legacy name `<wukong>-<network>`, when the NAD there is this Wukong's (an
+///    owner reference to it, or the host's owner-uid mark);
+/// 3. else [`names::derived`]`(wukong, network)`.
+pub fn nad_name<C>(call: &Call<'_, C>, network: &Network) -> StepResult<String> {
+    let wukong = &call.wukong.name;
+    let derived = names::derived(wukong, &network.name);
+    let legacy = format!("{wukong}-{}", network.name);
+    let status = call.wukong_json();
+    let recorded = status["status"]["networks"].as_array().and_then(|list| {
+        let entry = list
+            .iter()
+            .find(|n| n["name"] == network.name.as_str() && n["created"] == true)?;
+        let (namespace, name) = entry["networkName"].as_str()?.split_once('/')?;
+        (namespace == call.wukong.namespace).then_some(name)
+    });
+    if recorded == Some(derived.as_str()) {
+        return Ok(derived);
+    }
+    let at_legacy: Option<Value> =
+        call.get_as(&call.object_ref(NAD_API_VERSION, NAD_KIND, &legacy))?;
+    let ours = at_legacy
+        .as_ref()
+        .map(|nad| made_for(nad, &call.wukong.uid));
+    Ok(match (recorded == Some(legacy.as_str()), ours) {
+        (_, Some(true)) | (true, None) => legacy,
+        _ => derived,
+    })
+}
+
+/// The NADs in the Wukong's namespace that the spec names (`nadName`): the user's.
+fn named_by_spec<'a, C>(call: &Call<'a, C>) -> Vec<&'a str> {
+    let namespace = call.wukong.namespace.as_str();
+    call.wukong
+        .networks
+        .iter()
+        .filter_map(|n| {
+            let nad = n.nad_name.as_deref()?;
+            match nad.split_once('/') {
+                Some((ns, name)) => (ns == namespace).then_some(name),
+                None => Some(nad),
+            }
+        })
+        .collect()
+}
+
+/// The NADs this plugin created for the Wukong (those with its labels) that it may
+/// delete: all but those the spec names.
+fn deletable(call: &Call<'_, Config>) -> StepResult<Vec<String>> {
+    let named = named_by_spec(call);
+    let mut names = created(call)?;
+    names.retain(|name| !named.contains(&name.as_str()));
+    Ok(names)
 }
 
 /// The names of the NADs this plugin created for the Wukong: those with its labels.
@@ -379,17 +457,18 @@ mod tests {
         let outcome = run(vec![lan], &FixtureCluster::new()).unwrap();
         let nad: Value = serde_json::from_str(&outcome.effects.apply[0]).unwrap();
         assert_eq!(nad["kind"], NAD_KIND);
-        assert_eq!(nad["metadata"]["name"], "vm1-lan");
+        // The derived name (see wukong_plugin_sdk::names).
+        assert_eq!(nad["metadata"]["name"], "vm1-lan-nxmorxvged");
         assert_eq!(nad["metadata"]["namespace"], "tenant-a");
         assert_eq!(nad["metadata"]["labels"]["vm.novasphere.dev/wukong"], "vm1");
         let cni: Value = serde_json::from_str(nad["spec"]["config"].as_str().unwrap()).unwrap();
         assert_eq!(
             cni,
-            json!({"cniVersion": "0.3.1", "name": "vm1-lan", "type": "bridge", "bridge": "br1",
+            json!({"cniVersion": "0.3.1", "name": "vm1-lan-nxmorxvged", "type": "bridge", "bridge": "br1",
             "vlan": 100, "mtu": 9000, "ipam": {"type": "whereabouts", "range": "10.10.0.0/24"}})
         );
         let lan = &outcome.attachments[0];
-        assert_eq!(lan.network_name, "tenant-a/vm1-lan");
+        assert_eq!(lan.network_name, "tenant-a/vm1-lan-nxmorxvged");
         assert_eq!(lan.mac_address.as_deref(), Some("02:00:00:00:00:01"));
         assert!(lan.created && lan.ready);
     }
@@ -499,5 +578,128 @@ mod tests {
             .map(|r| (r.kind.as_str(), r.name.as_str()))
             .collect();
         assert_eq!(deleted, [(NAD_KIND, "vm1-lan")]);
+    }
+
+    fn context_of(name: &str, uid: &str, wukong: Value, networks: Vec<Network>) -> Context {
+        let mut ctx = context(networks);
+        ctx.wukong.name = name.into();
+        ctx.wukong.uid = uid.into();
+        ctx.wukong.labels = vec![
+            ("app.kubernetes.io/managed-by".into(), "wukong".into()),
+            ("vm.novasphere.dev/wukong".into(), name.into()),
+        ];
+        ctx.wukong.json = wukong.to_string();
+        ctx
+    }
+
+    fn applied_names(outcome: &NetworkOutcome) -> Vec<String> {
+        outcome
+            .effects
+            .apply
+            .iter()
+            .map(|j| {
+                serde_json::from_str::<Value>(j).unwrap()["metadata"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn wukongs_whose_names_read_alike_get_distinct_nads() {
+        let web = context_of("web", "uid-web", json!({}), vec![bridged("db-data", None)]);
+        let web_db = context_of(
+            "web-db",
+            "uid-web-db",
+            json!({}),
+            vec![bridged("data", None)],
+        );
+        let cluster = FixtureCluster::new();
+        let a = network_reconcile::<MultusNetwork>(&web, &upstream(), &cluster).unwrap();
+        let b = network_reconcile::<MultusNetwork>(&web_db, &upstream(), &cluster).unwrap();
+        assert_ne!(applied_names(&a), applied_names(&b));
+        assert_ne!(a.attachments[0].network_name, b.attachments[0].network_name);
+
+        // `web` made `web-db-data` the old way: it keeps it; `web-db` makes its own.
+        let mut legacy = nad_object("web-db-data", Some("web"));
+        legacy["metadata"]["ownerReferences"] = json!([{"uid": "uid-web", "controller": true}]);
+        let cluster = FixtureCluster::new().with(legacy);
+        let a = network_reconcile::<MultusNetwork>(&web, &upstream(), &cluster).unwrap();
+        let b = network_reconcile::<MultusNetwork>(&web_db, &upstream(), &cluster).unwrap();
+        assert_eq!(a.attachments[0].network_name, "tenant-a/web-db-data");
+        assert_eq!(applied_names(&b), [names::derived("web-db", "data")]);
+        // Both were on `web-db-data` before derived names; web-db does not stay there.
+        let shared = json!({"status": {"networks": [{"name": "data", "networkName": "tenant-a/web-db-data", "created": true}]}});
+        let web_db = context_of("web-db", "uid-web-db", shared, vec![bridged("data", None)]);
+        let b = network_reconcile::<MultusNetwork>(&web_db, &upstream(), &cluster).unwrap();
+        assert_eq!(applied_names(&b), [names::derived("web-db", "data")]);
+    }
+
+    #[test]
+    fn an_upgraded_wukong_keeps_the_nad_it_made_the_old_way() {
+        let first = run(vec![bridged("lan", None)], &FixtureCluster::new()).unwrap();
+        let mut legacy: Value = serde_json::from_str(&first.effects.apply[0]).unwrap();
+        // As made before derived names: `vm1-lan`, the same config, the host's reference.
+        let config = legacy["spec"]["config"]
+            .as_str()
+            .unwrap()
+            .replace("vm1-lan-nxmorxvged", "vm1-lan");
+        legacy["metadata"]["name"] = json!("vm1-lan");
+        legacy["spec"]["config"] = json!(config);
+        legacy["metadata"]["ownerReferences"] = json!([{"uid": "uid-1", "controller": true}]);
+        let cluster = FixtureCluster::new().with(legacy);
+        let outcome = run(vec![bridged("lan", None)], &cluster).unwrap();
+        assert!(outcome.effects.apply.is_empty() && outcome.effects.delete.is_empty());
+        assert_eq!(outcome.attachments[0].network_name, "tenant-a/vm1-lan");
+
+        // The status remembers it; a recorded NAD the plugin did not create is not taken.
+        let recorded = |name: &str, created: bool| json!({"status": {"networks": [{"name": "lan", "networkName": format!("tenant-a/{name}"), "created": created}]}});
+        let ctx = context_of(
+            "vm1",
+            "uid-1",
+            recorded("vm1-lan", true),
+            vec![bridged("lan", None)],
+        );
+        let outcome =
+            network_reconcile::<MultusNetwork>(&ctx, &upstream(), &FixtureCluster::new()).unwrap();
+        assert_eq!(applied_names(&outcome), ["vm1-lan"]);
+        let ctx = context_of(
+            "vm1",
+            "uid-1",
+            recorded("storage-net", false),
+            vec![bridged("lan", None)],
+        );
+        let outcome =
+            network_reconcile::<MultusNetwork>(&ctx, &upstream(), &FixtureCluster::new()).unwrap();
+        assert_eq!(applied_names(&outcome), ["vm1-lan-nxmorxvged"]);
+    }
+
+    #[test]
+    fn a_named_nad_is_never_applied_or_deleted() {
+        // Even labelled like the Wukong's own NADs.
+        let cluster = FixtureCluster::new().with(nad_object("storage-net", Some("vm1")));
+        let networks = || vec![named("san", "storage-net")];
+        let outcome = run(networks(), &cluster).unwrap();
+        assert!(outcome.effects.apply.is_empty() && outcome.effects.delete.is_empty());
+        let also = vec![named("san", "tenant-a/storage-net")];
+        assert!(run(also, &cluster).unwrap().effects.delete.is_empty());
+        let effects =
+            network_finalize::<MultusNetwork>(&context(networks()), &upstream(), &cluster).unwrap();
+        assert!(effects.delete.is_empty());
+
+        // A network whose own NAD is the one another network names is refused.
+        let mut legacy = nad_object("vm1-lan", Some("vm1"));
+        legacy["metadata"]["ownerReferences"] = json!([{"uid": "uid-1", "controller": true}]);
+        let cluster = FixtureCluster::new().with(legacy);
+        let err = run(
+            vec![bridged("lan", None), named("san", "vm1-lan")],
+            &cluster,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, StepError::InvalidSpec(m) if m.contains("nadName")),
+            "{err:?}"
+        );
     }
 }

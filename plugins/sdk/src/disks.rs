@@ -4,12 +4,21 @@
 //! and may ask for its StorageClass ([`ensure_storage_class`]).
 //!
 //! # Expected flow
-//! [`reconcile`] builds each disk's object when it does not exist yet, reads the
-//! DataVolume and PVC back and reports one [`Volume`] per disk, in spec order, with the
-//! `VolumesBound` and `DisksResized` conditions and a requeue hint while a volume is not
-//! bound. [`finalize`] deletes the DataVolumes and PVCs of the disks that are not retained.
+//! [`reconcile`] names each disk's claim ([`claim_names`]), builds its object when it does
+//! not exist yet, reads the DataVolume and PVC back and reports one [`Volume`] per disk,
+//! in spec order, with the `VolumesBound` and `DisksResized` conditions and a requeue hint
+//! while a volume is not bound. [`finalize`] deletes the DataVolumes and PVCs of the disks
+//! that are not retained.
 //!
 //! # Guarantees
+//! - Names are injective over (Wukong, disk): a new disk's claim is
+//!   [`names::derived`]`(wukong, disk)`, so two Wukongs never share a claim (a 50-bit hash
+//!   collision is refused by the host as `NameTaken`, never shared).
+//! - A disk keeps the claim it has: the name recorded in the Wukong's status, else the
+//!   name of before derived names (`{wukong}-{disk}`) when the object there is this
+//!   Wukong's. An upgrade neither orphans nor re-creates a disk.
+//! - Existing claims (`existingClaim`) are the user's: never applied, never deleted, and no
+//!   disk of the Wukong may make a claim of that name.
 //! - Disks only grow: a spec size above the claim's request applies the larger request
 //!   to the PVC (KubeVirt grows a disk through its PVC, never the DataVolume); a smaller
 //!   one keeps the claim as it is, with `DisksResized=False` and a warning event.
@@ -17,14 +26,20 @@
 //!   costs no write. NB: a DataVolume's spec is immutable once created (CDI refuses edits),
 //!   so a changed image or class applies to new disks only.
 //! - Only objects carrying the Wukong's labels are deleted.
+//! - Retained disks carry the [`RETAIN_ANNOTATION`], and the host guarantees they get no
+//!   owner reference (only its owner-uid mark), so the garbage collector never deletes them
+//!   with the Wukong, whichever way it is deleted.
+//!
+//! # Assumptions
+//! - The host writes the ownership marks (owner references, the owner-uid annotation) and
+//!   refuses to write an object of the wanted name that this Wukong does not own: the
+//!   plugin reads them only to recognise its own claims under their old names.
 //!
 //! # Caveats
 //! - CDI adds filesystem overhead to the PVC of a `Filesystem` DataVolume, so the PVC's
 //!   request may exceed the disk size. Shrinking is judged against the size Wukong asked
 //!   for (the DataVolume's request, or the size annotation of the last growth), not the
 //!   PVC's request.
-//! - Retained disks carry the [`RETAIN_ANNOTATION`]: the host must not give them an owner
-//!   reference, or the garbage collector deletes them with the Wukong anyway.
 
 use std::collections::BTreeMap;
 
@@ -32,9 +47,9 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
-use crate::objects::lookup_str;
+use crate::objects::{lookup_str, made_for};
 use crate::{
-    Call, Disk, DiskSource, Effects, StepError, StepResult, StorageOutcome, Volume, quantity,
+    Call, Disk, DiskSource, Effects, StepError, StepResult, StorageOutcome, Volume, names, quantity,
 };
 
 /// CDI's DataVolume.
@@ -43,7 +58,8 @@ pub const DATA_VOLUME_API_VERSION: &str = "cdi.kubevirt.io/v1beta1";
 pub const DATA_VOLUME_KIND: &str = "DataVolume";
 /// The size Wukong last asked for, on PVCs it created or grew.
 pub const SIZE_ANNOTATION: &str = "vm.novasphere.dev/size";
-/// On the claims of retained disks: the host leaves their owner reference out.
+/// On the claims of retained disks, written by the plugin: the host gives them no owner
+/// reference, only its owner-uid mark.
 pub const RETAIN_ANNOTATION: &str = "vm.novasphere.dev/retain";
 /// Asks CDI to import at once even on a `WaitForFirstConsumer` class: the lifecycle step
 /// creates the VM only once volumes are bound.
@@ -83,9 +99,79 @@ impl ClaimClass {
     }
 }
 
-/// The name of the DataVolume or PVC of a disk Wukong creates.
+/// The name of the DataVolume or PVC of a new disk: [`names::derived`] of the Wukong and
+/// the disk. A disk that already has a claim keeps its name: see [`claim_names`].
 pub fn claim_name(wukong: &str, disk: &str) -> String {
+    names::derived(wukong, disk)
+}
+
+/// The name claims had before [`claim_name`]: `{wukong}-{disk}`, which is not injective
+/// (`web` + `db-data` and `web-db` + `data` meet). Only the disks that have it keep it.
+pub fn legacy_claim_name(wukong: &str, disk: &str) -> String {
     format!("{wukong}-{disk}")
+}
+
+/// The claim of every disk, by disk name. An existing claim is its own name; a disk
+/// Wukong makes a claim for keeps the one it has, so an upgrade neither orphans nor
+/// re-creates a disk:
+/// 1. the claim the Wukong's previous status records for the disk (`status.volumes`),
+///    when it is a name Wukong makes: the derived one, or the legacy one unless the object
+///    there is another's (a disk that was an existing claim and became a new disk gets a
+///    claim of its own; two Wukongs that shared a legacy claim do not go on sharing it);
+/// 2. else the legacy name, when the object there (the DataVolume of an image disk, the
+///    PVC of a blank one) is this Wukong's ([`made_for`]: its owner reference or the
+///    host's owner-uid mark; another Wukong's object of that name is not);
+/// 3. else [`claim_name`].
+///
+/// A Wukong whose status records derived names reads nothing more here.
+pub fn claim_names<C>(call: &Call<'_, C>) -> StepResult<BTreeMap<String, String>> {
+    let status = call.wukong_json();
+    let recorded = |disk: &str| {
+        status["status"]["volumes"]
+            .as_array()?
+            .iter()
+            .find(|v| v["name"] == disk)?["claimName"]
+            .as_str()
+    };
+    let wukong = &call.wukong.name;
+    let mut claims = BTreeMap::new();
+    for disk in &call.wukong.disks {
+        let (api_version, kind) = match &disk.source {
+            DiskSource::ExistingClaim(claim) => {
+                claims.insert(disk.name.clone(), claim.clone());
+                continue;
+            }
+            DiskSource::Image(_) => (DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND),
+            DiskSource::Blank => ("v1", "PersistentVolumeClaim"),
+        };
+        let derived = claim_name(wukong, &disk.name);
+        let legacy = legacy_claim_name(wukong, &disk.name);
+        let name = match recorded(&disk.name) {
+            Some(name) if name == derived => derived,
+            recorded => {
+                let at_legacy: Option<Value> =
+                    call.get_as(&call.object_ref(api_version, kind, &legacy))?;
+                let ours = at_legacy.as_ref().map(|o| made_for(o, &call.wukong.uid));
+                match (recorded == Some(legacy.as_str()), ours) {
+                    (_, Some(true)) | (true, None) => legacy,
+                    _ => derived,
+                }
+            }
+        };
+        claims.insert(disk.name.clone(), name);
+    }
+    Ok(claims)
+}
+
+/// The existing claims the spec hands in: the user's, never written or deleted.
+fn existing_claims(disks: &[Disk]) -> Vec<&str> {
+    disks
+        .iter()
+        .filter_map(|d| match &d.source {
+            DiskSource::ExistingClaim(claim) => Some(claim.as_str()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The DataVolume source for an image: `docker://` is a registry import, `http(s)://` an
@@ -109,10 +195,20 @@ pub fn reconcile<C>(
     class: &ClaimClass,
     mut effects: Effects,
 ) -> StepResult<StorageOutcome> {
+    let claims = claim_names(call)?;
+    let users = existing_claims(&call.wukong.disks);
     let mut volumes = Vec::with_capacity(call.wukong.disks.len());
     let mut resizes = Vec::new();
     for disk in &call.wukong.disks {
-        let (volume, resize) = reconcile_disk(call, class, disk, &mut effects)?;
+        let claim = claims.get(&disk.name).cloned().unwrap_or_default();
+        if !matches!(disk.source, DiskSource::ExistingClaim(_)) && users.contains(&claim.as_str()) {
+            return Err(StepError::InvalidSpec(format!(
+                "disk {}: its claim {claim} is also another disk's existingClaim; \
+                 an existing claim is used as is, never made or written by Wukong",
+                disk.name
+            )));
+        }
+        let (volume, resize) = reconcile_disk(call, class, disk, claim, &mut effects)?;
         volumes.push(volume);
         resizes.extend(resize);
     }
@@ -122,11 +218,19 @@ pub fn reconcile<C>(
 }
 
 /// Deletes the DataVolumes and PVCs of the disks that are not retained and that carry
-/// the Wukong's labels. Existing claims are never deleted.
+/// the Wukong's labels, under the names [`claim_names`] gives. Existing claims are never
+/// deleted, nor any object of an existing claim's name.
 pub fn finalize<C>(call: &Call<'_, C>) -> StepResult<Effects> {
     let mut effects = Effects::default();
+    let claims = claim_names(call)?;
+    let users = existing_claims(&call.wukong.disks);
     for disk in call.wukong.disks.iter().filter(|d| !d.retain) {
-        let name = claim_name(&call.wukong.name, &disk.name);
+        let Some(name) = claims
+            .get(&disk.name)
+            .filter(|n| !users.contains(&n.as_str()))
+        else {
+            continue;
+        };
         let mut targets = vec![("v1", "PersistentVolumeClaim")];
         match disk.source {
             DiskSource::ExistingClaim(_) => continue,
@@ -134,7 +238,7 @@ pub fn finalize<C>(call: &Call<'_, C>) -> StepResult<Effects> {
             DiskSource::Blank => {}
         }
         for (api_version, kind) in targets {
-            let target = call.object_ref(api_version, kind, &name);
+            let target = call.object_ref(api_version, kind, name);
             let existing: Option<Value> = call.get_as(&target)?;
             if existing.is_some_and(|o| carries_labels(&o, &call.labels())) {
                 effects.delete.push(target);
@@ -204,17 +308,16 @@ fn reconcile_disk<C>(
     call: &Call<'_, C>,
     class: &ClaimClass,
     disk: &Disk,
+    claim: String,
     effects: &mut Effects,
 ) -> StepResult<(Volume, Option<Resize>)> {
     let size = bytes(&disk.name, "size", &disk.size)?;
-    let own = claim_name(&call.wukong.name, &disk.name);
-    let (claim, data_volume) = match &disk.source {
-        DiskSource::ExistingClaim(claim) => (claim.clone(), false),
+    let data_volume = match &disk.source {
+        DiskSource::ExistingClaim(_) | DiskSource::Blank => false,
         DiskSource::Image(image) => {
             image_source(&disk.name, image)?; // refuse a bad image even once imported
-            (own, true)
+            true
         }
-        DiskSource::Blank => (own, false),
     };
     let pvc = call.get_as(&call.object_ref("v1", "PersistentVolumeClaim", &claim))?;
     let dv = match data_volume {

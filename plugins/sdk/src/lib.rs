@@ -16,6 +16,10 @@
 //! [`native`], with a [`FixtureCluster`] answering reads: that is how plugins are unit
 //! tested and how the host's benchmark measures the native baseline.
 //!
+//! Name what a plugin makes with [`names::derived`] (injective over the Wukong and the
+//! item, a valid Kubernetes name); read ownership with [`objects::made_for`], never write
+//! it (the host does: an outcome carrying [`objects::OWNER_UID_ANNOTATION`] is refused).
+//!
 //! # The contract
 //! See `wit/types.wit` for the full contract (expected flow, guarantees, assumptions,
 //! caveats). In short: a plugin is a pure function of its input and its `cluster` reads;
@@ -33,6 +37,7 @@ mod cluster;
 pub mod disks;
 mod export;
 mod manifest;
+pub mod names;
 pub mod native;
 pub mod objects;
 pub mod quantity;

@@ -107,3 +107,46 @@ pub fn condition_status<'a>(
         .find(|c| c["type"] == condition_type)?["status"]
         .as_str()
 }
+
+/// The uid of the Wukong an object was made for, as the host writes it: on cluster-scoped
+/// objects (a MigrationPolicy, which cannot carry an owner reference to a namespaced
+/// Wukong) and on retained claims (which carry no owner reference). The host writes it and
+/// refuses an outcome whose object carries it: a plugin only reads it, through
+/// [`made_for`]. (The host defines the same value in `host/src/plugin/ownership.rs`.)
+pub const OWNER_UID_ANNOTATION: &str = "vm.novasphere.dev/owner-uid";
+
+/// Whether `object` was made for the Wukong of `uid`: an owner reference to it (what the
+/// host gives what it creates) or the host's [`OWNER_UID_ANNOTATION`] with it. This is how
+/// a plugin recognises its own object under a name it derived the old way, before using
+/// that name again (see [`crate::names`]).
+pub fn made_for(object: &serde_json::Value, uid: &str) -> bool {
+    if uid.is_empty() {
+        return false;
+    }
+    let metadata = &object["metadata"];
+    metadata["annotations"][OWNER_UID_ANNOTATION] == uid
+        || metadata["ownerReferences"]
+            .as_array()
+            .is_some_and(|owners| owners.iter().any(|o| o["uid"] == uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn made_for_reads_the_owner_reference_or_the_hosts_mark() {
+        let owned = json!({"metadata": {"ownerReferences": [{"uid": "u1", "controller": true}]}});
+        let marked = json!({"metadata": {"annotations": {OWNER_UID_ANNOTATION: "u1"}}});
+        let other = json!({"metadata": {"ownerReferences": [{"uid": "u2"}],
+            "annotations": {OWNER_UID_ANNOTATION: "u2"}}});
+        assert!(made_for(&owned, "u1") && made_for(&marked, "u1"));
+        assert!(!made_for(&other, "u1"));
+        assert!(!made_for(&json!({"metadata": {}}), "u1"));
+        assert!(!made_for(
+            &json!({"metadata": {"annotations": {OWNER_UID_ANNOTATION: ""}}}),
+            ""
+        ));
+    }
+}

@@ -20,6 +20,14 @@ class Call:
         # Sorted like the Rust SDK's BTreeMap: the same input gives the same JSON.
         self.labels: Dict[str, str] = dict(sorted(ctx.wukong.labels))
 
+    def wukong_json(self) -> Dict[str, Any]:
+        """The Wukong's whole object (status included); `{}` when it does not parse."""
+        try:
+            value = json.loads(self.wukong.json)
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
+
     def object_ref(self, api_version: str, kind: str, name: str) -> types.ObjectRef:
         """A reference to an object in the Wukong's namespace."""
         return types.ObjectRef(api_version, kind, self.wukong.namespace, name)

@@ -3,6 +3,13 @@ a CDI DataVolume per image disk, a PersistentVolumeClaim per blank disk, an exis
 claim used as is.
 
 Guarantees:
+- Names are injective over (Wukong, disk): a new disk's claim is
+  `names.derived(wukong, disk)`, the Rust SDK's name for it.
+- A disk keeps the claim it has (`claim_names`): the one the Wukong's status records,
+  else the name of before derived names (`{wukong}-{disk}`) when the object there is this
+  Wukong's. An upgrade neither orphans nor re-creates a disk.
+- Existing claims are the user's: never applied, never deleted, and no disk of the Wukong
+  may make a claim of that name.
 - Disks only grow: a larger size applies the larger request to the PVC (KubeVirt grows a
   disk through its PVC, never the DataVolume); a smaller one keeps the claim as it is,
   with `DisksResized=False` (reason `ShrinkRefused`) and a warning event.
@@ -20,7 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from wit_world.imports import types
 
-from . import quantity
+from . import names, quantity
 from .call import Call, Outcome
 from .errors import invalid_spec
 
@@ -31,8 +38,12 @@ STORAGE_CLASS_API_VERSION = "storage.k8s.io/v1"
 STORAGE_CLASS_KIND = "StorageClass"
 # The size Wukong last asked for, on PVCs it created or grew.
 SIZE_ANNOTATION = "vm.novasphere.dev/size"
-# On retained disks' claims: the host leaves their owner reference out.
+# On retained disks' claims, written by the plugin: the host gives them no owner
+# reference, only its owner-uid mark.
 RETAIN_ANNOTATION = "vm.novasphere.dev/retain"
+# The uid of the Wukong an object was made for, written by the host (never by a plugin:
+# the host refuses an object carrying it); read to recognise a claim of the old name.
+OWNER_UID_ANNOTATION = "vm.novasphere.dev/owner-uid"
 # CDI imports at once even on a WaitForFirstConsumer class: the VM waits for bound volumes.
 BIND_IMMEDIATE_ANNOTATION = "cdi.kubevirt.io/storage.bind.immediate.requested"
 VOLUMES_BOUND = "VolumesBound"
@@ -59,7 +70,65 @@ class Observed:
 
 
 def claim_name(wukong: str, disk: str) -> str:
+    """The name of a new disk's DataVolume or PVC (see `claim_names` for existing ones)."""
+    return names.derived(wukong, disk)
+
+
+def legacy_claim_name(wukong: str, disk: str) -> str:
+    """The name claims had before `claim_name`: not injective, kept by the disks that have it."""
     return f"{wukong}-{disk}"
+
+
+def claim_names(call: Call) -> Dict[str, str]:
+    """The claim of every disk, by disk name, as the Rust SDK's `disks::claim_names`: an
+    existing claim is its own name; a disk Wukong makes a claim for keeps the one it has:
+    1. the claim the Wukong's previous status records for it, when it is a name Wukong
+       makes (the derived one, or the legacy one unless the object there is another's);
+    2. else the legacy name, when the object there (the DataVolume of an image disk, the
+       PVC of a blank one) is this Wukong's (its owner reference or the host's mark);
+    3. else `claim_name`."""
+    status = call.wukong_json().get("status")
+    volumes = status.get("volumes") if isinstance(status, dict) else None
+    recorded: Dict[str, str] = {}
+    for v in volumes if isinstance(volumes, list) else []:
+        if isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("claimName"), str):
+            recorded.setdefault(v["name"], v["claimName"])
+    wukong = call.wukong.name
+    claims: Dict[str, str] = {}
+    for disk in call.wukong.disks:
+        source = disk.source
+        if isinstance(source, types.DiskSource_ExistingClaim):
+            claims[disk.name] = source.value
+            continue
+        derived, legacy = claim_name(wukong, disk.name), legacy_claim_name(wukong, disk.name)
+        if recorded.get(disk.name) == derived:
+            claims[disk.name] = derived
+            continue
+        if isinstance(source, types.DiskSource_Image):
+            at_legacy = call.get(call.object_ref(DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND, legacy))
+        else:
+            at_legacy = call.get(call.object_ref("v1", PVC_KIND, legacy))
+        if at_legacy is None:
+            claims[disk.name] = legacy if recorded.get(disk.name) == legacy else derived
+        else:
+            claims[disk.name] = legacy if made_for(at_legacy, call.wukong.uid) else derived
+    return claims
+
+
+def made_for(obj: Dict[str, Any], uid: str) -> bool:
+    """Whether `obj` was made for the Wukong of `uid`: an owner reference to it or the
+    host's owner-uid mark with it."""
+    if not uid:
+        return False
+    if _field(obj, "metadata", "annotations", OWNER_UID_ANNOTATION) == uid:
+        return True
+    owners = _field_any(obj, "metadata", "ownerReferences")
+    return isinstance(owners, list) and any(isinstance(o, dict) and o.get("uid") == uid for o in owners)
+
+
+def _existing_claims(disks: List[types.Disk]) -> List[str]:
+    """The claims the spec hands in: the user's, never written or deleted."""
+    return [d.source.value for d in disks if isinstance(d.source, types.DiskSource_ExistingClaim)]
 
 
 def image_source(disk: str, image: str) -> Dict[str, Any]:
@@ -78,8 +147,16 @@ def reconcile(call: Call) -> types.StorageOutcome:
     out = Outcome()
     volumes: List[types.Volume] = []
     resizes: List[Resize] = []
+    claims = claim_names(call)
+    users = _existing_claims(call.wukong.disks)
     for disk in call.wukong.disks:
-        volume, resize = _reconcile_disk(call, disk, out)
+        claim = claims[disk.name]
+        if not isinstance(disk.source, types.DiskSource_ExistingClaim) and claim in users:
+            raise invalid_spec(
+                f"disk {disk.name}: its claim {claim} is also another disk's existingClaim; "
+                "an existing claim is used as is, never made or written by Wukong"
+            )
+        volume, resize = _reconcile_disk(call, disk, claim, out)
         volumes.append(volume)
         if resize is not None:
             resizes.append(resize)
@@ -89,12 +166,17 @@ def reconcile(call: Call) -> types.StorageOutcome:
 
 
 def finalize(call: Call) -> types.Effects:
-    """Deletes the DataVolumes and PVCs of unretained disks that carry the Wukong's labels."""
+    """Deletes the DataVolumes and PVCs of unretained disks that carry the Wukong's labels,
+    under the names `claim_names` gives; never an existing claim, nor an object of its name."""
     out = Outcome()
+    claims = claim_names(call)
+    users = _existing_claims(call.wukong.disks)
     for disk in call.wukong.disks:
         if disk.retain or isinstance(disk.source, types.DiskSource_ExistingClaim):
             continue
-        name = claim_name(call.wukong.name, disk.name)
+        name = claims[disk.name]
+        if name in users:
+            continue
         targets = [("v1", PVC_KIND)]
         if isinstance(disk.source, types.DiskSource_Image):
             targets.insert(0, (DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND))
@@ -106,17 +188,14 @@ def finalize(call: Call) -> types.Effects:
     return out.effects()
 
 
-def _reconcile_disk(call: Call, disk: types.Disk, out: Outcome) -> Tuple[types.Volume, Optional[Resize]]:
+def _reconcile_disk(
+    call: Call, disk: types.Disk, claim: str, out: Outcome
+) -> Tuple[types.Volume, Optional[Resize]]:
     size = _bytes(disk.name, "size", disk.size)
-    own = claim_name(call.wukong.name, disk.name)
     source = disk.source
-    if isinstance(source, types.DiskSource_ExistingClaim):
-        claim, data_volume = source.value, False
-    elif isinstance(source, types.DiskSource_Image):
+    data_volume = isinstance(source, types.DiskSource_Image)
+    if isinstance(source, types.DiskSource_Image):
         image_source(disk.name, source.value)  # refuse a bad image even once imported
-        claim, data_volume = own, True
-    else:
-        claim, data_volume = own, False
     pvc = call.get(call.object_ref("v1", PVC_KIND, claim))
     dv = call.get(call.object_ref(DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND, claim)) if data_volume else None
     storage_class = disk.storage_class or call.config.storage_class
