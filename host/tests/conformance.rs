@@ -111,27 +111,27 @@ fn each_storage_flaw_fails_its_own_check_and_says_why() {
         (
             "unstable-names",
             "stable names across calls",
-            "disk root is claim \"vm1-root-20260101000000\", but at another time and generation it is Some(\"vm1-root-20260601120000\")",
+            "disk root is claim \"vm1-root-egsh6yjvhj-20260101000000\", but at another time and generation it is Some(\"vm1-root-egsh6yjvhj-20260601120000\")",
         ),
         (
             "shrinks",
             "grows but never shrinks",
-            "shrinking disk data from 10Gi to 5Gi applies the smaller request to [\"PersistentVolumeClaim vm1-data\"]",
+            "shrinking disk data from 10Gi to 5Gi applies the smaller request to [\"PersistentVolumeClaim vm1-data-enz3xwxxaj\"]",
         ),
         (
             "leaks-on-finalize",
             "finalize deletes what it created, never a retained disk",
-            "leaves PersistentVolumeClaim tenant-a/vm1-root behind; leaves PersistentVolumeClaim tenant-a/vm1-data behind",
+            "leaves PersistentVolumeClaim tenant-a/vm1-root-egsh6yjvhj behind; leaves PersistentVolumeClaim tenant-a/vm1-data-enz3xwxxaj behind",
         ),
         (
             "deletes-retained",
             "finalize deletes what it created, never a retained disk",
-            "deletes [\"PersistentVolumeClaim vm1-keep\"], of a retained disk or an existing claim",
+            "deletes [\"PersistentVolumeClaim vm1-keep-mnakzi5mil\"], of a retained disk or an existing claim",
         ),
         (
             "always-bound",
             "reports bound only when the fixture says bound",
-            "volume root is reported bound, but the cluster has its claim vm1-root not Bound",
+            "volume root is reported bound, but the cluster has its claim vm1-root-egsh6yjvhj not Bound",
         ),
         (
             "panics-on-odd-sizes",
@@ -218,7 +218,7 @@ fn the_command_prints_one_line_per_check_and_fails_on_a_failure() {
         lines.contains(&"ok storage: grows but never shrinks"),
         "{stdout}"
     );
-    assert_eq!(lines.last(), Some(&"9 passed, 0 failed"));
+    assert_eq!(lines.last(), Some(&"10 passed, 0 failed"));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("c.yaml");
@@ -240,7 +240,7 @@ fn the_command_prints_one_line_per_check_and_fails_on_a_failure() {
         "{stdout}"
     );
     assert!(
-        stdout.trim_end().ends_with("8 passed, 1 failed"),
+        stdout.trim_end().ends_with("9 passed, 1 failed"),
         "{stdout}"
     );
 }

@@ -60,11 +60,11 @@ async fn operator_end_to_end() {
             )
             .await
         ),
-        ["web-lan"]
+        ["web-lan-wfb72t3f5w"]
     );
     assert_eq!(
         names(&list(&client, ns, "cdi.kubevirt.io/v1beta1", "DataVolume").await),
-        ["web-data", "web-root"]
+        ["web-data-onl6gswubp", "web-root-yaruyclkno"]
     );
     assert_eq!(
         names(&list(&client, ns, "kubevirt.io/v1", "VirtualMachine").await),
@@ -229,7 +229,7 @@ async fn operator_end_to_end() {
         .collect();
     assert_eq!(
         kept.iter().map(|d| d.name_any()).collect::<Vec<_>>(),
-        ["web-data"],
+        ["web-data-onl6gswubp"],
         "only the retained disk stays"
     );
     assert!(

@@ -111,26 +111,30 @@ async fn python_storage_backs_a_wukong_end_to_end() {
             .map(|v| (v.name.as_str(), v.claim_name.as_str(), v.bound))
             .collect::<Vec<_>>(),
         [
-            ("root", "pyvm-root", true),
-            ("data", "pyvm-data", true),
-            ("keep", "pyvm-keep", true)
+            ("root", "pyvm-root-3424gnsyfh", true),
+            ("data", "pyvm-data-lu6wczazm7", true),
+            ("keep", "pyvm-keep-kuontwimtl", true)
         ]
     );
     let dvs = list(&client, ns, "cdi.kubevirt.io/v1beta1", "DataVolume").await;
     assert_eq!(
         names(&dvs),
-        ["pyvm-root"],
+        ["pyvm-root-3424gnsyfh"],
         "one DataVolume, for the image disk"
     );
     let pvcs = list(&client, ns, "v1", "PersistentVolumeClaim").await;
     let ours = labelled_with(&pvcs, "pyvm");
     let mut claims: Vec<String> = ours.iter().map(|p| p.name_any()).collect();
     claims.sort();
-    assert_eq!(claims, ["pyvm-data", "pyvm-keep"], "a PVC per blank disk");
+    assert_eq!(
+        claims,
+        ["pyvm-data-lu6wczazm7", "pyvm-keep-kuontwimtl"],
+        "a PVC per blank disk"
+    );
     let data = ours
         .iter()
-        .find(|p| p.name_any() == "pyvm-data")
-        .expect("pyvm-data");
+        .find(|p| p.name_any() == "pyvm-data-lu6wczazm7")
+        .expect("pyvm-data-lu6wczazm7");
     assert_eq!(annotation(data, "vm.novasphere.dev/size"), Some("2Gi"));
     assert_eq!(
         data.data["spec"]["accessModes"],
@@ -139,8 +143,8 @@ async fn python_storage_backs_a_wukong_end_to_end() {
     );
     let keep = ours
         .iter()
-        .find(|p| p.name_any() == "pyvm-keep")
-        .expect("pyvm-keep");
+        .find(|p| p.name_any() == "pyvm-keep-kuontwimtl")
+        .expect("pyvm-keep-kuontwimtl");
     assert_eq!(annotation(keep, "vm.novasphere.dev/retain"), Some("true"));
     assert_eq!(
         names(&list(&client, ns, "kubevirt.io/v1", "VirtualMachine").await),
@@ -185,8 +189,8 @@ async fn python_storage_backs_a_wukong_end_to_end() {
     let data_pvc = list(&client, ns, "v1", "PersistentVolumeClaim")
         .await
         .into_iter()
-        .find(|p| p.name_any() == "pyvm-data")
-        .expect("pyvm-data");
+        .find(|p| p.name_any() == "pyvm-data-lu6wczazm7")
+        .expect("pyvm-data-lu6wczazm7");
     assert_eq!(
         data_pvc.data["spec"]["resources"]["requests"]["storage"], "3Gi",
         "never shrunk"
@@ -219,7 +223,7 @@ async fn python_storage_backs_a_wukong_end_to_end() {
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
                 .map(ResourceExt::name_any)
                 .collect();
-            if left == ["pyvm-keep"] {
+            if left == ["pyvm-keep-kuontwimtl"] {
                 return pvcs;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -230,8 +234,8 @@ async fn python_storage_backs_a_wukong_end_to_end() {
         .expect("only the retained claim stays");
     let kept = pvcs
         .iter()
-        .find(|p| p.name_any() == "pyvm-keep")
-        .expect("pyvm-keep");
+        .find(|p| p.name_any() == "pyvm-keep-kuontwimtl")
+        .expect("pyvm-keep-kuontwimtl");
     assert!(
         kept.metadata
             .owner_references

@@ -541,13 +541,13 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
     assert!(
         claims
             .iter()
-            .filter(|c| c.name_any() == "vm1-scratch")
+            .filter(|c| c.name_any() == "vm1-scratch-odsatzickz")
             .all(|c| c.metadata.deletion_timestamp.is_some()),
         "the scratch claim is deleted"
     );
     let retained = claims
         .iter()
-        .find(|c| c.name_any() == "vm1-data")
+        .find(|c| c.name_any() == "vm1-data-enz3xwxxaj")
         .unwrap_or_else(|| panic!("the retained claim stays: {:?}", names(&claims)));
     assert!(
         retained

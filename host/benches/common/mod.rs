@@ -51,11 +51,12 @@ pub fn wukong_record() -> Wukong {
     }
 }
 
-/// The disks imported and bound: what a converged Wukong's storage step reads.
+/// The disks imported and bound: what a converged Wukong's storage step reads (under the
+/// names the storage plugins derive).
 pub fn converged_disks() -> Vec<Value> {
     (0..DISKS)
         .flat_map(|i| {
-            let name = format!("vm1-disk{i}");
+            let name = wukong_plugin_sdk::names::derived("vm1", &format!("disk{i}"));
             [
                 json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume", "metadata": {"name": name, "namespace": "bench"},
                     "status": {"phase": "Succeeded", "progress": "100.0%"}}),
