@@ -56,7 +56,12 @@ pub fn step_name(step: types::StepKind) -> &'static str {
 
 impl types::StepKind {
     /// Every step, in pipeline order.
-    pub const ALL: [Self; 4] = [Self::Network, Self::Storage, Self::Lifecycle, Self::Migration];
+    pub const ALL: [Self; 4] = [
+        Self::Network,
+        Self::Storage,
+        Self::Lifecycle,
+        Self::Migration,
+    ];
 }
 
 impl std::fmt::Display for types::StepKind {

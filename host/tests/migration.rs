@@ -181,10 +181,21 @@ async fn manual_migration_succeeds_refuses_fails_and_aborts() {
         "MigrationPolicy",
     )
     .await;
+    // Found by the host's marks: made by the migration backend for this Wukong.
+    let policy_name = policies
+        .iter()
+        .find(|p| {
+            let marks = p.annotations();
+            marks.get("vm.novasphere.dev/owner-uid") == w.metadata.uid.as_ref()
+                && marks.get("vm.novasphere.dev/backend").map(String::as_str)
+                    == Some("migration/kubevirt")
+        })
+        .map(ResourceExt::name_any)
+        .expect("the MigrationPolicy of mover");
     let policy = policies
         .iter()
-        .find(|p| p.name_any() == "migrate-mover")
-        .expect("MigrationPolicy migrate-mover");
+        .find(|p| p.name_any() == policy_name)
+        .expect("policy");
     assert_eq!(policy.data["spec"]["allowPostCopy"], true);
     assert_eq!(policy.data["spec"]["allowAutoConverge"], true);
     assert_eq!(policy.data["spec"]["completionTimeoutPerGiB"], 800);
@@ -320,7 +331,7 @@ async fn manual_migration_succeeds_refuses_fails_and_aborts() {
             "MigrationPolicy",
         )
         .await;
-        if policies.iter().all(|p| p.name_any() != "migrate-mover") {
+        if policies.iter().all(|p| p.name_any() != policy_name) {
             break;
         }
         assert!(started.elapsed() < TIMEOUT, "MigrationPolicy not deleted");

@@ -34,6 +34,9 @@ fn config() -> String {
         backend("others", "apply-other-wukongs", ""),
         backend("spoof", "spoof-owner-mark", "spoofed"),
         backend("rewrite", "rewrite-foreign-class", "site-default"),
+        backend("stopper", "stop-other-vm", "victim"),
+        backend("pather", "path-in-name", "vm-b"),
+        backend("mover", "migrate-other-vmi", "victim"),
     ]
     .concat();
     host_config("longhorn", &extra)
@@ -134,9 +137,18 @@ async fn foreign_objects_are_neither_adopted_nor_deleted() {
 
     // Someone else's claim at the name Wukong once derived for vm1's disk `data`.
     create_pvc(&client, ns, "vm1-data", "1Gi").await;
-    create(&client, ns, &wukong_yaml("vm1", "[{name: data, size: 2Gi}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("vm1", "[{name: data, size: 2Gi}]"),
+    )
+    .await;
     let vm1 = wait_for(&client, ns, "vm1", TIMEOUT, is_running).await;
-    assert_ne!(claim_of(&vm1, "data"), "vm1-data", "the foreign claim is not used");
+    assert_ne!(
+        claim_of(&vm1, "data"),
+        "vm1-data",
+        "the foreign claim is not used"
+    );
     let foreign = pvc(&client, ns, "vm1-data").await.expect("still there");
     assert!(foreign.metadata.owner_references.is_none(), "not adopted");
     assert_eq!(request(&foreign), "1Gi", "not resized");
@@ -178,8 +190,14 @@ async fn foreign_objects_are_neither_adopted_nor_deleted() {
     for name in ["vm1", "legacy"] {
         delete_and_wait(&client, ns, name, &DeleteParams::default()).await;
     }
-    assert!(pvc(&client, ns, "vm1-data").await.is_some(), "the foreign PVC survives");
-    assert!(vms.get_opt("legacy").await.expect("get").is_some(), "the foreign VM survives");
+    assert!(
+        pvc(&client, ns, "vm1-data").await.is_some(),
+        "the foreign PVC survives"
+    );
+    assert!(
+        vms.get_opt("legacy").await.expect("get").is_some(),
+        "the foreign VM survives"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,8 +207,18 @@ async fn wukongs_whose_names_collide_get_distinct_disks() {
     let _operator = InProcess::start(client.clone(), &config()).await;
     let ns = "collide";
     namespace(&client, ns).await;
-    create(&client, ns, &wukong_yaml("web", "[{name: db-data, size: 1Gi}]")).await;
-    create(&client, ns, &wukong_yaml("web-db", "[{name: data, size: 1Gi}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("web", "[{name: db-data, size: 1Gi}]"),
+    )
+    .await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("web-db", "[{name: data, size: 1Gi}]"),
+    )
+    .await;
     let web = wait_for(&client, ns, "web", TIMEOUT, is_running).await;
     let web_db = wait_for(&client, ns, "web-db", TIMEOUT, is_running).await;
     let (a, b) = (claim_of(&web, "db-data"), claim_of(&web_db, "data"));
@@ -223,30 +251,58 @@ async fn hostile_plugins_write_nothing_that_is_not_theirs() {
 
     // Onto a claim nobody gave it.
     create_pvc(&client, ns, "precious", "1Gi").await;
-    create(&client, ns, &wukong_yaml("h1", "[{name: d, size: 1Gi, backend: foreign}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("h1", "[{name: d, size: 1Gi, backend: foreign}]"),
+    )
+    .await;
     let (reason, message) = step_failed(&refusal("h1").await).expect("refused");
     assert_eq!(reason, "NameTaken", "{message}");
     let precious = pvc(&client, ns, "precious").await.expect("precious");
-    assert!(!precious.labels().contains_key("hostile"), "nothing written");
+    assert!(
+        !precious.labels().contains_key("hostile"),
+        "nothing written"
+    );
     assert!(precious.metadata.owner_references.is_none());
 
     // Onto another Wukong's claim.
-    create(&client, ns, &wukong_yaml("victim", "[{name: data, size: 1Gi}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("victim", "[{name: data, size: 1Gi}]"),
+    )
+    .await;
     let victim = wait_for(&client, ns, "victim", TIMEOUT, is_running).await;
-    create(&client, ns, &wukong_yaml("h2", "[{name: d, size: 1Gi, backend: others}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("h2", "[{name: d, size: 1Gi, backend: others}]"),
+    )
+    .await;
     let (reason, message) = step_failed(&refusal("h2").await).expect("refused");
     assert_eq!(reason, "NameTaken", "{message}");
     assert!(message.contains("controlled by Wukong victim"), "{message}");
-    let victims = pvc(&client, ns, &claim_of(&victim, "data")).await.expect("claim");
+    let victims = pvc(&client, ns, &claim_of(&victim, "data"))
+        .await
+        .expect("claim");
     assert!(!victims.labels().contains_key("hostile"), "nothing written");
 
     // Its own ownership marks on a cluster-scoped object.
-    create(&client, ns, &wukong_yaml("h3", "[{name: d, size: 1Gi, backend: spoof}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("h3", "[{name: d, size: 1Gi, backend: spoof}]"),
+    )
+    .await;
     let (reason, message) = step_failed(&refusal("h3").await).expect("refused");
     assert_eq!(reason, "Capability", "{message}");
     assert!(message.contains("ownership mark"), "{message}");
     let classes = Api::<StorageClass>::all(client.clone());
-    assert!(classes.get_opt("spoofed").await.expect("get").is_none(), "nothing written");
+    assert!(
+        classes.get_opt("spoofed").await.expect("get").is_none(),
+        "nothing written"
+    );
 
     // A cluster-scoped object the backend did not make.
     let site: StorageClass = serde_json::from_value(json!({
@@ -256,7 +312,12 @@ async fn hostile_plugins_write_nothing_that_is_not_theirs() {
         .create(&PostParams::default(), &site)
         .await
         .expect("create class");
-    create(&client, ns, &wukong_yaml("h4", "[{name: d, size: 1Gi, backend: rewrite}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("h4", "[{name: d, size: 1Gi, backend: rewrite}]"),
+    )
+    .await;
     let (reason, message) = step_failed(&refusal("h4").await).expect("refused");
     assert_eq!(reason, "NameTaken", "{message}");
     let site = classes.get("site-default").await.expect("class");
@@ -264,7 +325,12 @@ async fn hostile_plugins_write_nothing_that_is_not_theirs() {
     assert!(site.annotations().is_empty(), "no mark added");
 
     // A good plugin's next call goes through.
-    create(&client, ns, &wukong_yaml("good", "[{name: data, size: 1Gi}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("good", "[{name: data, size: 1Gi}]"),
+    )
+    .await;
     wait_for(&client, ns, "good", TIMEOUT, is_running).await;
     wait_for(&client, ns, "victim", TIMEOUT, is_running).await;
 }
@@ -277,15 +343,24 @@ async fn a_failing_step_keeps_the_request_record_and_reports_the_failure() {
     let ns = "stale";
     namespace(&client, ns).await;
     let api = Api::<Wukong>::namespaced(client.clone(), ns);
-    create(&client, ns, &wukong_yaml("vm1", "[{name: data, size: 1Gi}]")).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("vm1", "[{name: data, size: 1Gi}]"),
+    )
+    .await;
     wait_for(&client, ns, "vm1", TIMEOUT, is_running).await;
 
     let patch = |spec: Value| {
         let api = api.clone();
         async move {
-            api.patch("vm1", &PatchParams::default(), &Patch::Merge(&json!({"spec": spec})))
-                .await
-                .expect("patch")
+            api.patch(
+                "vm1",
+                &PatchParams::default(),
+                &Patch::Merge(&json!({"spec": spec})),
+            )
+            .await
+            .expect("patch")
         }
     };
     patch(json!({"lifecycleAction": {"action": "restart", "requestId": "r1"}})).await;
@@ -294,7 +369,8 @@ async fn a_failing_step_keeps_the_request_record_and_reports_the_failure() {
             .as_ref()
             .and_then(|s| s.lifecycle_state.as_ref())
             .is_some_and(|l| {
-                l.current_action.is_none() && l.history.first().is_some_and(|r| r.request_id == "r1")
+                l.current_action.is_none()
+                    && l.history.first().is_some_and(|r| r.request_id == "r1")
             })
     };
     wait_for(&client, ns, "vm1", TIMEOUT, |w| done(w) && is_running(w)).await;
@@ -308,7 +384,8 @@ async fn a_failing_step_keeps_the_request_record_and_reports_the_failure() {
 
     // The disk's backend goes away: the failure shows at the current generation, and the
     // lifecycle record (the only memory of r1) stays.
-    let broken = patch(json!({"disks": [{"name": "data", "size": "1Gi", "backend": "nope"}]})).await;
+    let broken =
+        patch(json!({"disks": [{"name": "data", "size": "1Gi", "backend": "nope"}]})).await;
     let failed = wait_for(&client, ns, "vm1", TIMEOUT, |w| {
         step_failed(w).is_some()
             && w.status.as_ref().and_then(|s| s.observed_generation) == broken.metadata.generation
@@ -321,7 +398,10 @@ async fn a_failing_step_keeps_the_request_record_and_reports_the_failure() {
         condition(&failed, "Ready").map(|c| c.0).as_deref(),
         Some("False")
     );
-    assert!(!claim_of(&failed, "data").is_empty(), "the volume is kept too");
+    assert!(
+        !claim_of(&failed, "data").is_empty(),
+        "the volume is kept too"
+    );
 
     // Mended: Running again, and r1 is not done a second time.
     patch(json!({"disks": [{"name": "data", "size": "1Gi", "backend": null}]})).await;
@@ -358,17 +438,22 @@ async fn retained_disks_survive_a_foreground_delete() {
         claim_of(&keep, "old"),
     );
     let claim = pvc(&client, ns, &data).await.expect("data");
-    assert!(claim.metadata.owner_references.is_none(), "no reference the GC acts on");
+    assert!(
+        claim.metadata.owner_references.is_none(),
+        "no reference the GC acts on"
+    );
     assert_eq!(
         claim.annotations().get("vm.novasphere.dev/owner-uid"),
         Some(&uid)
     );
-    assert!(pvc(&client, ns, &scratch)
-        .await
-        .expect("scratch")
-        .metadata
-        .owner_references
-        .is_some_and(|o| o.iter().any(|o| o.uid == uid)));
+    assert!(
+        pvc(&client, ns, &scratch)
+            .await
+            .expect("scratch")
+            .metadata
+            .owner_references
+            .is_some_and(|o| o.iter().any(|o| o.uid == uid))
+    );
 
     // A retained claim as the previous version left it (our controller reference) loses
     // the reference on the next reconcile.
@@ -412,8 +497,14 @@ async fn retained_disks_survive_a_foreground_delete() {
     .await;
 
     delete_and_wait(&client, ns, "keep", &DeleteParams::foreground()).await;
-    assert!(pvc(&client, ns, &data).await.is_some(), "the retained disk survives");
-    assert!(pvc(&client, ns, &old).await.is_some(), "the one removed from the spec too");
+    assert!(
+        pvc(&client, ns, &data).await.is_some(),
+        "the retained disk survives"
+    );
+    assert!(
+        pvc(&client, ns, &old).await.is_some(),
+        "the one removed from the spec too"
+    );
     let scratch_gone = async {
         while pvc(&client, ns, &scratch).await.is_some() {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -478,21 +569,32 @@ async fn a_rolled_back_request_is_not_run_again_and_a_refused_reboot_is_not_a_su
     let stops = cluster.sim.count_calls("stop", ns, "vm1");
 
     // GitOps rolls the manifest back to the stop request that already ran.
-    let rolled_back = act(json!({"action": "stop", "requestId": "s1", "gracePeriodSeconds": 1})).await;
+    let rolled_back =
+        act(json!({"action": "stop", "requestId": "s1", "gracePeriodSeconds": 1})).await;
     let seen = wait_for(&client, ns, "vm1", TIMEOUT, |w| {
         w.status.as_ref().and_then(|s| s.observed_generation) == rolled_back.metadata.generation
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(cluster.sim.count_calls("stop", ns, "vm1"), stops, "s1 is not run again");
+    assert_eq!(
+        cluster.sim.count_calls("stop", ns, "vm1"),
+        stops,
+        "s1 is not run again"
+    );
     assert_eq!(last_request(&seen).map(|r| r.0).as_deref(), Some("s2"));
     wait_for(&client, ns, "vm1", TIMEOUT, is_running).await;
 
     // A guest without agent and with ACPI off cannot be soft-rebooted: KubeVirt says 409.
     let vmis = dynamic(&client, ns, "kubevirt.io/v1", "VirtualMachineInstance").await;
     let vmi = vmis.get("vm1").await.expect("vmi");
-    let conditions = vmi.data["status"]["conditions"].as_array().cloned().unwrap_or_default();
-    assert!(!conditions.iter().any(|c| c["type"] == "AgentConnected"), "no guest agent");
+    let conditions = vmi.data["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        !conditions.iter().any(|c| c["type"] == "AgentConnected"),
+        "no guest agent"
+    );
     vmis.patch(
         "vm1",
         &PatchParams::default(),
@@ -511,4 +613,40 @@ async fn a_rolled_back_request_is_not_run_again_and_a_refused_reboot_is_not_a_su
         1,
         "asked once, not again"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actions_reach_only_the_wukongs_own_vm() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let _operator = InProcess::start(client.clone(), &config()).await;
+    let ns = "actions";
+    namespace(&client, ns).await;
+    create(&client, ns, &wukong_yaml("victim", "[]")).await;
+    wait_for(&client, ns, "victim", TIMEOUT, is_running).await;
+    let refused = |name: &'static str| {
+        let client = client.clone();
+        async move { wait_for(&client, ns, name, TIMEOUT, |w| step_failed(w).is_some()).await }
+    };
+    let cases = [
+        ("h-stop", "stopper", "VirtualMachine victim is not the Wukong h-stop's"),
+        ("h-path", "pather", "is not a valid object name"),
+        ("h-move", "mover", "VirtualMachineInstance victim is not the Wukong h-move's"),
+    ];
+    for (name, backend, expected) in cases {
+        create(
+            &client,
+            ns,
+            &wukong_yaml(name, &format!("[{{name: d, size: 1Gi, backend: {backend}}}]")),
+        )
+        .await;
+        let (reason, message) = step_failed(&refused(name).await).expect("refused");
+        assert_eq!(reason, "Capability", "{message}");
+        assert!(message.contains(expected), "{name}: {message}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(cluster.sim.count_calls("stop", ns, "victim"), 0, "nothing reached the victim");
+    let migrations = dynamic(&client, ns, "kubevirt.io/v1", "VirtualMachineInstanceMigration").await;
+    assert!(migrations.list(&Default::default()).await.expect("list").items.is_empty());
+    wait_for(&client, ns, "victim", TIMEOUT, is_running).await;
 }

@@ -94,7 +94,7 @@ fn inspect_shows_manifest_world_contract_capabilities_schema_and_digest() {
         "contract:     wukong:plugin@0.1.0",
         "reads:      v1/PersistentVolumeClaim",
         "writes:     v1/PersistentVolumeClaim",
-        "actions:    (none)",
+        "actions:    virtualmachines/stop",
         &format!("digest:       sha256:{digest}"),
         "\"delete-unowned\"",
     ] {
@@ -202,7 +202,10 @@ fn fixture_cluster_reads_decide_the_outcome() {
     let foreign = FixtureCluster::from_yaml(&OWNED_PVC.replace(DEFAULT_UID, "someone-else"))
         .expect("fixtures");
     let error = runner::run(plugin(), &input, Arc::new(foreign)).expect_err("foreign claim");
-    assert!(error.to_string().contains("does not own it"), "{error}");
+    assert!(
+        error.to_string().contains("not the Wukong vm1's to delete"),
+        "{error}"
+    );
 
     // The CLI reads the same fixtures from `--cluster`.
     let dir = scratch(&[

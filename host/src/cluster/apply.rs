@@ -135,7 +135,8 @@ impl Applier {
     ) -> Result<(), ApplyError> {
         let verdict = match ownership::judge(live, claimant, deleting) {
             Verdict::ThroughController(parent) => {
-                let live_parent = match self.kinds.resolve(&parent.api_version, &parent.kind).await {
+                let live_parent = match self.kinds.resolve(&parent.api_version, &parent.kind).await
+                {
                     Ok(kind) => self.live(&kind, namespace, &parent.name, what).await?,
                     Err(_) => None,
                 };
@@ -257,7 +258,11 @@ impl Applier {
             }),
             ..DeleteParams::background()
         };
-        match self.api(&kind, namespace).delete(&target.name, &params).await {
+        match self
+            .api(&kind, namespace)
+            .delete(&target.name, &params)
+            .await
+        {
             Ok(_) => {
                 self.stats.deletes.fetch_add(1, Ordering::Relaxed);
                 Ok(true)
@@ -274,6 +279,16 @@ impl Applier {
         call: &SubresourceCall,
     ) -> Result<(), ApplyError> {
         let what = format!("{}/{} {}", call.plural, call.subresource, call.name);
+        // NB: the guard checked these already; a path is built from them, so again here.
+        if ![&call.plural, &call.subresource, &call.name]
+            .iter()
+            .all(|part| ownership::is_object_name(part))
+        {
+            return Err(ApplyError::Invalid {
+                what,
+                message: "not a valid subresource path".into(),
+            });
+        }
         let url = format!(
             "/apis/subresources.kubevirt.io/v1/namespaces/{namespace}/{}/{}/{}",
             call.plural, call.name, call.subresource
@@ -319,8 +334,8 @@ impl Applier {
         else {
             return Ok(false);
         };
-        let marked = live["metadata"]["annotations"][ownership::OWNER_UID_ANNOTATION]
-            == owner.uid.as_str();
+        let marked =
+            live["metadata"]["annotations"][ownership::OWNER_UID_ANNOTATION] == owner.uid.as_str();
         if !ownership::has_owner_reference(&live, &owner.uid) && marked {
             return Ok(false);
         }
@@ -329,7 +344,12 @@ impl Applier {
             .await?;
         let kept: Vec<&Value> = live["metadata"]["ownerReferences"]
             .as_array()
-            .map(|owners| owners.iter().filter(|o| o["uid"] != owner.uid.as_str()).collect())
+            .map(|owners| {
+                owners
+                    .iter()
+                    .filter(|o| o["uid"] != owner.uid.as_str())
+                    .collect()
+            })
             .unwrap_or_default();
         let patch = json!({"metadata": {
             "ownerReferences": kept,

@@ -162,8 +162,7 @@ async fn apply(cached: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
                 }
             }
             Err(error) => {
-                if let Some(message) = forbidden(&error, &wukong.namespace().unwrap_or_default())
-                {
+                if let Some(message) = forbidden(&error, &wukong.namespace().unwrap_or_default()) {
                     let refused = status::action_forbidden(written, &message, &now);
                     write_status(api, wukong, refused).await?;
                 }

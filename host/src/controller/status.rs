@@ -95,17 +95,37 @@ pub fn build(
         None => set(condition(STEP_FAILED, false, "AllStepsSucceeded", "")),
     }
     let networks = match result.reported(StepKind::Network) {
-        true => result.upstream.networks.iter().map(NetworkStatus::from).collect(),
+        true => result
+            .upstream
+            .networks
+            .iter()
+            .map(NetworkStatus::from)
+            .collect(),
         false => by_name(
-            result.upstream.networks.iter().map(NetworkStatus::from).collect(),
+            result
+                .upstream
+                .networks
+                .iter()
+                .map(NetworkStatus::from)
+                .collect(),
             &previous.networks,
             |n| &n.name,
         ),
     };
     let volumes = match result.reported(StepKind::Storage) {
-        true => result.upstream.volumes.iter().map(VolumeStatus::from).collect(),
+        true => result
+            .upstream
+            .volumes
+            .iter()
+            .map(VolumeStatus::from)
+            .collect(),
         false => by_name(
-            result.upstream.volumes.iter().map(VolumeStatus::from).collect(),
+            result
+                .upstream
+                .volumes
+                .iter()
+                .map(VolumeStatus::from)
+                .collect(),
             &previous.volumes,
             |v| &v.name,
         ),
@@ -525,14 +545,30 @@ mod tests {
         let status = build(Some(&previous), &result, Some(4), "2026-02-02T00:00:00Z");
         assert_eq!(status.observed_generation, Some(4));
         assert_eq!(status.phase, Some(WukongPhase::Failed));
-        let failed = status.conditions.iter().find(|c| c.condition_type == STEP_FAILED).expect("StepFailed");
-        assert_eq!((failed.status.as_str(), failed.reason.as_str()), ("True", "UnknownBackend"));
+        let failed = status
+            .conditions
+            .iter()
+            .find(|c| c.condition_type == STEP_FAILED)
+            .expect("StepFailed");
+        assert_eq!(
+            (failed.status.as_str(), failed.reason.as_str()),
+            ("True", "UnknownBackend")
+        );
         assert_eq!(failed.observed_generation, Some(4));
-        assert_eq!(status.lifecycle_state, previous.lifecycle_state, "the request history stays");
+        assert_eq!(
+            status.lifecycle_state, previous.lifecycle_state,
+            "the request history stays"
+        );
         assert_eq!(status.node_name.as_deref(), Some("node-1"));
         let names: Vec<&str> = status.volumes.iter().map(|v| v.name.as_str()).collect();
         assert_eq!(names, ["root", "data"], "the unreported volume stays");
-        assert!(status.conditions.iter().any(|c| c.condition_type == "DisksResized"), "conditions nobody set stay");
+        assert!(
+            status
+                .conditions
+                .iter()
+                .any(|c| c.condition_type == "DisksResized"),
+            "conditions nobody set stay"
+        );
 
         // Once every step reports, the parts are this run's alone.
         let fine = PipelineResult {
@@ -541,7 +577,12 @@ mod tests {
         };
         let status = build(Some(&previous), &fine, Some(5), "2026-02-02T00:00:00Z");
         assert!(status.volumes.is_empty() && status.lifecycle_state.is_none());
-        assert!(!status.conditions.iter().any(|c| c.condition_type == "DisksResized"));
+        assert!(
+            !status
+                .conditions
+                .iter()
+                .any(|c| c.condition_type == "DisksResized")
+        );
     }
 
     #[test]
@@ -561,11 +602,22 @@ mod tests {
             }),
             ..WukongStatus::default()
         };
-        assert!(refuse_current_action(&mut status, "VMI is paused", "2026-02-02T00:00:00Z"));
-        let current = status.lifecycle_state.as_ref().and_then(|l| l.current_action.clone()).expect("record");
+        assert!(refuse_current_action(
+            &mut status,
+            "VMI is paused",
+            "2026-02-02T00:00:00Z"
+        ));
+        let current = status
+            .lifecycle_state
+            .as_ref()
+            .and_then(|l| l.current_action.clone())
+            .expect("record");
         assert_eq!(current.outcome, "Refused");
         assert!(current.message.contains("VMI is paused"));
-        assert!(!refuse_current_action(&mut status, "again", "2026-02-02T00:00:01Z"), "already finished");
+        assert!(
+            !refuse_current_action(&mut status, "again", "2026-02-02T00:00:01Z"),
+            "already finished"
+        );
     }
 
     #[test]

@@ -63,6 +63,11 @@ pub(crate) fn check(
             namespace: None,
             name: name.to_owned(),
         };
+        check_name(name, &what)?;
+        if let Some(vmi) = migration_target(&object) {
+            check_action_target("virtualmachineinstances", vmi, wukong, &claimant, reader)
+                .map_err(|e| CallFailure::Capability(format!("{what}: {e}")))?;
+        }
         if let Some(live) = read(reader, &target, &wukong.namespace, &what)? {
             check_owned(&live, &claimant, reader, &wukong.namespace, false).map_err(|holder| {
                 CallFailure::NameTaken(format!(
@@ -87,6 +92,9 @@ pub(crate) fn check(
                         call.name
                     )));
                 }
+                check_action_target(&call.plural, &call.name, wukong, &claimant, reader).map_err(
+                    |e| CallFailure::Capability(format!("action {declared} on {}: {e}", call.name)),
+                )?;
                 if let Some(body) = &call.body {
                     serde_json::from_str::<Value>(body).map_err(|e| {
                         CallFailure::MalformedOutput(format!(
@@ -148,6 +156,7 @@ fn check_delete(
         &target.kind,
         &target.name,
     )?;
+    check_name(&target.name, &what)?;
     let existing = read(reader, target, &wukong.namespace, &what)?;
     let Some(existing) = existing else {
         return Ok(()); // already gone: deleting it is a no-op
@@ -158,6 +167,59 @@ fn check_delete(
             wukong.name
         ))
     })
+}
+
+/// KubeVirt's migration object, whose `spec.vmiName` is what it acts on.
+const MIGRATION: (&str, &str) = ("kubevirt.io/v1", "VirtualMachineInstanceMigration");
+
+/// The VMI a migration object would move.
+fn migration_target(object: &Value) -> Option<&str> {
+    (object["apiVersion"] == MIGRATION.0 && object["kind"] == MIGRATION.1)
+        .then(|| object["spec"]["vmiName"].as_str().unwrap_or_default())
+}
+
+/// A Kubernetes object name: a DNS-1123 subdomain (what goes into a URL path unescaped).
+fn check_name(name: &str, what: &str) -> Result<(), CallFailure> {
+    if ownership::is_object_name(name) {
+        Ok(())
+    } else {
+        Err(CallFailure::Capability(format!(
+            "{what}: {name:?} is not a valid object name (lowercase letters, digits, '-' and '.', at most 253)"
+        )))
+    }
+}
+
+/// An action (a KubeVirt subresource call, a migration) acts only on the Wukong's own VM
+/// or VMI: a valid name, of an object that exists and is the Wukong's (the VMI through its
+/// VM).
+fn check_action_target(
+    plural: &str,
+    name: &str,
+    wukong: &Wukong,
+    claimant: &Claimant<'_>,
+    reader: &dyn ClusterReader,
+) -> Result<(), String> {
+    let kind = match plural {
+        "virtualmachines" => "VirtualMachine",
+        "virtualmachineinstances" => "VirtualMachineInstance",
+        other => return Err(format!("{other} has no KubeVirt subresources")),
+    };
+    if !ownership::is_object_name(name) {
+        return Err(format!("{name:?} is not a valid object name"));
+    }
+    let target = ObjectRef {
+        api_version: "kubevirt.io/v1".into(),
+        kind: kind.into(),
+        namespace: None,
+        name: name.into(),
+    };
+    let live = reader
+        .get(&target, &wukong.namespace)
+        .map_err(|e| format!("cannot read {kind} {name}: {e}"))?
+        .and_then(|json| serde_json::from_str::<Value>(&json).ok())
+        .ok_or_else(|| format!("{kind} {name} does not exist"))?;
+    check_owned(&live, claimant, reader, &wukong.namespace, false)
+        .map_err(|holder| format!("{kind} {name} is not the Wukong {}'s ({holder})", wukong.name))
 }
 
 fn read(
@@ -200,9 +262,8 @@ fn check_owned(
     match verdict {
         Verdict::Owned => Ok(()),
         Verdict::Taken(holder) => Err(holder),
-        Verdict::ThroughController(parent) => Err(format!(
-            "controlled by {} {}",
-            parent.kind, parent.name
-        )),
+        Verdict::ThroughController(parent) => {
+            Err(format!("controlled by {} {}", parent.kind, parent.name))
+        }
     }
 }

@@ -72,7 +72,9 @@ pub enum Verdict {
 pub fn judge(live: &Value, claimant: &Claimant<'_>, deleting: bool) -> Verdict {
     let metadata = &live["metadata"];
     let annotation = |key: &str| metadata["annotations"][key].as_str();
-    let namespaced = metadata["namespace"].as_str().is_some_and(|n| !n.is_empty());
+    let namespaced = metadata["namespace"]
+        .as_str()
+        .is_some_and(|n| !n.is_empty());
     if !namespaced {
         let made_for_us = annotation(OWNER_UID_ANNOTATION) == Some(claimant.uid);
         return match annotation(BACKEND_ANNOTATION) {
@@ -89,7 +91,9 @@ pub fn judge(live: &Value, claimant: &Claimant<'_>, deleting: bool) -> Verdict {
             None => Verdict::Taken("not made by Wukong (no ownership mark)".into()),
         };
     }
-    let owners = metadata["ownerReferences"].as_array().map_or(&[][..], Vec::as_slice);
+    let owners = metadata["ownerReferences"]
+        .as_array()
+        .map_or(&[][..], Vec::as_slice);
     if let Some(controller) = owners.iter().find(|o| o["controller"] == true) {
         if controller["uid"] == claimant.uid {
             return Verdict::Owned;
@@ -119,15 +123,17 @@ pub fn judge(live: &Value, claimant: &Claimant<'_>, deleting: bool) -> Verdict {
 
 /// The verdict on an object controlled by `parent`, given the parent as read (`None`:
 /// absent). Only one level: the parent must be the claimant's directly.
-pub fn judge_through(parent: &Parent, live_parent: Option<&Value>, claimant: &Claimant<'_>) -> Verdict {
+pub fn judge_through(
+    parent: &Parent,
+    live_parent: Option<&Value>,
+    claimant: &Claimant<'_>,
+) -> Verdict {
     let controlled_by = || format!("controlled by {} {}", parent.kind, parent.name);
     match live_parent {
-        Some(p) if p["metadata"]["uid"] == parent.uid.as_str() => {
-            match judge(p, claimant, false) {
-                Verdict::Owned => Verdict::Owned,
-                _ => Verdict::Taken(controlled_by()),
-            }
-        }
+        Some(p) if p["metadata"]["uid"] == parent.uid.as_str() => match judge(p, claimant, false) {
+            Verdict::Owned => Verdict::Owned,
+            _ => Verdict::Taken(controlled_by()),
+        },
         _ => Verdict::Taken(controlled_by()),
     }
 }
@@ -159,8 +165,10 @@ pub fn has_owner_reference(live: &Value, uid: &str) -> bool {
 /// - namespaced, retained: no owner reference, the owner-uid annotation;
 /// - cluster-scoped: the backend mark, and the uid of the Wukong it was first made for.
 pub fn stamp(object: &mut Value, claimant: &Claimant<'_>, namespaced: bool, live: Option<&Value>) {
-    let live_annotation =
-        |key: &str| live.and_then(|l| l["metadata"]["annotations"][key].as_str()).map(str::to_owned);
+    let live_annotation = |key: &str| {
+        live.and_then(|l| l["metadata"]["annotations"][key].as_str())
+            .map(str::to_owned)
+    };
     let mut annotations: Vec<(&str, String)> = Vec::new();
     let mut owner_references = None;
     if namespaced {
@@ -171,7 +179,10 @@ pub fn stamp(object: &mut Value, claimant: &Claimant<'_>, namespaced: bool, live
         let controlled = live.is_none_or(|l| {
             l["metadata"]["ownerReferences"]
                 .as_array()
-                .is_some_and(|o| o.iter().any(|o| o["controller"] == true && o["uid"] == claimant.uid))
+                .is_some_and(|o| {
+                    o.iter()
+                        .any(|o| o["controller"] == true && o["uid"] == claimant.uid)
+                })
         });
         if !is_retained(object) && controlled {
             owner_references = Some(json!([{
@@ -181,7 +192,8 @@ pub fn stamp(object: &mut Value, claimant: &Claimant<'_>, namespaced: bool, live
         }
     } else {
         annotations.push((BACKEND_ANNOTATION, claimant.backend.to_owned()));
-        let made_for = live_annotation(OWNER_UID_ANNOTATION).unwrap_or_else(|| claimant.uid.to_owned());
+        let made_for =
+            live_annotation(OWNER_UID_ANNOTATION).unwrap_or_else(|| claimant.uid.to_owned());
         annotations.push((OWNER_UID_ANNOTATION, made_for));
     }
     let Some(metadata) = object["metadata"].as_object_mut() else {
@@ -206,6 +218,18 @@ pub fn stamp(object: &mut Value, claimant: &Claimant<'_>, namespaced: bool, live
     }
 }
 
+/// A Kubernetes object name: a DNS-1123 subdomain, safe in a URL path as it is.
+pub fn is_object_name(name: &str) -> bool {
+    let alphanumeric = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            let bytes = label.as_bytes();
+            matches!((bytes.first(), bytes.last()), (Some(&a), Some(&z)) if alphanumeric(a) && alphanumeric(z))
+                && bytes.iter().all(|&c| alphanumeric(c) || c == b'-')
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,7 +245,8 @@ mod tests {
     }
 
     fn pvc(metadata: Value) -> Value {
-        let mut object = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata});
+        let mut object =
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata});
         object["metadata"]["namespace"] = json!("ns");
         object["metadata"]["name"] = json!("vm1-data");
         object
@@ -233,10 +258,19 @@ mod tests {
             judge(&pvc(json!({})), &claimant(), false),
             Verdict::Taken("not created by Wukong (no owner)".into())
         );
-        let other = pvc(json!({"ownerReferences": [{"kind": "Wukong", "name": "web", "uid": "uid-2", "controller": true}]}));
-        assert!(matches!(judge(&other, &claimant(), false), Verdict::ThroughController(p) if p.uid == "uid-2"));
+        let other = pvc(
+            json!({"ownerReferences": [{"kind": "Wukong", "name": "web", "uid": "uid-2", "controller": true}]}),
+        );
+        assert!(
+            matches!(judge(&other, &claimant(), false), Verdict::ThroughController(p) if p.uid == "uid-2")
+        );
         // The parent, another Wukong, is not ours either.
-        let parent = Parent { api_version: "vm.novasphere.dev/v1alpha1".into(), kind: "Wukong".into(), name: "web".into(), uid: "uid-2".into() };
+        let parent = Parent {
+            api_version: "vm.novasphere.dev/v1alpha1".into(),
+            kind: "Wukong".into(),
+            name: "web".into(),
+            uid: "uid-2".into(),
+        };
         let web = json!({"metadata": {"name": "web", "namespace": "ns", "uid": "uid-2"}});
         assert_eq!(
             judge_through(&parent, Some(&web), &claimant()),
@@ -251,28 +285,59 @@ mod tests {
         let retained = pvc(json!({"annotations": {OWNER_UID_ANNOTATION: UID}}));
         assert_eq!(judge(&retained, &claimant(), true), Verdict::Owned);
         // CDI's PVC of our DataVolume.
-        let parent = Parent { api_version: "cdi.kubevirt.io/v1beta1".into(), kind: "DataVolume".into(), name: "vm1-root".into(), uid: "dv-uid".into() };
+        let parent = Parent {
+            api_version: "cdi.kubevirt.io/v1beta1".into(),
+            kind: "DataVolume".into(),
+            name: "vm1-root".into(),
+            uid: "dv-uid".into(),
+        };
         let dv = json!({"metadata": {"name": "vm1-root", "namespace": "ns", "uid": "dv-uid",
             "ownerReferences": [{"uid": UID, "controller": true}]}});
-        assert_eq!(judge_through(&parent, Some(&dv), &claimant()), Verdict::Owned);
+        assert_eq!(
+            judge_through(&parent, Some(&dv), &claimant()),
+            Verdict::Owned
+        );
         // A parent re-created under the same name is another object.
         let recreated = json!({"metadata": {"name": "vm1-root", "namespace": "ns", "uid": "new-uid",
             "ownerReferences": [{"uid": UID, "controller": true}]}});
-        assert!(matches!(judge_through(&parent, Some(&recreated), &claimant()), Verdict::Taken(_)));
-        assert!(matches!(judge_through(&parent, None, &claimant()), Verdict::Taken(_)));
+        assert!(matches!(
+            judge_through(&parent, Some(&recreated), &claimant()),
+            Verdict::Taken(_)
+        ));
+        assert!(matches!(
+            judge_through(&parent, None, &claimant()),
+            Verdict::Taken(_)
+        ));
     }
 
     #[test]
     fn cluster_scoped_objects_belong_to_the_backend_that_marked_them() {
         let class = |annotations: Value| json!({"metadata": {"name": "longhorn", "annotations": annotations}});
-        let ours = class(json!({BACKEND_ANNOTATION: "storage/longhorn", OWNER_UID_ANNOTATION: "uid-2"}));
+        let ours =
+            class(json!({BACKEND_ANNOTATION: "storage/longhorn", OWNER_UID_ANNOTATION: "uid-2"}));
         assert_eq!(judge(&ours, &claimant(), false), Verdict::Owned);
-        assert!(matches!(judge(&ours, &claimant(), true), Verdict::Taken(_)), "made for another Wukong");
+        assert!(
+            matches!(judge(&ours, &claimant(), true), Verdict::Taken(_)),
+            "made for another Wukong"
+        );
         let other_backend = class(json!({BACKEND_ANNOTATION: "storage/ceph-rbd"}));
-        assert!(matches!(judge(&other_backend, &claimant(), false), Verdict::Taken(_)));
-        assert!(matches!(judge(&class(json!({})), &claimant(), false), Verdict::Taken(_)));
+        assert!(matches!(
+            judge(&other_backend, &claimant(), false),
+            Verdict::Taken(_)
+        ));
+        assert!(matches!(
+            judge(&class(json!({})), &claimant(), false),
+            Verdict::Taken(_)
+        ));
         // What the plugin marked itself before the host did.
-        assert_eq!(judge(&class(json!({OWNER_UID_ANNOTATION: UID})), &claimant(), true), Verdict::Owned);
+        assert_eq!(
+            judge(
+                &class(json!({OWNER_UID_ANNOTATION: UID})),
+                &claimant(),
+                true
+            ),
+            Verdict::Owned
+        );
     }
 
     #[test]
@@ -280,13 +345,19 @@ mod tests {
         let mut created = pvc(json!({}));
         stamp(&mut created, &claimant(), true, None);
         assert_eq!(created["metadata"]["ownerReferences"][0]["uid"], UID);
-        assert_eq!(created["metadata"]["ownerReferences"][0]["controller"], true);
+        assert_eq!(
+            created["metadata"]["ownerReferences"][0]["controller"],
+            true
+        );
 
         let mut retained = pvc(json!({"annotations": {RETAIN_ANNOTATION: "true"}}));
         let legacy = pvc(json!({"ownerReferences": [{"uid": UID, "controller": true}]}));
         stamp(&mut retained, &claimant(), true, Some(&legacy));
         assert!(retained["metadata"]["ownerReferences"].is_null());
-        assert_eq!(retained["metadata"]["annotations"][OWNER_UID_ANNOTATION], UID);
+        assert_eq!(
+            retained["metadata"]["annotations"][OWNER_UID_ANNOTATION],
+            UID
+        );
 
         // CDI's PVC of a DataVolume: written, but no reference of ours.
         let mut resized = pvc(json!({}));
@@ -297,13 +368,35 @@ mod tests {
         let mut class = json!({"metadata": {"name": "longhorn"}});
         let live = json!({"metadata": {"name": "longhorn", "annotations": {BACKEND_ANNOTATION: "storage/longhorn", OWNER_UID_ANNOTATION: "uid-2"}}});
         stamp(&mut class, &claimant(), false, Some(&live));
-        assert_eq!(class["metadata"]["annotations"][BACKEND_ANNOTATION], "storage/longhorn");
-        assert_eq!(class["metadata"]["annotations"][OWNER_UID_ANNOTATION], "uid-2", "the first Wukong's stays");
+        assert_eq!(
+            class["metadata"]["annotations"][BACKEND_ANNOTATION],
+            "storage/longhorn"
+        );
+        assert_eq!(
+            class["metadata"]["annotations"][OWNER_UID_ANNOTATION], "uid-2",
+            "the first Wukong's stays"
+        );
+    }
+
+    #[test]
+    fn object_names_are_dns_subdomains() {
+        for good in ["vm1", "vm1.data", "a-b.c-d", "0"] {
+            assert!(is_object_name(good), "{good}");
+        }
+        for bad in ["", "vm2/stop", "vm1?x=1", "VM1", "-a", "a.", "a..b", &"a".repeat(254)] {
+            assert!(!is_object_name(bad), "{bad}");
+        }
     }
 
     #[test]
     fn marks_in_an_outcome_are_found() {
-        assert_eq!(carried_mark(&json!({"metadata": {"annotations": {BACKEND_ANNOTATION: "x"}}})), Some(BACKEND_ANNOTATION));
-        assert_eq!(carried_mark(&json!({"metadata": {"annotations": {RETAIN_ANNOTATION: "true"}}})), None);
+        assert_eq!(
+            carried_mark(&json!({"metadata": {"annotations": {BACKEND_ANNOTATION: "x"}}})),
+            Some(BACKEND_ANNOTATION)
+        );
+        assert_eq!(
+            carried_mark(&json!({"metadata": {"annotations": {RETAIN_ANNOTATION: "true"}}})),
+            None
+        );
     }
 }

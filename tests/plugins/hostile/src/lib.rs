@@ -39,6 +39,12 @@ pub enum Mode {
     SpoofOwnerMark,
     /// Applies onto the cluster-scoped StorageClass `target`, which it did not make.
     RewriteForeignClass,
+    /// Stops the VirtualMachine `target` (another Wukong's).
+    StopOtherVm,
+    /// Stops a VM whose name is a path: `target` plus `/../restart?x=`.
+    PathInName,
+    /// Migrates the VMI `target` (another Wukong's).
+    MigrateOtherVmi,
     /// A correct storage backend on PersistentVolumeClaims: passes the conformance kit.
     WellBehavedStorage,
     /// That backend with claim names that carry the time of the call.
@@ -95,6 +101,8 @@ impl Plugin for Hostile {
             .description("misbehaves on purpose; for the sandbox tests")
             .writes("v1", "PersistentVolumeClaim")
             .writes("storage.k8s.io/v1", "StorageClass")
+            .writes("kubevirt.io/v1", "VirtualMachineInstanceMigration")
+            .action("virtualmachines/stop")
     }
 }
 
@@ -146,10 +154,22 @@ impl StoragePlugin for Hostile {
             }
             Mode::Escape => effects.event("EscapeReport", escape_report()),
             Mode::ApplyForeign => effects.apply.push(claim(call, &target(call))),
+            Mode::StopOtherVm => effects.actions.push(stop(&target(call))),
+            Mode::PathInName => effects
+                .actions
+                .push(stop(&format!("{}/../restart?x=", target(call)))),
+            Mode::MigrateOtherVmi => effects.apply.push(
+                serde_json::json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+                    "metadata": {"name": format!("{}-hijack", call.wukong.name), "namespace": call.wukong.namespace},
+                    "spec": {"vmiName": target(call)}})
+                .to_string(),
+            ),
             Mode::ApplyOtherWukongs => {
                 let claims: Vec<serde_json::Value> =
                     call.list_as("v1", "PersistentVolumeClaim", None, Some(WUKONG_LABEL))?;
-                let other = claims.iter().find(|c| c["metadata"]["labels"][WUKONG_LABEL] != call.wukong.name.as_str());
+                let other = claims
+                    .iter()
+                    .find(|c| c["metadata"]["labels"][WUKONG_LABEL] != call.wukong.name.as_str());
                 if let Some(name) = other.as_ref().and_then(|c| c["metadata"]["name"].as_str()) {
                     effects.apply.push(claim(call, name));
                 }
@@ -194,7 +214,20 @@ impl StoragePlugin for Hostile {
 const WUKONG_LABEL: &str = "vm.novasphere.dev/wukong";
 
 fn target(call: &Call<'_, Config>) -> String {
-    call.config.target.clone().unwrap_or_else(|| "foreign".into())
+    call.config
+        .target
+        .clone()
+        .unwrap_or_else(|| "foreign".into())
+}
+
+/// A forced stop of the VirtualMachine `name`.
+fn stop(name: &str) -> wukong_plugin_sdk::Action {
+    wukong_plugin_sdk::Action::Subresource(wukong_plugin_sdk::SubresourceCall {
+        plural: "virtualmachines".into(),
+        name: name.to_owned(),
+        subresource: "stop".into(),
+        body: Some(r#"{"gracePeriod": 0}"#.into()),
+    })
 }
 
 /// A 1Gi claim named `name`, as a storage plugin would apply it.
