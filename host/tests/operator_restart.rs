@@ -6,10 +6,11 @@ mod support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kube::ResourceExt;
+use kube::{Api, ResourceExt};
 use support::operator::{
     Cluster, OperatorProcess, create, host_config, is_running, list, namespace, wait_for,
 };
+use wukong::api::Wukong;
 
 const TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -82,15 +83,20 @@ async fn killed_mid_reconcile_the_operator_converges_without_duplicates() {
     .await;
     let vms = list(&client, ns, "kubevirt.io/v1", "VirtualMachine").await;
     let vmis = list(&client, ns, "kubevirt.io/v1", "VirtualMachineInstance").await;
+    let wukongs = Api::<Wukong>::namespaced(client.clone(), ns);
     for name in &names {
+        let wukong = wukongs.get(name).await.expect("wukong");
+        let scratch = wukong
+            .status
+            .as_ref()
+            .and_then(|s| s.volumes.iter().find(|v| v.name == "scratch"))
+            .map(|v| v.claim_name.clone())
+            .expect("the scratch disk's claim");
         assert_eq!(count(&dvs, name), 1, "{name}: one DataVolume");
         assert_eq!(count(&nads, name), 1, "{name}: one NAD");
         assert_eq!(count(&vms, name), 1, "{name}: one VM");
         assert_eq!(count(&vmis, name), 1, "{name}: one VMI");
-        let blank = pvcs
-            .iter()
-            .filter(|p| p.name_any() == format!("{name}-scratch"))
-            .count();
+        let blank = pvcs.iter().filter(|p| p.name_any() == scratch).count();
         assert_eq!(blank, 1, "{name}: one blank PVC");
     }
 }
@@ -113,7 +119,7 @@ async fn a_storage_backend_is_swapped_by_config_alone() {
     create(&client, ns, &wukong_yaml("on-ceph", None)).await;
     let second = wait_for(&client, ns, "on-ceph", TIMEOUT, is_running).await;
 
-    let plugin_of = |w: &wukong::api::Wukong| {
+    let plugin_of = |w: &Wukong| {
         w.status.as_ref().and_then(|s| {
             s.plugins
                 .iter()
@@ -130,7 +136,7 @@ async fn a_storage_backend_is_swapped_by_config_alone() {
             .find(|c| c.name_any() == class)
             .and_then(|c| c.data["provisioner"].as_str().map(str::to_owned))
     };
-    let class_of = |w: &wukong::api::Wukong| {
+    let class_of = |w: &Wukong| {
         w.status
             .as_ref()
             .and_then(|s| s.volumes.first())

@@ -629,15 +629,26 @@ async fn actions_reach_only_the_wukongs_own_vm() {
         async move { wait_for(&client, ns, name, TIMEOUT, |w| step_failed(w).is_some()).await }
     };
     let cases = [
-        ("h-stop", "stopper", "VirtualMachine victim is not the Wukong h-stop's"),
+        (
+            "h-stop",
+            "stopper",
+            "VirtualMachine victim is not the Wukong h-stop's",
+        ),
         ("h-path", "pather", "is not a valid object name"),
-        ("h-move", "mover", "VirtualMachineInstance victim is not the Wukong h-move's"),
+        (
+            "h-move",
+            "mover",
+            "VirtualMachineInstance victim is not the Wukong h-move's",
+        ),
     ];
     for (name, backend, expected) in cases {
         create(
             &client,
             ns,
-            &wukong_yaml(name, &format!("[{{name: d, size: 1Gi, backend: {backend}}}]")),
+            &wukong_yaml(
+                name,
+                &format!("[{{name: d, size: 1Gi, backend: {backend}}}]"),
+            ),
         )
         .await;
         let (reason, message) = step_failed(&refused(name).await).expect("refused");
@@ -645,8 +656,25 @@ async fn actions_reach_only_the_wukongs_own_vm() {
         assert!(message.contains(expected), "{name}: {message}");
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(cluster.sim.count_calls("stop", ns, "victim"), 0, "nothing reached the victim");
-    let migrations = dynamic(&client, ns, "kubevirt.io/v1", "VirtualMachineInstanceMigration").await;
-    assert!(migrations.list(&Default::default()).await.expect("list").items.is_empty());
+    assert_eq!(
+        cluster.sim.count_calls("stop", ns, "victim"),
+        0,
+        "nothing reached the victim"
+    );
+    let migrations = dynamic(
+        &client,
+        ns,
+        "kubevirt.io/v1",
+        "VirtualMachineInstanceMigration",
+    )
+    .await;
+    assert!(
+        migrations
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty()
+    );
     wait_for(&client, ns, "victim", TIMEOUT, is_running).await;
 }

@@ -112,7 +112,11 @@ fn inspect_shows_manifest_world_contract_capabilities_schema_and_digest() {
     assert_eq!(json["digest"], format!("sha256:{digest}"));
     assert_eq!(
         json["capabilities"]["writes"],
-        json!(["v1/PersistentVolumeClaim"])
+        json!([
+            "v1/PersistentVolumeClaim",
+            "storage.k8s.io/v1/StorageClass",
+            "kubevirt.io/v1/VirtualMachineInstanceMigration"
+        ])
     );
     assert_eq!(json["configSchema"]["additionalProperties"], false);
     // The first inspect compiled the plugin into the cache; the later ones took it from there.

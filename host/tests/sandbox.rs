@@ -103,7 +103,7 @@ fn every_hostile_plugin_is_contained_and_the_next_call_succeeds() {
         ),
         (
             "delete-unowned",
-            |f| matches!(f, CallFailure::Capability(m) if m.contains("does not own")),
+            |f| matches!(f, CallFailure::NameTaken(m) if m.contains("not the Wukong vm1's to delete")),
         ),
         ("huge-output", |f| {
             matches!(f, CallFailure::OutputTooLarge { .. })

@@ -7,10 +7,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use wukong_plugin_sdk::{
     Call, Effects, Manifest, MigrationOutcome, MigrationPlugin, MigrationStatus, Plugin, StepResult,
+    names,
 };
 
 const KUBEVIRT: &str = "kubevirt.io/v1";
 const MIGRATION: &str = "VirtualMachineInstanceMigration";
+const VMI: &str = "VirtualMachineInstance";
 
 /// The plugin's config (none yet: add fields here); its JSON Schema is in the manifest.
 #[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
@@ -27,6 +29,7 @@ impl Plugin for ExampleMigration {
         Manifest::new("example-migration", env!("CARGO_PKG_VERSION"))
             .description("Live migration on request")
             .writes(KUBEVIRT, MIGRATION)
+            .reads(KUBEVIRT, VMI)
     }
 }
 
@@ -39,19 +42,18 @@ impl MigrationPlugin for ExampleMigration {
                 status: None,
             });
         };
-        // One object per request: a name derived from the request id is stable across calls.
-        let id: String = request
-            .request_id
-            .chars()
-            .filter(char::is_ascii_alphanumeric)
-            .collect();
-        let name = format!("{}-{}", call.wukong.name, id.to_ascii_lowercase());
+        // One object per request: a name derived from the request id is stable across calls
+        // (and never another Wukong's: see the SDK's `names`).
+        let name = names::derived(&call.wukong.name, &request.request_id);
         let existing: Option<Value> = call.get_as(&call.object_ref(KUBEVIRT, MIGRATION, &name))?;
+        // KubeVirt refuses a migration of an instance that does not exist (and the host
+        // lets a migration name only the Wukong's own instance): wait for it.
+        let vmi: Option<Value> = call.get_as(&call.object_ref(KUBEVIRT, VMI, &call.wukong.name))?;
         let mut spec = json!({"vmiName": call.wukong.name});
         if let Some(node) = &request.target_node {
             spec["addedNodeSelector"] = json!({"kubernetes.io/hostname": node});
         }
-        if existing.is_none() {
+        if existing.is_none() && vmi.is_some() {
             effects.apply(&json!({"apiVersion": KUBEVIRT, "kind": MIGRATION,
                 "metadata": call.metadata(&name), "spec": spec}))?;
         }

@@ -218,8 +218,12 @@ fn check_action_target(
         .map_err(|e| format!("cannot read {kind} {name}: {e}"))?
         .and_then(|json| serde_json::from_str::<Value>(&json).ok())
         .ok_or_else(|| format!("{kind} {name} does not exist"))?;
-    check_owned(&live, claimant, reader, &wukong.namespace, false)
-        .map_err(|holder| format!("{kind} {name} is not the Wukong {}'s ({holder})", wukong.name))
+    check_owned(&live, claimant, reader, &wukong.namespace, false).map_err(|holder| {
+        format!(
+            "{kind} {name} is not the Wukong {}'s ({holder})",
+            wukong.name
+        )
+    })
 }
 
 fn read(

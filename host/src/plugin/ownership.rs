@@ -383,7 +383,16 @@ mod tests {
         for good in ["vm1", "vm1.data", "a-b.c-d", "0"] {
             assert!(is_object_name(good), "{good}");
         }
-        for bad in ["", "vm2/stop", "vm1?x=1", "VM1", "-a", "a.", "a..b", &"a".repeat(254)] {
+        for bad in [
+            "",
+            "vm2/stop",
+            "vm1?x=1",
+            "VM1",
+            "-a",
+            "a.",
+            "a..b",
+            &"a".repeat(254),
+        ] {
             assert!(!is_object_name(bad), "{bad}");
         }
     }
