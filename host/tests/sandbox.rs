@@ -137,8 +137,8 @@ fn every_hostile_plugin_is_contained_and_the_next_call_succeeds() {
     }
     assert_eq!(
         labels.len(),
-        expectations.len() - 3,
-        "each failure kind is distinct (capability covers four modes, with distinct messages)"
+        expectations.len() - 2,
+        "each failure kind is distinct (capability covers three modes, with distinct messages)"
     );
 }
 
