@@ -273,6 +273,33 @@ async fn invalid_wukongs_are_refused_by_the_apiserver() {
             json!({"cpu": 1, "memory": "1Gi", "disks": [{"name": "Root_Disk", "size": "1Gi"}]}),
             "spec.disks.name",
         ),
+        // Integers past what the operator decodes would make the Wukong unreadable (and,
+        // in a list, every Wukong with it): the schema bounds each of them.
+        (
+            "huge boot order",
+            json!({"cpu": 1, "memory": "1Gi", "disks": [{"name": "root", "size": "1Gi", "bootOrder": 1_u64 << 40}]}),
+            "spec.disks.bootOrder",
+        ),
+        (
+            "huge completion timeout",
+            json!({"cpu": 1, "memory": "1Gi", "migration": {"completionTimeoutPerGiB": 1_u64 << 62}}),
+            "spec.migration.completionTimeoutPerGiB",
+        ),
+        (
+            "huge trigger grace",
+            json!({"cpu": 1, "memory": "1Gi", "migrationPolicy": {"triggerConditions": [{"type": "nodeFailure", "gracePeriodSeconds": 1_u64 << 33}]}}),
+            "gracePeriodSeconds",
+        ),
+        (
+            "too many disks",
+            json!({"cpu": 1, "memory": "1Gi", "disks": (0..65).map(|i| json!({"name": format!("d{i}"), "size": "1Gi"})).collect::<Vec<_>>()}),
+            "spec.disks",
+        ),
+        (
+            "overlong request id",
+            json!({"cpu": 1, "memory": "1Gi", "lifecycleAction": {"action": "stop", "requestId": "r".repeat(1025)}}),
+            "spec.lifecycleAction.requestId",
+        ),
     ];
     for (what, spec, field) in cases {
         let object: Wukong = serde_json::from_value(json!({"apiVersion": "vm.novasphere.dev/v1alpha1", "kind": "Wukong", "metadata": {"name": "bad"}, "spec": {"cpu": 1, "memory": "1Gi"}})).expect("base");

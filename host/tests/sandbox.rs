@@ -116,6 +116,19 @@ fn every_hostile_plugin_is_contained_and_the_next_call_succeeds() {
         ("host-call-flood", |f| {
             matches!(f, CallFailure::HostCallLimit(1_000))
         }),
+        ("log-flood", |f| matches!(f, CallFailure::LogLimit { .. })),
+        (
+            "set-ready",
+            |f| matches!(f, CallFailure::OutcomeLimit(m) if m.contains("Ready is the lifecycle step's")),
+        ),
+        (
+            "set-step-failed",
+            |f| matches!(f, CallFailure::OutcomeLimit(m) if m.contains("StepFailed is the host's own")),
+        ),
+        (
+            "many-conditions",
+            |f| matches!(f, CallFailure::OutcomeLimit(m) if m.contains("5000 conditions")),
+        ),
     ];
     let mut labels = std::collections::HashSet::new();
     for (mode, expected) in &expectations {
@@ -137,8 +150,8 @@ fn every_hostile_plugin_is_contained_and_the_next_call_succeeds() {
     }
     assert_eq!(
         labels.len(),
-        expectations.len() - 2,
-        "each failure kind is distinct (capability covers three modes, with distinct messages)"
+        expectations.len() - 4,
+        "each failure kind is distinct (capability covers three modes and outcome-limit three, with distinct messages)"
     );
 }
 

@@ -33,13 +33,16 @@ pub struct WukongSpec {
     pub cpu: u32,
     /// Guest memory, a quantity (`4Gi`).
     #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(length(max = 64))]
     pub memory: String,
     /// KubeVirt run strategy; `Always` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_strategy: Option<RunStrategy>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
     pub disks: Vec<DiskSpec>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
     pub networks: Vec<NetworkSpec>,
     /// A one-shot lifecycle action; done once per request and recorded in status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -70,24 +73,28 @@ pub struct DiskSpec {
     #[schemars(regex(pattern = NAME_PATTERN))]
     pub name: String,
     /// Size, a quantity (`20Gi`). Growing it expands the disk; shrinking is refused.
-    #[schemars(regex(pattern = QUANTITY_PATTERN))]
+    #[schemars(regex(pattern = QUANTITY_PATTERN), length(max = 64))]
     pub size: String,
     /// Image to import: `docker://registry/image:tag` or an `http(s)://` URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 8192))]
     pub image: Option<String>,
     /// Use this existing PersistentVolumeClaim as is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub existing_claim: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub storage_class: Option<String>,
     /// Storage backend from the operator's config (`longhorn`, `ceph-rbd`); the default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub backend: Option<String>,
     /// Keep the claim when the Wukong is deleted.
     #[serde(default)]
     pub retain: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 65535))]
     pub boot_order: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bus: Option<DiskBus>,
@@ -113,11 +120,13 @@ pub struct NetworkSpec {
     pub network_type: Option<NetworkType>,
     /// An existing NetworkAttachmentDefinition: `name` or `namespace/name`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 317))]
     pub nad_name: Option<String>,
     /// Config for a NetworkAttachmentDefinition Wukong creates (and removes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<NetworkConfigSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub backend: Option<String>,
     /// Interface binding; `bridge` for multus, `masquerade` for the pod network, when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -149,9 +158,11 @@ pub enum InterfaceBinding {
 pub struct NetworkConfigSpec {
     /// CNI plugin type; `bridge` when absent.
     #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
     pub cni_type: Option<String>,
     /// Host bridge.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 15))]
     pub bridge: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 4094))]
@@ -181,6 +192,7 @@ pub struct LifecycleActionSpec {
     /// grace=30`): re-applying the same spec does not repeat it, a different action does.
     /// Set a new value to repeat the same action.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub request_id: Option<String>,
 }
 
@@ -200,18 +212,20 @@ pub enum LifecycleActionKind {
 #[serde(rename_all = "camelCase")]
 pub struct MigrationSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
     pub target_node: Option<String>,
     #[serde(default)]
     pub allow_auto_converge: bool,
     #[serde(default)]
     pub allow_post_copy: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = 86400))]
     pub completion_timeout_per_gi_b: Option<u64>,
     /// Abort the running migration.
     #[serde(default)]
     pub abort: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
     pub request_id: Option<String>,
 }
 
@@ -222,6 +236,7 @@ pub struct MigrationPolicySpec {
     #[serde(default)]
     pub enabled: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
     pub trigger_conditions: Vec<TriggerCondition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_node_selector: Option<LabelSelector>,
@@ -238,7 +253,7 @@ pub struct TriggerCondition {
     pub threshold: Option<String>,
     /// For `nodeFailure`: how long the node must be NotReady; 60 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 86400))]
     pub grace_period_seconds: Option<u32>,
 }
 
@@ -251,5 +266,6 @@ pub enum TriggerType {
 }
 
 pub(crate) fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-    schemars::json_schema!({ "type": "object", "x-kubernetes-preserve-unknown-fields": true })
+    // NB: OpenAPI cannot bound nesting; the top level at least is bounded.
+    schemars::json_schema!({ "type": "object", "maxProperties": 32, "x-kubernetes-preserve-unknown-fields": true })
 }

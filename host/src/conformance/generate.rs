@@ -264,7 +264,7 @@ fn mutations() -> Vec<(&'static str, Mutation)> {
             "the largest boot order and every bus",
             disks(vec![
                 DiskSpec {
-                    boot_order: Some(u32::MAX),
+                    boot_order: Some(65_535),
                     bus: Some(DiskBus::Sata),
                     ..disk("a", "1Gi")
                 },
@@ -430,7 +430,7 @@ fn mutations() -> Vec<(&'static str, Mutation)> {
         (
             "the largest completion timeout",
             migration(MigrationSpec {
-                completion_timeout_per_gi_b: Some(u64::MAX),
+                completion_timeout_per_gi_b: Some(86_400),
                 allow_post_copy: true,
                 allow_auto_converge: true,
                 ..MigrationSpec::default()
@@ -443,7 +443,7 @@ fn mutations() -> Vec<(&'static str, Mutation)> {
                 trigger_conditions: vec![
                     trigger(TriggerType::NodeMaintenance, None, None),
                     trigger(TriggerType::NodeFailure, None, Some(0)),
-                    trigger(TriggerType::NodeFailure, None, Some(u32::MAX)),
+                    trigger(TriggerType::NodeFailure, None, Some(86_400)),
                     trigger(TriggerType::ResourcePressure, Some("0%"), None),
                     trigger(TriggerType::ResourcePressure, Some("100%"), None),
                     trigger(TriggerType::ResourcePressure, None, None),

@@ -50,6 +50,9 @@ use crate::plugin::{ClusterReader, Outcome, Phase, StepStatus};
 
 /// How long a converged Wukong waits before a routine re-check.
 const RESYNC: Duration = Duration::from_secs(300);
+/// The soonest a plugin's requeue hint brings the next call: a plugin cannot make the
+/// operator spin on one Wukong (the lifecycle step asks for this while an action runs).
+const MIN_REQUEUE: Duration = Duration::from_millis(250);
 /// The field manager of the status the host writes.
 const STATUS_MANAGER: &str = "wukong";
 
@@ -198,7 +201,7 @@ async fn apply(cached: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
     Ok(result
         .requeue_after_ms
         .map_or(Action::requeue(RESYNC), |ms| {
-            Action::requeue(Duration::from_millis(ms.max(100)))
+            Action::requeue(Duration::from_millis(ms).max(MIN_REQUEUE))
         }))
 }
 

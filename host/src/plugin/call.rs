@@ -52,7 +52,8 @@ impl Plugin {
             }
             Err(error) => return Err(fail(self.classify(&store, &error))),
         };
-        let size = outcome_size(&effects, &status);
+        // What the plugin logged counts too: its messages went out of the sandbox as well.
+        let size = outcome_size(&effects, &status) + store.data().log_bytes_used;
         if size > self.limits.output_bytes {
             return Err(fail(CallFailure::OutputTooLarge {
                 size,
@@ -60,6 +61,7 @@ impl Plugin {
             }));
         }
         guard::check(
+            self.step(),
             &self.manifest.capabilities,
             wukong,
             &backend,
@@ -157,6 +159,12 @@ impl Plugin {
                 return CallFailure::HostCallLimit(self.limits.host_calls);
             }
             Some(Violation::UndeclaredRead(what)) => return CallFailure::Capability(what.clone()),
+            Some(Violation::LogFlood) => {
+                return CallFailure::LogLimit {
+                    messages: self.limits.log_messages,
+                    bytes: self.limits.log_bytes,
+                };
+            }
             None => {}
         }
         match error.downcast_ref::<Trap>() {

@@ -64,6 +64,12 @@ pub enum CallFailure {
     MalformedOutput(String),
     #[error("host call limit of {0} cluster reads reached")]
     HostCallLimit(u32),
+    #[error("log limit of {messages} messages or {bytes} bytes per call reached")]
+    LogLimit { messages: u32, bytes: usize },
+    /// Conditions or events past what a status and the event stream can carry, or a
+    /// condition of a type the host or another step owns.
+    #[error("outcome refused: {0}")]
+    OutcomeLimit(String),
     #[error("step failed: {0}")]
     Step(String),
     #[error("no free instance slot: {0}")]
@@ -85,6 +91,8 @@ impl CallFailure {
             Self::OutputTooLarge { .. } => "output-too-large",
             Self::MalformedOutput(_) => "malformed-output",
             Self::HostCallLimit(_) => "host-call-limit",
+            Self::LogLimit { .. } => "log-limit",
+            Self::OutcomeLimit(_) => "outcome-limit",
             Self::Step(_) => "step-error",
             Self::Instantiate(_) => "instantiate",
         }

@@ -7,12 +7,13 @@ use serde_json::Value;
 
 use super::ownership::{self, Claimant, Verdict};
 
-use super::types::{Action, Capabilities, Effects, ObjectRef, Wukong};
+use super::types::{Action, Capabilities, Condition, Effects, Event, ObjectRef, StepKind, Wukong};
 use super::{CallFailure, ClusterReader, Outcome, StepStatus};
 
 /// Checks `effects` against the capabilities and turns it into an [`Outcome`] with
 /// parsed objects.
 pub(crate) fn check(
+    step: StepKind,
     capabilities: &Capabilities,
     wukong: &Wukong,
     backend: &str,
@@ -108,12 +109,13 @@ pub(crate) fn check(
             }
         }
     }
+    let (conditions, events) = check_reports(step, effects.conditions, effects.events)?;
     Ok(Outcome {
         apply,
         delete: effects.delete,
         actions: effects.actions,
-        conditions: effects.conditions,
-        events: effects.events,
+        conditions,
+        events,
         requeue_after_ms: effects.requeue_after_ms,
         status,
     })
@@ -167,6 +169,87 @@ fn check_delete(
             wukong.name
         ))
     })
+}
+
+/// Conditions one call may set: the status must always fit in an object etcd stores.
+pub const MAX_CONDITIONS: usize = 16;
+/// Events one call may publish.
+pub const MAX_EVENTS: usize = 32;
+/// Characters kept of a condition's or event's message (and reason).
+pub const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// Which step may set a condition type the host reports on: `None` for the host's own.
+fn owner_of_condition(condition_type: &str) -> Option<Option<StepKind>> {
+    Some(match condition_type {
+        "StepFailed" => None,
+        "Ready" => Some(StepKind::Lifecycle),
+        "VolumesBound" => Some(StepKind::Storage),
+        "NetworksConfigured" => Some(StepKind::Network),
+        _ => return None,
+    })
+}
+
+/// Bounds what a call reports: at most [`MAX_CONDITIONS`] conditions and [`MAX_EVENTS`]
+/// events, messages cut to [`MAX_MESSAGE_CHARS`], and no condition of a type the host or
+/// another step owns (the host's `StepFailed`, the lifecycle step's `Ready`, ...).
+fn check_reports(
+    step: StepKind,
+    mut conditions: Vec<Condition>,
+    mut events: Vec<Event>,
+) -> Result<(Vec<Condition>, Vec<Event>), CallFailure> {
+    if conditions.len() > MAX_CONDITIONS {
+        return Err(CallFailure::OutcomeLimit(format!(
+            "{} conditions, at most {MAX_CONDITIONS} per call",
+            conditions.len()
+        )));
+    }
+    if events.len() > MAX_EVENTS {
+        return Err(CallFailure::OutcomeLimit(format!(
+            "{} events, at most {MAX_EVENTS} per call",
+            events.len()
+        )));
+    }
+    let cut = |text: &mut String| {
+        if let Some((at, _)) = text.char_indices().nth(MAX_MESSAGE_CHARS) {
+            text.truncate(at);
+        }
+    };
+    for condition in &mut conditions {
+        match owner_of_condition(&condition.condition_type) {
+            Some(None) => {
+                return Err(CallFailure::OutcomeLimit(format!(
+                    "condition {} is the host's own",
+                    condition.condition_type
+                )));
+            }
+            Some(Some(owner)) if owner != step => {
+                return Err(CallFailure::OutcomeLimit(format!(
+                    "condition {} is the {owner} step's",
+                    condition.condition_type
+                )));
+            }
+            _ => {}
+        }
+        let valid_type = !condition.condition_type.is_empty()
+            && condition.condition_type.len() <= 63
+            && condition
+                .condition_type
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric());
+        if !valid_type {
+            return Err(CallFailure::OutcomeLimit(format!(
+                "condition type {:?}: letters and digits, at most 63",
+                condition.condition_type
+            )));
+        }
+        cut(&mut condition.reason);
+        cut(&mut condition.message);
+    }
+    for event in &mut events {
+        cut(&mut event.reason);
+        cut(&mut event.message);
+    }
+    Ok((conditions, events))
 }
 
 /// KubeVirt's migration object, whose `spec.vmiName` is what it acts on.

@@ -23,8 +23,11 @@ pub struct RuntimeLimits {
     pub output_bytes: usize,
     /// `cluster` calls per invocation: a plugin cannot hammer the host's cache.
     pub host_calls: u32,
-    /// Bytes of guest stdout/stderr kept per call for the log.
+    /// Bytes of guest stdout/stderr kept per call for the log, and bytes of `log` messages
+    /// a call may send (these count in `outputBytes` too): a plugin cannot flood the log.
     pub log_bytes: usize,
+    /// `log` messages per call, for the same reason.
+    pub log_messages: u32,
     /// Instances alive at once (the pooling allocator's slots): concurrent calls.
     pub max_instances: u32,
 }
@@ -40,6 +43,7 @@ impl Default for RuntimeLimits {
             output_bytes: 4 << 20,
             host_calls: 10_000,
             log_bytes: 64 << 10,
+            log_messages: 200,
             max_instances: 64,
         }
     }

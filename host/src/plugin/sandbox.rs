@@ -18,6 +18,8 @@ pub(crate) enum Violation {
     Memory,
     HostCalls,
     UndeclaredRead(String),
+    /// More `log` messages, or bytes of them, than the call may send.
+    LogFlood,
 }
 
 /// Everything one call's store holds. Built fresh for every call.
@@ -29,6 +31,10 @@ pub(crate) struct CallState {
     memory_limit: usize,
     table_limit: usize,
     host_calls_left: u32,
+    log_messages_left: u32,
+    log_bytes_left: usize,
+    /// Bytes of `log` messages sent: counted in the call's output.
+    pub(crate) log_bytes_used: usize,
     reader: Arc<dyn ClusterReader>,
     reads: Arc<[KindRef]>,
     namespace: String,
@@ -62,6 +68,9 @@ impl CallState {
             memory_limit: limits.memory_bytes,
             table_limit: limits.table_elements,
             host_calls_left: limits.host_calls,
+            log_messages_left: limits.log_messages,
+            log_bytes_left: limits.log_bytes,
+            log_bytes_used: 0,
             reader,
             reads,
             namespace,
@@ -187,6 +196,13 @@ impl cluster::Host for CallState {
 impl log::Host for CallState {
     fn log(&mut self, level: Level, message: String) -> wasmtime::Result<()> {
         self.spend_host_call()?;
+        if self.log_messages_left == 0 || message.len() > self.log_bytes_left {
+            self.violation = Some(Violation::LogFlood);
+            return Err(wasmtime::Error::msg("log limit reached"));
+        }
+        self.log_messages_left -= 1;
+        self.log_bytes_left -= message.len();
+        self.log_bytes_used += message.len();
         let plugin = &*self.plugin;
         match level {
             Level::Trace => tracing::trace!(plugin, "{message}"),

@@ -405,6 +405,8 @@ pub fn failure_kind(failure: &CallFailure) -> &'static str {
         CallFailure::OutputTooLarge { .. }
         | CallFailure::MalformedOutput(_)
         | CallFailure::HostCallLimit(_)
+        | CallFailure::LogLimit { .. }
+        | CallFailure::OutcomeLimit(_)
         | CallFailure::Step(_)
         | CallFailure::Instantiate(_) => "other",
     }

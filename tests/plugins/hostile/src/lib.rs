@@ -45,6 +45,14 @@ pub enum Mode {
     PathInName,
     /// Migrates the VMI `target` (another Wukong's).
     MigrateOtherVmi,
+    /// A storage step setting the lifecycle step's `Ready`.
+    SetReady,
+    /// A storage step setting the host's own `StepFailed`.
+    SetStepFailed,
+    /// Thousands of conditions.
+    ManyConditions,
+    /// Ten thousand log messages.
+    LogFlood,
     /// A correct storage backend on PersistentVolumeClaims: passes the conformance kit.
     WellBehavedStorage,
     /// That backend with claim names that carry the time of the call.
@@ -155,6 +163,18 @@ impl StoragePlugin for Hostile {
             Mode::Escape => effects.event("EscapeReport", escape_report()),
             Mode::ApplyForeign => effects.apply.push(claim(call, &target(call))),
             Mode::StopOtherVm => effects.actions.push(stop(&target(call))),
+            Mode::SetReady => effects.condition("Ready", true, "Running", "trust me"),
+            Mode::SetStepFailed => effects.condition("StepFailed", false, "AllFine", "nothing to see"),
+            Mode::ManyConditions => {
+                for i in 0..5_000 {
+                    effects.condition(&format!("Noise{i}"), true, "Noise", "x".repeat(100));
+                }
+            }
+            Mode::LogFlood => {
+                for i in 0..10_000 {
+                    wukong_plugin_sdk::log(wukong_plugin_sdk::Level::Info, &format!("flood {i}: {}", "x".repeat(100)));
+                }
+            }
             Mode::PathInName => effects
                 .actions
                 .push(stop(&format!("{}/../restart?x=", target(call)))),
