@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
-use kube::core::GroupVersionKind;
+use kube::core::{GroupVersionKind, PartialObjectMeta};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef};
@@ -149,15 +149,36 @@ const WATCHED: &[(&str, &str, &str, bool)] = &[
     ),
 ];
 
-/// Times and counts one reconcile (the work is [`reconcile::reconcile`]), and counts the
-/// lifecycle actions and migrations its status shows started or finished: every status
-/// write comes back here through the watch.
-async fn instrumented_reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action> {
-    let uid = wukong.uid().unwrap_or_default();
-    let deleting = wukong.metadata.deletion_timestamp.is_some();
-    ctx.metrics.observe_status(&uid, wukong.status.as_ref());
+/// What the controller watches: Wukongs' metadata only. NB: a full watch decodes every
+/// Wukong of a list at once, so one the operator cannot decode (nesting past the JSON
+/// parser's depth in a free-form field, a value past a field's type) would fail the whole
+/// list and stop every Wukong; each is read on its own by its reconcile instead.
+type WukongMeta = PartialObjectMeta<Wukong>;
+
+/// Reads the Wukong afresh (plugins keep their memory in its status), times and counts one
+/// reconcile (the work is [`reconcile::reconcile`]), and counts the lifecycle actions and
+/// migrations its status shows started or finished: every status write comes back here
+/// through the watch.
+async fn instrumented_reconcile(meta: Arc<WukongMeta>, ctx: Arc<Context>) -> Result<Action> {
+    let uid = meta.uid().unwrap_or_default();
+    let deleting = meta.metadata.deletion_timestamp.is_some();
     let started = Instant::now();
-    let result = reconcile::reconcile(wukong, Arc::clone(&ctx)).await;
+    let api = Api::<Wukong>::namespaced(ctx.client.clone(), &meta.namespace().unwrap_or_default());
+    let result = match api.get_opt(&meta.name_any()).await {
+        Ok(Some(wukong)) => {
+            let status = wukong.status.as_ref();
+            ctx.metrics.observe_status(&uid, status);
+            ctx.metrics
+                .observe_phase(&uid, status.and_then(|s| s.phase));
+            reconcile::reconcile(Arc::new(wukong), Arc::clone(&ctx)).await
+        }
+        Ok(None) => Ok(Action::await_change()),
+        Err(kube::Error::SerdeError(error)) => {
+            reconcile::report_unreadable(&ctx, &meta, &error).await;
+            Ok(Action::await_change())
+        }
+        Err(error) => Err(Error::Kube(error)),
+    };
     let label = result.as_ref().map_or_else(Error::metric_label, |_| "ok");
     ctx.metrics
         .reconciled(label, started.elapsed().as_secs_f64());
@@ -169,14 +190,14 @@ async fn instrumented_reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Resul
 
 /// Runs the controller until a shutdown signal.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
-    let wukongs = Api::<Wukong>::all(ctx.client.clone());
+    let wukongs = Api::<WukongMeta>::all(ctx.client.clone());
     let mut controller = Controller::new(wukongs, watcher::Config::default().any_semantic())
         .with_config(
             kube::runtime::controller::Config::default()
                 .concurrency(16)
                 .debounce(Duration::from_millis(20)),
         );
-    ctx.metrics.watch_phases(controller.store());
+    ctx.metrics.watch_phases();
     for &(group, version, kind, every_object) in WATCHED {
         match ctx.kinds.resolve(&api_version(group, version), kind).await {
             Ok(resolved) => {
@@ -241,7 +262,7 @@ fn api_version(group: &str, version: &str) -> String {
 }
 
 /// Backoff: transient errors from 1 s doubling to 5 min; the rest from 30 s.
-fn error_policy(wukong: Arc<Wukong>, error: &Error, ctx: Arc<Context>) -> Action {
+fn error_policy(wukong: Arc<WukongMeta>, error: &Error, ctx: Arc<Context>) -> Action {
     let uid = wukong.uid().unwrap_or_default();
     let attempts = ctx.failures.lock().map_or(1, |mut failures| {
         let count = failures.entry(uid).or_insert(0);

@@ -332,3 +332,61 @@ async fn invalid_wukongs_are_refused_by_the_apiserver() {
             .expect("seed accepted");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wukong_the_operator_cannot_read_stops_no_other() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let ns = "unreadable";
+    namespace(&client, ns).await;
+    // Nested past serde_json's depth limit: the apiserver stores it, no typed client
+    // (and no list of Wukongs) can decode it.
+    let mut ipam = json!({"type": "static"});
+    for _ in 0..200 {
+        ipam = json!({"nested": ipam});
+    }
+    let deep = json!({"apiVersion": "vm.novasphere.dev/v1alpha1", "kind": "Wukong",
+        "metadata": {"name": "deep"},
+        "spec": {"cpu": 1, "memory": "1Gi", "networks": [{"name": "lan", "config": {"ipam": ipam}}]}});
+    let request = http::Request::post(format!(
+        "/apis/vm.novasphere.dev/v1alpha1/namespaces/{ns}/wukongs"
+    ))
+    .header("Content-Type", "application/json")
+    .body(serde_json::to_vec(&deep).expect("body"))
+    .expect("request");
+    client
+        .request_text(request)
+        .await
+        .expect("the apiserver stores it");
+
+    let _operator = InProcess::start(client.clone(), &host_config("cdi", "")).await;
+    create(
+        &client,
+        ns,
+        "apiVersion: vm.novasphere.dev/v1alpha1\nkind: Wukong\nmetadata: {name: fine}\nspec: {cpu: 1, memory: 1Gi}\n",
+    )
+    .await;
+    wait_for(&client, ns, "fine", TIMEOUT, is_running).await;
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns);
+    let reported = async {
+        loop {
+            let found = events
+                .list(&Default::default())
+                .await
+                .expect("events")
+                .items
+                .into_iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("Unreadable")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("deep")
+                });
+            if found {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, reported)
+        .await
+        .expect("an Unreadable warning on the Wukong it cannot read");
+}

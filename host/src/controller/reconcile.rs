@@ -100,6 +100,29 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
     result
 }
 
+/// Says on a Wukong the operator cannot decode what is wrong and how out: the others go
+/// on (it is read on its own), it waits for a change.
+pub async fn report_unreadable(
+    ctx: &Context,
+    meta: &kube::core::PartialObjectMeta<Wukong>,
+    error: &serde_json::Error,
+) {
+    tracing::warn!(wukong = %meta.name_any(), namespace = ?meta.namespace(), %error, "cannot read the Wukong");
+    let event = KubeEvent {
+        type_: EventType::Warning,
+        reason: "Unreadable".into(),
+        note: Some(format!(
+            "the operator cannot read this Wukong ({error}); fix its spec, or delete it \
+             (if it was finalized, remove the finalizer {FINALIZER} after cleaning up its objects)"
+        )),
+        action: "Read".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &meta.object_ref(&())).await {
+        tracing::warn!(error = %e, "cannot publish event");
+    }
+}
+
 /// The message for an error the apiserver answered with 403.
 fn forbidden(error: &Error, namespace: &str) -> Option<String> {
     match error {
@@ -126,13 +149,9 @@ fn reader(ctx: &Context) -> Arc<dyn ClusterReader> {
     ))
 }
 
-async fn apply(cached: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Action> {
-    // NB: the watch cache may not hold our own last status write yet, and plugins keep
-    // their memory (a one-shot action's stage) in status: read the Wukong afresh.
-    let Some(fresh) = api.get_opt(&cached.name_any()).await? else {
-        return Ok(Action::await_change());
-    };
-    let wukong = &fresh;
+/// `wukong` was read afresh for this reconcile (the controller watches metadata only):
+/// plugins keep their memory (a one-shot action's stage) in its status.
+async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Action> {
     let record = to_contract(wukong);
     let result = run_pipeline(&record, wukong, ctx).await;
 

@@ -17,7 +17,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{LazyLock, Mutex};
 
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::reflector::Store;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -26,7 +25,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use super::phases::PhaseCollector;
-use crate::api::{Wukong, WukongStatus};
+use crate::api::{WukongPhase, WukongStatus};
 use crate::plugin::CallFailure;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -241,9 +240,18 @@ impl Metrics {
     }
 
     /// Counts Wukongs by phase from this cache at every scrape.
-    pub fn watch_phases(&self, store: Store<Wukong>) {
-        if let Ok(mut slot) = self.phases.store.lock() {
-            *slot = Some(store);
+    pub fn watch_phases(&self) {
+        if let Ok(mut slot) = self.phases.phases.lock() {
+            slot.get_or_insert_with(Default::default);
+        }
+    }
+
+    /// Notes a Wukong's phase as a reconcile read it.
+    pub fn observe_phase(&self, uid: &str, phase: Option<WukongPhase>) {
+        if let Ok(mut slot) = self.phases.phases.lock()
+            && let Some(phases) = slot.as_mut()
+        {
+            phases.insert(uid.to_owned(), phase);
         }
     }
 
@@ -330,6 +338,11 @@ impl Metrics {
     pub fn forget(&self, uid: &str) {
         if let Ok(mut counted) = self.counted.lock() {
             counted.remove(uid);
+        }
+        if let Ok(mut slot) = self.phases.phases.lock()
+            && let Some(phases) = slot.as_mut()
+        {
+            phases.remove(uid);
         }
     }
 

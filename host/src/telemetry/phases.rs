@@ -1,14 +1,14 @@
 //! `wukong_wukongs{phase}`: Wukongs by `status.phase`, counted at scrape time.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use kube::runtime::reflector::Store;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::gauge::ConstGauge;
 
-use crate::api::{Wukong, WukongPhase};
+use crate::api::WukongPhase;
 
 const PHASES: [WukongPhase; 11] = [
     WukongPhase::Pending,
@@ -24,11 +24,12 @@ const PHASES: [WukongPhase; 11] = [
     WukongPhase::Terminating,
 ];
 
-/// `wukong_wukongs{phase}`, computed from the controller's cache when scraped, so it
-/// never drifts from what is there (deleted Wukongs simply are not counted).
+/// `wukong_wukongs{phase}`: each Wukong's phase as its last reconcile read it (the
+/// reconcile reads every Wukong afresh, and each status write brings another), counted when
+/// scraped; a deleted Wukong is forgotten. `None` until the controller runs (a standby).
 #[derive(Clone, Default)]
 pub(super) struct PhaseCollector {
-    pub(super) store: Arc<Mutex<Option<Store<Wukong>>>>,
+    pub(super) phases: Arc<Mutex<Option<HashMap<String, Option<WukongPhase>>>>>,
 }
 
 impl std::fmt::Debug for PhaseCollector {
@@ -39,15 +40,12 @@ impl std::fmt::Debug for PhaseCollector {
 
 impl PhaseCollector {
     fn counts(&self) -> Option<Vec<(String, i64)>> {
-        let store = self.store.lock().ok()?.clone()?;
+        let phases = self.phases.lock().ok()?;
+        let phases = phases.as_ref()?;
         let mut counts: Vec<(String, i64)> = PHASES.iter().map(|p| (format!("{p:?}"), 0)).collect();
         counts.push(("Unknown".into(), 0));
-        for wukong in store.state() {
-            let phase = wukong
-                .status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .map_or_else(|| "Unknown".to_owned(), |p| format!("{p:?}"));
+        for phase in phases.values() {
+            let phase = phase.map_or_else(|| "Unknown".to_owned(), |p| format!("{p:?}"));
             if let Some(entry) = counts.iter_mut().find(|(name, _)| *name == phase) {
                 entry.1 += 1;
             }
