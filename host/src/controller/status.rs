@@ -480,6 +480,24 @@ mod tests {
         }
     }
 
+    fn running(
+        current_action: Option<crate::api::ActionRecord>,
+        history: Vec<crate::api::ActionRecord>,
+    ) -> LifecycleState {
+        LifecycleState {
+            state: "Running".into(),
+            printable_status: None,
+            vmi_phase: None,
+            ready: true,
+            live_migratable: false,
+            last_action: None,
+            last_action_time: None,
+            current_action,
+            history,
+            message: String::new(),
+        }
+    }
+
     fn volume(name: &str) -> VolumeStatus {
         VolumeStatus {
             name: name.into(),
@@ -504,18 +522,7 @@ mod tests {
             observed_generation: Some(3),
             node_name: Some("node-1".into()),
             volumes: vec![volume("root"), volume("data")],
-            lifecycle_state: Some(LifecycleState {
-                state: "Running".into(),
-                printable_status: None,
-                vmi_phase: None,
-                ready: true,
-                live_migratable: false,
-                last_action: None,
-                last_action_time: None,
-                current_action: None,
-                history: vec![record("r1", "Succeeded")],
-                message: String::new(),
-            }),
+            lifecycle_state: Some(running(None, vec![record("r1", "Succeeded")])),
             conditions: vec![WukongCondition {
                 condition_type: "DisksResized".into(),
                 status: "True".into(),
@@ -588,18 +595,7 @@ mod tests {
     #[test]
     fn a_refusal_finishes_only_the_request_in_progress() {
         let mut status = WukongStatus {
-            lifecycle_state: Some(LifecycleState {
-                state: "Running".into(),
-                printable_status: None,
-                vmi_phase: None,
-                ready: true,
-                live_migratable: false,
-                last_action: None,
-                last_action_time: None,
-                current_action: Some(record("b1", "InProgress")),
-                history: Vec::new(),
-                message: String::new(),
-            }),
+            lifecycle_state: Some(running(Some(record("b1", "InProgress")), Vec::new())),
             ..WukongStatus::default()
         };
         assert!(refuse_current_action(

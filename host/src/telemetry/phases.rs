@@ -29,8 +29,11 @@ const PHASES: [WukongPhase; 11] = [
 /// scraped; a deleted Wukong is forgotten. `None` until the controller runs (a standby).
 #[derive(Clone, Default)]
 pub(super) struct PhaseCollector {
-    pub(super) phases: Arc<Mutex<Option<HashMap<String, Option<WukongPhase>>>>>,
+    pub(super) phases: Arc<Mutex<Option<PhaseByUid>>>,
 }
+
+/// Each Wukong's phase (`None`: none yet), by uid.
+pub(super) type PhaseByUid = HashMap<String, Option<WukongPhase>>;
 
 impl std::fmt::Debug for PhaseCollector {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
