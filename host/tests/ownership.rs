@@ -37,6 +37,7 @@ fn config() -> String {
         backend("stopper", "stop-other-vm", "victim"),
         backend("pather", "path-in-name", "vm-b"),
         backend("mover", "migrate-other-vmi", "victim"),
+        backend("stuck", "fails-finalize", ""),
     ]
     .concat();
     host_config("longhorn", &extra)
@@ -677,4 +678,77 @@ async fn actions_reach_only_the_wukongs_own_vm() {
             .is_empty()
     );
     wait_for(&client, ns, "victim", TIMEOUT, is_running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_stuck_on_a_failing_finalize_says_why_and_the_way_out() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let _operator = InProcess::start(client.clone(), &config()).await;
+    let ns = "stuck";
+    namespace(&client, ns).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("vm1", "[{name: d, size: 1Gi, backend: stuck}]"),
+    )
+    .await;
+    wait_for(&client, ns, "vm1", TIMEOUT, |w| {
+        w.finalizers()
+            .iter()
+            .any(|f| f == "vm.novasphere.dev/cleanup")
+            && w.status.as_ref().and_then(|s| s.observed_generation) == w.metadata.generation
+    })
+    .await;
+    let api = Api::<Wukong>::namespaced(client.clone(), ns);
+    api.delete("vm1", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let stuck = wait_for(&client, ns, "vm1", TIMEOUT, |w| {
+        step_failed(w).is_some_and(|(reason, _)| reason == "FinalizeFailed")
+    })
+    .await;
+    let (_, message) = step_failed(&stuck).expect("StepFailed");
+    for part in [
+        "storage step",
+        "hostile@0.1.0",
+        "unreachable",
+        "remove the finalizer",
+    ] {
+        assert!(message.contains(part), "names {part:?}: {message}");
+    }
+    assert_eq!(
+        stuck.status.as_ref().and_then(|s| s.phase),
+        Some(wukong::api::WukongPhase::Terminating)
+    );
+    let noted = async {
+        while warnings(&client, ns, "FinalizeFailed").await.is_empty() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, noted)
+        .await
+        .expect("a FinalizeFailed warning event");
+
+    // The documented way out.
+    api.patch(
+        "vm1",
+        &PatchParams::default(),
+        &Patch::Json::<()>(
+            serde_json::from_value(json!([
+                {"op": "remove", "path": "/metadata/finalizers"}
+            ]))
+            .expect("json patch"),
+        ),
+    )
+    .await
+    .expect("remove the finalizer");
+    let gone = async {
+        while api.get_opt("vm1").await.expect("get").is_some() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, gone)
+        .await
+        .expect("the Wukong goes");
 }

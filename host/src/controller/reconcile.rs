@@ -65,7 +65,7 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
     let result = finalizer(&api, FINALIZER, wukong, |event| async {
         match event {
             Finalizer::Apply(wukong) => apply(&wukong, &ctx, &api).await,
-            Finalizer::Cleanup(wukong) => cleanup(&wukong, &ctx).await,
+            Finalizer::Cleanup(wukong) => cleanup(&wukong, &ctx, &api).await,
         }
     })
     .instrument(span)
@@ -563,7 +563,43 @@ async fn publish(ctx: &Context, wukong: &Wukong, events: &[Event]) {
 
 /// Deletion: each step's `finalize` in reverse order, retained disks orphaned, then the
 /// finalizer goes (by kube-runtime's `finalizer`).
-async fn cleanup(wukong: &Wukong, ctx: &Context) -> Result<Action> {
+/// Deletion, and when a step's finalize fails, a report on the Wukong of what it waits on
+/// and the way out (a Warning event and `StepFailed`): a stuck deletion is never silent.
+async fn cleanup(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Action> {
+    let result = finalize_steps(wukong, ctx).await;
+    if let Err(error) = &result {
+        let cause = match error {
+            Error::Step(f) => format!(
+                "the {} step's finalize (plugin {}) failed: {}",
+                f.step, f.plugin, f.message
+            ),
+            other => format!("finalizing failed: {other}"),
+        };
+        let message = format!(
+            "deletion waits: {cause}. Fix the cause (the backend in the config, its plugin, \
+             the operator's permissions) and it goes on; to let the Wukong go without it, \
+             clean up its objects and remove the finalizer: kubectl patch wukong {} \
+             --type=json -p '[{{\"op\":\"remove\",\"path\":\"/metadata/finalizers\"}}]' \
+             (docs/operating.md)",
+            wukong.name_any()
+        );
+        let event = Event {
+            warning: true,
+            reason: status::FINALIZE_FAILED.into(),
+            message: message.clone(),
+        };
+        publish(ctx, wukong, &[event]).await;
+        let now = k8s_openapi::jiff::Timestamp::now().to_string();
+        let previous = wukong.status.clone().unwrap_or_default();
+        let reported = status::finalize_failed(previous, &message, &now);
+        if let Err(e) = write_status(api, wukong, reported).await {
+            tracing::warn!(error = %e, "cannot report the failing finalize in status");
+        }
+    }
+    result
+}
+
+async fn finalize_steps(wukong: &Wukong, ctx: &Context) -> Result<Action> {
     let record = to_contract(wukong);
     let backends = ctx.backends();
     let reader = reader(ctx);

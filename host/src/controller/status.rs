@@ -274,11 +274,34 @@ fn rbac_denial(apiserver: &str, what: &str) -> Option<String> {
 /// The status after `action` was refused by the apiserver: `StepFailed` says so (the rest,
 /// the action's record included, stays as written before the call).
 pub fn action_forbidden(mut status: WukongStatus, message: &str, now: &str) -> WukongStatus {
-    let refused = WukongCondition {
+    set_step_failed(
+        &mut status,
+        FORBIDDEN,
+        &format!("{ACTION_PREFIX}{message}"),
+        now,
+    );
+    status
+}
+
+/// The reason of `StepFailed` while a deletion waits on a step's finalize.
+pub const FINALIZE_FAILED: &str = "FinalizeFailed";
+
+/// The status of a Wukong whose deletion waits on a failing finalize: `Terminating`, and
+/// `StepFailed` saying which step, which plugin, why and the way out (`message`).
+pub fn finalize_failed(mut status: WukongStatus, message: &str, now: &str) -> WukongStatus {
+    status.phase = Some(WukongPhase::Terminating);
+    set_step_failed(&mut status, FINALIZE_FAILED, message, now);
+    status
+}
+
+/// Sets `StepFailed=True` with `reason` and `message`, keeping its transition time while it
+/// was already True.
+fn set_step_failed(status: &mut WukongStatus, reason: &str, message: &str, now: &str) {
+    let failed = WukongCondition {
         condition_type: STEP_FAILED.into(),
         status: "True".into(),
-        reason: FORBIDDEN.into(),
-        message: format!("{ACTION_PREFIX}{message}"),
+        reason: reason.into(),
+        message: message.into(),
         last_transition_time: Some(now.to_owned()),
         observed_generation: status.observed_generation,
     };
@@ -288,20 +311,18 @@ pub fn action_forbidden(mut status: WukongStatus, message: &str, now: &str) -> W
         .find(|c| c.condition_type == STEP_FAILED)
     {
         Some(existing) => {
-            // The transition time stays while StepFailed was already True.
-            let since = if existing.status == refused.status {
+            let since = if existing.status == failed.status {
                 existing.last_transition_time.clone()
             } else {
-                refused.last_transition_time.clone()
+                failed.last_transition_time.clone()
             };
             *existing = WukongCondition {
                 last_transition_time: since,
-                ..refused
+                ..failed
             };
         }
-        None => status.conditions.push(refused),
+        None => status.conditions.push(failed),
     }
-    status
 }
 
 /// Keeps a refused action's `StepFailed` from `previous` while the plugin asks for the action

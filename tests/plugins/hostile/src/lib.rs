@@ -53,6 +53,8 @@ pub enum Mode {
     ManyConditions,
     /// Ten thousand log messages.
     LogFlood,
+    /// Fails every finalize.
+    FailsFinalize,
     /// A correct storage backend on PersistentVolumeClaims: passes the conformance kit.
     WellBehavedStorage,
     /// That backend with claim names that carry the time of the call.
@@ -225,6 +227,9 @@ impl StoragePlugin for Hostile {
     fn finalize(call: &Call<'_, Config>) -> StepResult<Effects> {
         match call.config.mode.storage_flaw() {
             Some(flaw) => storage::finalize(call, flaw),
+            None if matches!(call.config.mode, Mode::FailsFinalize) => Err(StepError::Internal(
+                "the backing store is unreachable".into(),
+            )),
             None => Ok(Effects::default()),
         }
     }
