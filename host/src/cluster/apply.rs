@@ -133,7 +133,9 @@ impl Applier {
         deleting: bool,
         what: &str,
     ) -> Result<(), ApplyError> {
-        let verdict = match ownership::judge(live, claimant, deleting) {
+        let held = match ownership::judge(live, claimant, deleting) {
+            Verdict::Owned => Ok(()),
+            Verdict::Taken(holder) => Err(holder),
             Verdict::ThroughController(parent) => {
                 let live_parent = match self.kinds.resolve(&parent.api_version, &parent.kind).await
                 {
@@ -142,19 +144,11 @@ impl Applier {
                 };
                 ownership::judge_through(&parent, live_parent.as_ref(), claimant)
             }
-            verdict => verdict,
         };
-        match verdict {
-            Verdict::Owned => Ok(()),
-            Verdict::Taken(holder) => Err(ApplyError::NameTaken {
-                what: what.to_owned(),
-                holder,
-            }),
-            Verdict::ThroughController(parent) => Err(ApplyError::NameTaken {
-                what: what.to_owned(),
-                holder: format!("controlled by {} {}", parent.kind, parent.name),
-            }),
-        }
+        held.map_err(|holder| ApplyError::NameTaken {
+            what: what.to_owned(),
+            holder,
+        })
     }
 
     /// Server-side applies `object` for `owner` under `manager`, the ownership rule first:

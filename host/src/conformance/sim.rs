@@ -216,7 +216,9 @@ impl Sim {
     /// the Wukong's DataVolume).
     fn taken(&self, live: &Value, owner: &Owner, deleting: bool) -> Option<String> {
         let claimant = owner.claimant();
-        let verdict = match ownership::judge(live, &claimant, deleting) {
+        let held = match ownership::judge(live, &claimant, deleting) {
+            Verdict::Owned => Ok(()),
+            Verdict::Taken(holder) => Err(holder),
             Verdict::ThroughController(parent) => {
                 let live_parent = self.objects.iter().find(|o| {
                     o["kind"] == parent.kind.as_str()
@@ -225,15 +227,8 @@ impl Sim {
                 });
                 ownership::judge_through(&parent, live_parent, &claimant)
             }
-            verdict => verdict,
         };
-        match verdict {
-            Verdict::Owned => None,
-            Verdict::Taken(holder) => Some(holder),
-            Verdict::ThroughController(parent) => {
-                Some(format!("controlled by {} {}", parent.kind, parent.name))
-            }
-        }
+        held.err()
     }
 
     /// The identity `object` (as a plugin returns it) has once applied.

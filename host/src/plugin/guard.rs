@@ -329,7 +329,9 @@ fn check_owned(
     namespace: &str,
     deleting: bool,
 ) -> Result<(), String> {
-    let verdict = match ownership::judge(live, claimant, deleting) {
+    match ownership::judge(live, claimant, deleting) {
+        Verdict::Owned => Ok(()),
+        Verdict::Taken(holder) => Err(holder),
         Verdict::ThroughController(parent) => {
             let target = ObjectRef {
                 api_version: parent.api_version.clone(),
@@ -343,14 +345,6 @@ fn check_owned(
                 .flatten()
                 .and_then(|json| serde_json::from_str::<Value>(&json).ok());
             ownership::judge_through(&parent, live_parent.as_ref(), claimant)
-        }
-        verdict => verdict,
-    };
-    match verdict {
-        Verdict::Owned => Ok(()),
-        Verdict::Taken(holder) => Err(holder),
-        Verdict::ThroughController(parent) => {
-            Err(format!("controlled by {} {}", parent.kind, parent.name))
         }
     }
 }

@@ -121,20 +121,22 @@ pub fn judge(live: &Value, claimant: &Claimant<'_>, deleting: bool) -> Verdict {
     })
 }
 
-/// The verdict on an object controlled by `parent`, given the parent as read (`None`:
-/// absent). Only one level: the parent must be the claimant's directly.
+/// The final word on an object controlled by `parent`, given the parent as read (`None`:
+/// absent): `Err` says who holds it. Only one level: the parent must be the claimant's
+/// directly.
 pub fn judge_through(
     parent: &Parent,
     live_parent: Option<&Value>,
     claimant: &Claimant<'_>,
-) -> Verdict {
-    let controlled_by = || format!("controlled by {} {}", parent.kind, parent.name);
+) -> Result<(), String> {
     match live_parent {
-        Some(p) if p["metadata"]["uid"] == parent.uid.as_str() => match judge(p, claimant, false) {
-            Verdict::Owned => Verdict::Owned,
-            _ => Verdict::Taken(controlled_by()),
-        },
-        _ => Verdict::Taken(controlled_by()),
+        Some(p)
+            if p["metadata"]["uid"] == parent.uid.as_str()
+                && judge(p, claimant, false) == Verdict::Owned =>
+        {
+            Ok(())
+        }
+        _ => Err(format!("controlled by {} {}", parent.kind, parent.name)),
     }
 }
 
@@ -274,7 +276,7 @@ mod tests {
         let web = json!({"metadata": {"name": "web", "namespace": "ns", "uid": "uid-2"}});
         assert_eq!(
             judge_through(&parent, Some(&web), &claimant()),
-            Verdict::Taken("controlled by Wukong web".into())
+            Err("controlled by Wukong web".into())
         );
     }
 
@@ -293,21 +295,12 @@ mod tests {
         };
         let dv = json!({"metadata": {"name": "vm1-root", "namespace": "ns", "uid": "dv-uid",
             "ownerReferences": [{"uid": UID, "controller": true}]}});
-        assert_eq!(
-            judge_through(&parent, Some(&dv), &claimant()),
-            Verdict::Owned
-        );
+        assert_eq!(judge_through(&parent, Some(&dv), &claimant()), Ok(()));
         // A parent re-created under the same name is another object.
         let recreated = json!({"metadata": {"name": "vm1-root", "namespace": "ns", "uid": "new-uid",
             "ownerReferences": [{"uid": UID, "controller": true}]}});
-        assert!(matches!(
-            judge_through(&parent, Some(&recreated), &claimant()),
-            Verdict::Taken(_)
-        ));
-        assert!(matches!(
-            judge_through(&parent, None, &claimant()),
-            Verdict::Taken(_)
-        ));
+        assert!(judge_through(&parent, Some(&recreated), &claimant()).is_err());
+        assert!(judge_through(&parent, None, &claimant()).is_err());
     }
 
     #[test]
