@@ -38,6 +38,9 @@ fn config() -> String {
         backend("pather", "path-in-name", "vm-b"),
         backend("mover", "migrate-other-vmi", "victim"),
         backend("stuck", "fails-finalize", ""),
+        backend("ready", "set-ready", ""),
+        backend("noisy", "many-conditions", ""),
+        backend("flood", "log-flood", ""),
     ]
     .concat();
     host_config("longhorn", &extra)
@@ -751,4 +754,60 @@ async fn a_deletion_stuck_on_a_failing_finalize_says_why_and_the_way_out() {
     tokio::time::timeout(TIMEOUT, gone)
         .await
         .expect("the Wukong goes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_and_logs_past_their_bounds_fail_only_their_step() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let _operator = InProcess::start(client.clone(), &config()).await;
+    let ns = "bounded";
+    namespace(&client, ns).await;
+    let cases = [
+        (
+            "h-ready",
+            "ready",
+            "OutcomeLimit",
+            "condition Ready is the lifecycle step's",
+        ),
+        (
+            "h-noisy",
+            "noisy",
+            "OutcomeLimit",
+            "5000 conditions, at most 16",
+        ),
+        ("h-flood", "flood", "LogLimit", "log limit of 200 messages"),
+    ];
+    for (name, backend, _, _) in cases {
+        create(
+            &client,
+            ns,
+            &wukong_yaml(
+                name,
+                &format!("[{{name: d, size: 1Gi, backend: {backend}}}]"),
+            ),
+        )
+        .await;
+    }
+    for (name, _, reason, expected) in cases {
+        let failed = wait_for(&client, ns, name, TIMEOUT, |w| step_failed(w).is_some()).await;
+        let (got, message) = step_failed(&failed).expect("StepFailed");
+        assert_eq!(got, reason, "{name}: {message}");
+        assert!(message.contains(expected), "{name}: {message}");
+        let status = failed.status.as_ref().expect("status");
+        assert!(
+            !status
+                .conditions
+                .iter()
+                .any(|c| c.condition_type.starts_with("Noise")),
+            "{name}: none of the plugin's conditions reached the status"
+        );
+    }
+    create(
+        &client,
+        ns,
+        &wukong_yaml("good", "[{name: data, size: 1Gi}]"),
+    )
+    .await;
+    wait_for(&client, ns, "good", TIMEOUT, is_running).await;
 }
