@@ -19,7 +19,19 @@ fn config() -> String {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin");
     format!(
-        "[plugins]\ndir = \"{}\"\n[network.multus]\nplugin = \"multus_network.wasm\"\n[storage.cdi]\nplugin = \"cdi_storage.wasm\"\n[lifecycle.kubevirt]\nplugin = \"kubevirt_lifecycle.wasm\"\n",
+        r#"
+[plugins]
+dir = "{}"
+[network.multus]
+plugin = "multus_network.wasm"
+grants = {{ reads = ["k8s.cni.cncf.io/v1/NetworkAttachmentDefinition"], writes = ["k8s.cni.cncf.io/v1/NetworkAttachmentDefinition"] }}
+[storage.cdi]
+plugin = "cdi_storage.wasm"
+grants = {{ reads = ["cdi.kubevirt.io/v1beta1/DataVolume", "v1/PersistentVolumeClaim", "storage.k8s.io/v1/StorageClass"], writes = ["cdi.kubevirt.io/v1beta1/DataVolume", "v1/PersistentVolumeClaim"] }}
+[lifecycle.kubevirt]
+plugin = "kubevirt_lifecycle.wasm"
+grants = {{ reads = ["kubevirt.io/v1/VirtualMachine", "kubevirt.io/v1/VirtualMachineInstance", "v1/Node"], writes = ["kubevirt.io/v1/VirtualMachine", "kubevirt.io/v1/VirtualMachineInstance"], actions = ["virtualmachines/start", "virtualmachines/stop", "virtualmachineinstances/pause", "virtualmachineinstances/unpause", "virtualmachineinstances/softreboot"] }}
+"#,
         dir.display()
     )
 }

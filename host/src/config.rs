@@ -31,6 +31,8 @@
 //! digest wins); anything else is a file path.
 
 mod backends;
+pub mod budget;
+pub mod grants;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -39,6 +41,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use backends::{Backend, Backends};
+pub use grants::Grants;
 
 use crate::oci::PluginReference;
 use crate::plugin::RuntimeLimits;
@@ -87,12 +90,19 @@ pub struct ControllerSection {
     /// Automatic (policy-driven) migrations in flight at once across the whole cluster;
     /// a node drain must not move every VM at the same time. 0 turns them off.
     pub max_concurrent_automatic_migrations: usize,
+    /// Wukongs reconciled at once, each running at most one plugin call. Read at start.
+    pub concurrency: u16,
+    /// The memory the operator may use, bytes; the cgroup's limit when absent (none when
+    /// it has none). A config whose worst case exceeds it is refused (see `budget`).
+    pub memory_limit_bytes: Option<u64>,
 }
 
 impl Default for ControllerSection {
     fn default() -> Self {
         Self {
             max_concurrent_automatic_migrations: 2,
+            concurrency: 16,
+            memory_limit_bytes: None,
         }
     }
 }
@@ -143,6 +153,9 @@ pub struct BackendConfig {
     /// The plugin's config, checked against the schema in its manifest.
     #[serde(default)]
     pub config: Option<toml::Value>,
+    /// What the plugin may read, write and call (see [`grants`]); nothing when absent.
+    #[serde(default)]
+    pub grants: Grants,
 }
 
 /// Why a config was refused. Every message names the key.
@@ -179,11 +192,21 @@ impl HostConfig {
             .runtime
             .validate()
             .map_err(|message| invalid("runtime".into(), message))?;
+        if config.controller.concurrency == 0 {
+            return Err(invalid(
+                "controller.concurrency".into(),
+                "must be at least 1".into(),
+            ));
+        }
         for (step, section) in config.sections() {
             for (name, backend) in &section.backends {
                 if let Some(Err(e)) = PluginReference::from_config_value(&backend.plugin) {
                     return Err(invalid(format!("{step}.{name}.plugin"), e.to_string()));
                 }
+                backend
+                    .grants
+                    .validate()
+                    .map_err(|message| invalid(format!("{step}.{name}.grants"), message))?;
             }
             if let Some(default) = &section.default {
                 if !section.backends.contains_key(default) {

@@ -1,12 +1,13 @@
 //! The reconcile loop: kube-runtime's `Controller` over Wukongs, the finalizer, the step
 //! pipeline, status through the status subresource, events, requeue and backoff.
 
+mod event_memory;
 mod migrations;
 mod pipeline;
 mod reconcile;
 mod status;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -22,6 +23,7 @@ use kube::{Client, ResourceExt};
 use crate::api::{WUKONG_LABEL, Wukong};
 use crate::cluster::{Applier, Kinds};
 use crate::config::Backends;
+use event_memory::EventMemory;
 use crate::telemetry::Metrics;
 
 pub use pipeline::StepFailure;
@@ -79,8 +81,8 @@ pub struct Context {
     pub metrics: &'static Metrics,
     /// Consecutive failures per Wukong uid, for exponential backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Events already published per Wukong uid, so a converged Wukong publishes none.
-    published: Mutex<HashMap<String, HashSet<(String, String)>>>,
+    /// What each Wukong's last reconciles published (a converged one publishes none).
+    pub(crate) events: EventMemory,
     /// Bumped by [`Context::reconcile_all`]; the controller reconciles every Wukong.
     reconcile_all: tokio::sync::watch::Sender<()>,
 }
@@ -100,7 +102,7 @@ impl Context {
             client,
             backends,
             failures: Mutex::default(),
-            published: Mutex::default(),
+            events: EventMemory::default(),
             reconcile_all: tokio::sync::watch::Sender::new(()),
         })
     }
@@ -184,6 +186,7 @@ async fn instrumented_reconcile(meta: Arc<WukongMeta>, ctx: Arc<Context>) -> Res
         .reconciled(label, started.elapsed().as_secs_f64());
     if deleting && result.is_ok() {
         ctx.metrics.forget(&uid);
+        ctx.events.forget(&uid);
     }
     result
 }
@@ -191,10 +194,11 @@ async fn instrumented_reconcile(meta: Arc<WukongMeta>, ctx: Arc<Context>) -> Res
 /// Runs the controller until a shutdown signal.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let wukongs = Api::<WukongMeta>::all(ctx.client.clone());
+    let concurrency = ctx.backends().controller.concurrency;
     let mut controller = Controller::new(wukongs, watcher::Config::default().any_semantic())
         .with_config(
             kube::runtime::controller::Config::default()
-                .concurrency(16)
+                .concurrency(concurrency)
                 .debounce(Duration::from_millis(20)),
         );
     ctx.metrics.watch_phases();

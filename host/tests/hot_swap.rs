@@ -313,13 +313,40 @@ async fn a_broken_config_or_plugin_is_refused_and_a_plugin_replaced_in_place_is_
     );
     std::fs::write(&config, &good).expect("write");
 
+    // A config whose worst case exceeds the memory the operator may use: refused, saying
+    // what adds up (the defaults: 16 reconciles × 256 MiB per call).
+    std::fs::write(
+        &config,
+        format!("{good}\n[controller]\nmemoryLimitBytes = 268435456\n"),
+    )
+    .expect("write");
+    let (line, _) = log_line(&log, "reload refused", 2).await;
+    assert!(
+        line.contains("memory: the operator could need")
+            && line.contains("more than the 256 MiB it may use"),
+        "{line}"
+    );
+    std::fs::write(&config, &good).expect("write");
+
     // A plugin file that is not a component, written in place: refused, naming the file.
     let ceph_file = plugins.join("ceph_rbd_storage.wasm");
     std::fs::write(&ceph_file, b"not a component").expect("write");
-    let (line, _) = log_line(&log, "reload refused", 2).await;
+    let (line, _) = log_line(&log, "reload refused", 3).await;
     assert!(
         line.contains(&ceph_file.display().to_string())
             && line.contains("not a WebAssembly component"),
+        "{line}"
+    );
+
+    // A plugin replaced in place by one that asks for more than the backend is granted (a
+    // moved tag would do the same): refused, naming the backend, the file and what it asks.
+    std::fs::copy(support::plugin_wasm("hostile-plugin"), &ceph_file).expect("copy");
+    let (line, _) = log_line(&log, "reload refused", 4).await;
+    assert!(
+        line.contains("storage.ceph-rbd.grants")
+            && line.contains(&ceph_file.display().to_string())
+            && line.contains("asks for more than this backend is granted")
+            && line.contains("actions virtualmachines/stop"),
         "{line}"
     );
     let pod_events: Vec<String> = events(&client, ns)
@@ -345,6 +372,12 @@ async fn a_broken_config_or_plugin_is_refused_and_a_plugin_replaced_in_place_is_
             .any(|n| n.contains(&ceph_file.display().to_string())),
         "{pod_events:?}"
     );
+    for refusal in ["memory: the operator could need", "storage.ceph-rbd.grants"] {
+        assert!(
+            pod_events.iter().any(|n| n.contains(refusal)),
+            "{refusal}: {pod_events:?}"
+        );
+    }
 
     // The old plugin stays in use and the operator keeps reconciling.
     create(&client, ns, &wukong_yaml("vm2")).await;

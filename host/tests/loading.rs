@@ -117,3 +117,89 @@ fn replace_all(bytes: &[u8], prefix: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     }
     out
 }
+
+/// A config with the hostile plugin (which asks to read and write claims, StorageClasses
+/// and migrations, and to stop VMs) as backend `storage.hostile`, with these grants.
+fn hostile_config(grants: &str, extra: &str) -> wukong::config::HostConfig {
+    let text = format!(
+        "[storage.hostile]\nplugin = \"{}\"\n{grants}\n{extra}",
+        support::plugin_wasm("hostile-plugin").display()
+    );
+    wukong::config::HostConfig::parse(&text, "w.toml").expect("parse")
+}
+
+#[test]
+fn a_plugin_asking_for_more_than_granted_is_refused_naming_the_backend_the_file_and_the_difference()
+ {
+    use wukong::config::Backends;
+    let file = support::plugin_wasm("hostile-plugin").display().to_string();
+    // Granted everything but the StorageClass writes and the stop action.
+    let narrow = r#"grants = { reads = ["v1/PersistentVolumeClaim", "storage.k8s.io/v1/StorageClass", "kubevirt.io/v1/VirtualMachineInstanceMigration"], writes = ["v1/PersistentVolumeClaim", "kubevirt.io/v1/VirtualMachineInstanceMigration"] }"#;
+    let error = Backends::load(&hostile_config(narrow, ""), "w.toml")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.starts_with(&format!(
+            "w.toml: storage.hostile.grants: {file} (hostile@0.1.0) asks for more than this backend is granted: writes storage.k8s.io/v1/StorageClass; actions virtualmachines/stop. To grant what it asks, set under [storage.hostile]: grants = {{"
+        )),
+        "{error}"
+    );
+    // No grants at all grants nothing.
+    let error = Backends::load(&hostile_config("", ""), "w.toml")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.contains("asks for more than this backend is granted: reads "),
+        "{error}"
+    );
+    // The stanza the message offers loads.
+    let offered = error
+        .split("set under [storage.hostile]: ")
+        .nth(1)
+        .expect("a stanza");
+    Backends::load(&hostile_config(offered, ""), "w.toml").expect("the offered grant loads");
+    // A malformed grant is refused at parse, naming the key.
+    let text = format!(
+        "[storage.hostile]\nplugin = \"{file}\"\ngrants = {{ writes = [\"PersistentVolumeClaim\"] }}\n"
+    );
+    let error = wukong::config::HostConfig::parse(&text, "w.toml")
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        error.starts_with("w.toml: storage.hostile.grants: writes: \"PersistentVolumeClaim\" is not `apiVersion/Kind`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_config_whose_worst_case_exceeds_the_memory_limit_is_refused_saying_what_adds_up() {
+    use wukong::config::Backends;
+    let grants = support::operator::HOSTILE_GRANTS;
+    // The defaults: 16 reconciles × 256 MiB per call cannot fit 1 GiB.
+    let error = Backends::load(
+        &hostile_config(grants, "[controller]\nmemoryLimitBytes = 1073741824\n"),
+        "w.toml",
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(
+        error.starts_with("w.toml: memory: the operator could need")
+            && error.contains("16 plugin calls at once")
+            && error.contains("more than the 1024 MiB it may use ([controller] memoryLimitBytes)")
+            && error.contains("lower [controller] concurrency, [runtime] memoryBytes"),
+        "{error}"
+    );
+    // Sized to fit, it loads.
+    Backends::load(
+        &hostile_config(
+            grants,
+            "[runtime]\nmemoryBytes = 33554432\nmaxInstances = 4\n[controller]\nconcurrency = 4\nmemoryLimitBytes = 1073741824\n",
+        ),
+        "w.toml",
+    )
+    .expect("4 × 32 MiB fits 1 GiB");
+}

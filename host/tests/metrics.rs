@@ -56,8 +56,9 @@ async fn metrics_and_health_follow_the_work() {
     let client = cluster.client();
     let dir = tempfile::tempdir().expect("tempdir");
     let broken = format!(
-        "[storage.broken]\nplugin = \"{}\"\nconfig = {{ mode = \"trap\" }}\n",
-        support::plugin_wasm("hostile-plugin").display()
+        "[storage.broken]\nplugin = \"{}\"\nconfig = {{ mode = \"trap\" }}\n{}\n",
+        support::plugin_wasm("hostile-plugin").display(),
+        support::operator::HOSTILE_GRANTS
     );
     let config = dir.path().join("wukong.toml");
     std::fs::write(&config, host_config("cdi", &broken)).expect("config");

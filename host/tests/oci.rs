@@ -115,8 +115,9 @@ fn push(file: &Path, reference: &str) -> String {
 /// Loads a config whose only backend is `storage.cdi = reference`, caching in `cache`.
 fn load(reference: &str, cache: &Path) -> Result<Backends, String> {
     let toml = format!(
-        "[oci]\ncacheDir = \"{}\"\n[storage.cdi]\nplugin = \"{reference}\"\n",
-        cache.display()
+        "[oci]\ncacheDir = \"{}\"\n[storage.cdi]\nplugin = \"{reference}\"\n{}\n",
+        cache.display(),
+        support::operator::bundled_grants("cdi_storage.wasm")
     );
     let config = HostConfig::parse(&toml, "test.toml").map_err(|e| e.to_string())?;
     Backends::load(&config, "test.toml").map_err(|e| e.to_string())
@@ -334,7 +335,8 @@ async fn the_operator_runs_a_wukong_on_a_plugin_from_the_registry() {
     .expect("push");
     let cache = tempfile::tempdir().expect("tempdir");
     let extra = format!(
-        "[storage.oci-cdi]\nplugin = \"{tag}@{digest}\"\n[oci]\ncacheDir = \"{}\"\n",
+        "[storage.oci-cdi]\nplugin = \"{tag}@{digest}\"\n{}\n[oci]\ncacheDir = \"{}\"\n",
+        support::operator::bundled_grants("cdi_storage.wasm"),
         cache.path().display()
     );
 

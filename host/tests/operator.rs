@@ -39,8 +39,9 @@ async fn operator_end_to_end() {
     let cluster = Cluster::start().await;
     let client = cluster.client();
     let broken = format!(
-        "[storage.broken]\nplugin = \"{}\"\nconfig = {{ mode = \"trap\" }}\n",
-        support::plugin_wasm("hostile-plugin").display()
+        "[storage.broken]\nplugin = \"{}\"\nconfig = {{ mode = \"trap\" }}\n{}\n",
+        support::plugin_wasm("hostile-plugin").display(),
+        support::operator::HOSTILE_GRANTS
     );
     let operator = InProcess::start(client.clone(), &host_config("cdi", &broken)).await;
     let ns = "e2e";

@@ -25,8 +25,9 @@ fn config() -> String {
     let hostile = support::plugin_wasm("hostile-plugin");
     let backend = |name: &str, mode: &str, target: &str| {
         format!(
-            "[storage.{name}]\nplugin = \"{}\"\nconfig = {{ mode = \"{mode}\", target = \"{target}\" }}\n",
-            hostile.display()
+            "[storage.{name}]\nplugin = \"{}\"\nconfig = {{ mode = \"{mode}\", target = \"{target}\" }}\n{}\n",
+            hostile.display(),
+            support::operator::HOSTILE_GRANTS
         )
     };
     let extra = [

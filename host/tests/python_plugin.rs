@@ -66,14 +66,18 @@ fn labelled_with<'a>(objects: &'a [DynamicObject], wukong: &str) -> Vec<&'a Dyna
         .collect()
 }
 
+/// What plugins/python-storage's manifest asks for.
+const PYTHON_GRANTS: &str = r#"grants = { reads = ["cdi.kubevirt.io/v1beta1/DataVolume", "v1/PersistentVolumeClaim", "storage.k8s.io/v1/StorageClass"], writes = ["cdi.kubevirt.io/v1beta1/DataVolume", "v1/PersistentVolumeClaim"] }"#;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn python_storage_backs_a_wukong_end_to_end() {
     let wasm = support::plugin_wasm("python-storage");
     let cluster = Cluster::start().await;
     let client = cluster.client();
     let python = format!(
-        "[storage.python]\nplugin = \"{}\"\nconfig = {{ accessModes = [\"ReadWriteOnce\"], volumeMode = \"Filesystem\" }}\n",
-        wasm.display()
+        "[storage.python]\nplugin = \"{}\"\nconfig = {{ accessModes = [\"ReadWriteOnce\"], volumeMode = \"Filesystem\" }}\n{}\n",
+        wasm.display(),
+        PYTHON_GRANTS
     );
     let operator = InProcess::start(client.clone(), &host_config("python", &python)).await;
     let ns = "py";

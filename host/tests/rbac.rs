@@ -51,8 +51,24 @@ fn deploy_crd_copy_is_current() {
 #[test]
 fn deploy_config_loads_the_plugins_the_image_ships() {
     let config = test_config(&[]);
-    let parsed = wukong::config::HostConfig::parse(&config, "deploy/wukong.toml").expect("parse");
-    wukong::config::Backends::load(&parsed, "deploy/wukong.toml").expect("every backend loads");
+    let mut parsed =
+        wukong::config::HostConfig::parse(&config, "deploy/wukong.toml").expect("parse");
+    // With the memory the Deployment gives the container (there, the cgroup's limit).
+    parsed.controller.memory_limit_bytes = Some(deployment_memory_limit());
+    wukong::config::Backends::load(&parsed, "deploy/wukong.toml")
+        .expect("every backend loads with its grants, within the Deployment's memory");
+    // Twice the reconciles no longer fit: the budget is what keeps it from being OOM-killed.
+    parsed.controller.concurrency *= 2;
+    parsed.runtime.max_instances *= 2;
+    let refused = wukong::config::Backends::load(&parsed, "deploy/wukong.toml")
+        .err()
+        .expect("twice the concurrency exceeds the Deployment's memory")
+        .to_string();
+    assert!(
+        refused.starts_with("deploy/wukong.toml: memory: the operator could need")
+            && refused.contains("more than the 512 MiB it may use"),
+        "{refused}"
+    );
     // The image holds the plugins the Dockerfile's PLUGINS builds: every file the config
     // names must be one of them.
     let dockerfile =
@@ -82,6 +98,81 @@ fn deploy_config_loads_the_plugins_the_image_ships() {
             "{plugin} is not in the image ({shipped:?})"
         );
     }
+}
+
+/// The memory limit of the operator's container in deploy/deployment.yaml, bytes.
+fn deployment_memory_limit() -> u64 {
+    let text = std::fs::read_to_string(deploy_dir().join("deployment.yaml")).expect("deployment");
+    let deployment: Value = serde_yaml::from_str(&text).expect("deployment yaml");
+    let limit = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
+        ["memory"]
+        .as_str()
+        .expect("a memory limit on the operator's container");
+    let (number, unit) = limit.split_at(limit.find(|c: char| !c.is_ascii_digit()).unwrap_or(limit.len()));
+    let number: u64 = number.parse().expect("a number");
+    number
+        * match unit {
+            "Mi" => 1 << 20,
+            "Gi" => 1 << 30,
+            other => panic!("unit {other:?} in {limit}"),
+        }
+}
+
+/// Asks the apiserver whether the operator's service account may do everything the grants
+/// in deploy/wukong.toml let its plugins ask for: a grant the role does not cover would
+/// load and then fail every call with a 403.
+async fn assert_roles_cover_the_grants(admin: &Client) {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    };
+    let text = std::fs::read_to_string(deploy_dir().join("wukong.toml")).expect("wukong.toml");
+    let config = wukong::config::HostConfig::parse(&text, "deploy/wukong.toml").expect("parse");
+    let reviews = Api::<SubjectAccessReview>::all(admin.clone());
+    let mut checked = 0;
+    for (step, section) in config.sections() {
+        for (name, backend) in &section.backends {
+            for rule in backend.grants.cluster_role_rules() {
+                let group = rule.api_groups.clone().unwrap_or_default().concat();
+                for resource in rule.resources.clone().unwrap_or_default() {
+                    let (resource, subresource) = match resource.split_once('/') {
+                        Some((r, s)) => (r.to_owned(), Some(s.to_owned())),
+                        None => (resource, None),
+                    };
+                    for verb in &rule.verbs {
+                        let review = SubjectAccessReview {
+                            spec: SubjectAccessReviewSpec {
+                                user: Some(format!(
+                                    "system:serviceaccount:{SYSTEM_NS}:{SERVICE_ACCOUNT}"
+                                )),
+                                resource_attributes: Some(ResourceAttributes {
+                                    group: Some(group.clone()),
+                                    resource: Some(resource.clone()),
+                                    subresource: subresource.clone(),
+                                    verb: Some(verb.clone()),
+                                    namespace: Some("any-namespace".into()),
+                                    ..ResourceAttributes::default()
+                                }),
+                                ..SubjectAccessReviewSpec::default()
+                            },
+                            ..SubjectAccessReview::default()
+                        };
+                        let answer = reviews
+                            .create(&Default::default(), &review)
+                            .await
+                            .expect("SubjectAccessReview");
+                        let allowed = answer.status.is_some_and(|s| s.allowed);
+                        assert!(
+                            allowed,
+                            "{step}.{name} is granted {verb} {group}/{resource}{} but the operator's role does not allow it",
+                            subresource.as_deref().map(|s| format!("/{s}")).unwrap_or_default()
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 20, "only {checked} verbs checked");
 }
 
 /// Every document of the files `deploy/kustomization.yaml` lists, but the CRD (the control
@@ -358,6 +449,7 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
     apply(&admin, &deploy_objects()).await;
     let identity = Identity::service_account(&cluster).await;
     assert_restricted(&identity).await;
+    assert_roles_cover_the_grants(&admin).await;
     let quick_migrations = (
         "migration.kubevirt",
         "config",
@@ -365,7 +457,13 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
             toml::from_str("watchIntervalSeconds = 1\ncooldownSeconds = 0").expect("toml"),
         ),
     );
-    let config = test_config(std::slice::from_ref(&quick_migrations));
+    // The memory the Deployment gives the container, which the cgroup would say there.
+    let memory = (
+        "controller",
+        "memoryLimitBytes",
+        toml::Value::Integer(deployment_memory_limit() as i64),
+    );
+    let config = test_config(&[quick_migrations.clone(), memory]);
     let operator = identity.start(&config);
     let ns = "rbac";
     labelled_namespace(&admin, ns).await;

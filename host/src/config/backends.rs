@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::{ConfigError, HostConfig, step_name};
+use super::budget::{self, MemoryBudget};
+use super::{ConfigError, Grants, HostConfig, step_name};
 use crate::oci::{self, OciSettings, PluginReference};
 use crate::plugin::types::StepKind;
 use crate::plugin::{CodeCache, Plugin, Runtime};
@@ -79,6 +80,21 @@ impl Backends {
                         ),
                     ));
                 }
+                let asked = Grants::asked_by(&plugin.manifest.capabilities);
+                let missing = backend.grants.missing_from(&asked);
+                if !missing.is_empty() {
+                    return Err(invalid(
+                        format!("{key}.grants"),
+                        format!(
+                            "{} ({}) asks for more than this backend is granted: {}. \
+                             To grant what it asks, set under [{key}]: {}",
+                            plugin.path.display(),
+                            plugin.id,
+                            missing.describe(),
+                            asked.to_toml()
+                        ),
+                    ));
+                }
                 let config_json = match &backend.config {
                     Some(value) => serde_json::to_value(value)
                         .map_err(|e| invalid(format!("{key}.config"), e.to_string()))?,
@@ -103,6 +119,7 @@ impl Backends {
                 .or_else(|| backends.keys().next().cloned());
             steps.insert(step_name(step).to_owned(), (default, backends));
         }
+        check_memory_budget(config, origin, &runtime, &steps)?;
         Ok(Self {
             runtime,
             controller: config.controller.clone(),
@@ -131,6 +148,42 @@ impl Backends {
             .map(|(_, b)| b.keys().cloned().collect())
             .unwrap_or_default()
     }
+}
+
+/// Refuses a config whose worst-case memory exceeds what the operator may use: the
+/// `[controller] memoryLimitBytes` setting, else the cgroup's limit.
+fn check_memory_budget(
+    config: &HostConfig,
+    origin: &str,
+    runtime: &Runtime,
+    steps: &BTreeMap<String, StepBackends>,
+) -> Result<(), ConfigError> {
+    let (limit, source) = match config.controller.memory_limit_bytes {
+        Some(limit) => (limit, "[controller] memoryLimitBytes"),
+        None => match budget::cgroup_memory_limit() {
+            Some(limit) => (limit, "the cgroup's memory limit"),
+            None => return Ok(()),
+        },
+    };
+    // A plugin serving several backends is compiled once.
+    let mut code: BTreeMap<&str, usize> = BTreeMap::new();
+    for (_, backends) in steps.values() {
+        for backend in backends.values() {
+            code.insert(&backend.plugin.digest, backend.plugin.code_bytes);
+        }
+    }
+    let worst = MemoryBudget::worst_case(
+        runtime.limits(),
+        u64::from(config.controller.concurrency),
+        runtime.kept_resident_bytes() as u64,
+        code.values().map(|&bytes| bytes as u64).sum(),
+    );
+    tracing::debug!(?worst, limit, source, "memory budget");
+    worst.fits(limit, source).map_err(|message| ConfigError::Invalid {
+        origin: origin.to_owned(),
+        key: "memory".into(),
+        message,
+    })
 }
 
 /// Loads a backend's plugin file, or pulls the plugin when the config names an `oci://`

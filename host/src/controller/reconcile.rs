@@ -62,6 +62,7 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
     let span =
         tracing::info_span!("reconcile", wukong = %wukong.name_any(), namespace = %namespace);
     let reported = Arc::clone(&wukong);
+    ctx.events.begin(&wukong.uid().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, wukong, |event| async {
         match event {
             Finalizer::Apply(wukong) => apply(&wukong, &ctx, &api).await,
@@ -529,17 +530,15 @@ async fn write_status(api: &Api<Wukong>, wukong: &Wukong, status: WukongStatus) 
     Ok(())
 }
 
-/// Publishes events not yet published for this Wukong (a converged Wukong publishes none).
+/// Publishes the events the previous reconcile did not publish too (see `event_memory`).
 async fn publish(ctx: &Context, wukong: &Wukong, events: &[Event]) {
     let uid = wukong.uid().unwrap_or_default();
     let reference = wukong.object_ref(&());
     for event in events {
-        let key = (event.reason.clone(), event.message.clone());
-        let fresh = ctx
-            .published
-            .lock()
-            .is_ok_and(|mut published| published.entry(uid.clone()).or_default().insert(key));
-        if !fresh {
+        if !ctx
+            .events
+            .fresh(&uid, event.warning, &event.reason, &event.message)
+        {
             continue;
         }
         let kube_event = KubeEvent {
@@ -682,9 +681,7 @@ async fn finalize_steps(wukong: &Wukong, ctx: &Context) -> Result<Action> {
             }
         }
     }
-    if let Ok(mut published) = ctx.published.lock() {
-        published.remove(&record.uid);
-    }
+    ctx.events.forget(&record.uid);
     publish(
         ctx,
         wukong,

@@ -59,6 +59,14 @@ fn keep_memory_resident(pool: &mut PoolingAllocationConfig, limits: &RuntimeLimi
         .table_keep_resident(RESIDENT_TABLE_BYTES);
 }
 
+/// Bytes an idle sandbox slot keeps resident between calls (none without `PAGEMAP_SCAN`).
+pub fn kept_resident_bytes(limits: &RuntimeLimits) -> usize {
+    if !kernel_has_pagemap_scan() {
+        return 0;
+    }
+    RESIDENT_MEMORY_BYTES.min(limits.memory_bytes) + RESIDENT_TABLE_BYTES
+}
+
 /// Linear memory kept resident per slot where `PAGEMAP_SCAN` resets it: a Rust plugin's
 /// stack, data and the heap of a typical call.
 const RESIDENT_MEMORY_BYTES: usize = 16 << 20;

@@ -40,6 +40,8 @@ pub struct Plugin {
     pub manifest: PluginManifest,
     /// Whether the code was compiled now or taken from the cache.
     pub code_source: CodeSource,
+    /// Bytes of compiled code the host keeps in memory for it.
+    pub code_bytes: usize,
     pub(crate) reads: Arc<[KindRef]>,
     pub(crate) pre: PluginPre,
     pub(crate) engine: Engine,
@@ -74,6 +76,11 @@ impl Runtime {
         &self.limits
     }
 
+    /// Bytes each idle sandbox slot keeps resident between calls.
+    pub fn kept_resident_bytes(&self) -> usize {
+        engine::kept_resident_bytes(&self.limits)
+    }
+
     /// Loads a plugin file.
     pub fn load(&self, path: &Path) -> Result<Plugin, LoadError> {
         let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
@@ -99,6 +106,10 @@ impl Runtime {
                 Component::new(&self.engine, bytes).map_err(compile_error)?,
                 CodeSource::Compiled,
             ),
+        };
+        let code_bytes = {
+            let range = component.image_range();
+            (range.end as usize).saturating_sub(range.start as usize)
         };
         let instance_pre = self
             .linker
@@ -140,6 +151,7 @@ impl Runtime {
             reads: manifest.capabilities.reads.clone().into(),
             manifest,
             code_source,
+            code_bytes,
             pre,
             engine: self.engine.clone(),
             limits: Arc::clone(&self.limits),

@@ -1,7 +1,7 @@
 //! An operator under test: the real apiserver + the KubeVirt simulator, and the operator
 //! with the bundled plugins running in-process (or as the real binary).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -20,8 +20,28 @@ pub fn plugin_dir() -> PathBuf {
         .unwrap_or_default()
 }
 
+/// What the hostile plugin's manifest asks for (tests/plugins/hostile), granted whole: its
+/// modes test the rules that hold whatever a plugin is granted.
+pub const HOSTILE_GRANTS: &str = r#"grants = { reads = ["v1/PersistentVolumeClaim", "storage.k8s.io/v1/StorageClass", "kubevirt.io/v1/VirtualMachineInstanceMigration"], writes = ["v1/PersistentVolumeClaim", "storage.k8s.io/v1/StorageClass", "kubevirt.io/v1/VirtualMachineInstanceMigration"], actions = ["virtualmachines/stop"] }"#;
+
+/// The grants examples/wukong.toml gives the bundled plugin `file`, as a `grants = {...}`
+/// line: tests grant what the shipped config grants, never restating it.
+pub fn bundled_grants(file: &str) -> String {
+    let example = include_str!("../../../examples/wukong.toml");
+    let config = wukong::config::HostConfig::parse(example, "examples/wukong.toml")
+        .expect("examples/wukong.toml parses");
+    config
+        .sections()
+        .iter()
+        .flat_map(|(_, section)| section.backends.values())
+        .find(|backend| backend.plugin == Path::new(file))
+        .map(|backend| backend.grants.to_toml())
+        .unwrap_or_else(|| panic!("examples/wukong.toml has no backend with plugin {file}"))
+}
+
 /// A host config with every bundled backend; `storage_default` picks the storage default.
 pub fn host_config(storage_default: &str, extra: &str) -> String {
+    let plugin = |file: &str| format!("plugin = \"{file}\"\n{}", bundled_grants(file));
     format!(
         r#"
 [runtime]
@@ -33,30 +53,36 @@ dir = "{dir}"
 [network]
 default = "multus"
 [network.multus]
-plugin = "multus_network.wasm"
+{multus}
 
 [storage]
 default = "{storage_default}"
 [storage.cdi]
-plugin = "cdi_storage.wasm"
+{cdi}
 [storage.longhorn]
-plugin = "longhorn_storage.wasm"
+{longhorn}
 config = {{ createStorageClass = true }}
 [storage.ceph-rbd]
-plugin = "ceph_rbd_storage.wasm"
+{ceph}
 config = {{ createStorageClass = true }}
 
 [lifecycle]
 [lifecycle.kubevirt]
-plugin = "kubevirt_lifecycle.wasm"
+{lifecycle}
 
 [migration]
 [migration.kubevirt]
-plugin = "kubevirt_migration.wasm"
+{migration}
 config = {{ watchIntervalSeconds = 1 }}
 {extra}
 "#,
-        dir = plugin_dir().display()
+        dir = plugin_dir().display(),
+        multus = plugin("multus_network.wasm"),
+        cdi = plugin("cdi_storage.wasm"),
+        longhorn = plugin("longhorn_storage.wasm"),
+        ceph = plugin("ceph_rbd_storage.wasm"),
+        lifecycle = plugin("kubevirt_lifecycle.wasm"),
+        migration = plugin("kubevirt_migration.wasm"),
     )
 }
 

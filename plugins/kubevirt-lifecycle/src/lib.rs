@@ -67,7 +67,6 @@ impl Plugin for KubevirtLifecycle {
             .reads("v1", "Node")
             .action("virtualmachines/start")
             .action("virtualmachines/stop")
-            .action("virtualmachines/restart")
             .action("virtualmachineinstances/pause")
             .action("virtualmachineinstances/unpause")
             .action("virtualmachineinstances/softreboot")
@@ -472,6 +471,8 @@ mod tests {
                 .actions
                 .contains(&"virtualmachineinstances/pause".to_owned())
         );
-        assert_eq!(manifest.capabilities.actions.len(), 6);
+        // A restart is a stop then a start (grace period, forced fallback): no
+        // `virtualmachines/restart`, which the plugin would never call.
+        assert_eq!(manifest.capabilities.actions.len(), 5);
     }
 }

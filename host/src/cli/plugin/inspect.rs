@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::config::Grants;
 use crate::plugin::types::{KindRef, StepKind};
 use crate::plugin::{CodeSource, Plugin};
 
@@ -18,6 +19,10 @@ pub struct InspectArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Format::Text)]
     pub output: Format,
+    /// Print only the ClusterRole whose rules let the operator do what the plugin asks
+    /// (merge them into the operator's role before granting the plugin).
+    #[arg(long)]
+    pub rbac: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -46,6 +51,8 @@ pub struct Inspection {
     /// `compiled` now or taken from the `cache`.
     pub code_source: CodeSource,
     pub capabilities: Capabilities,
+    /// The `grants = {...}` line a backend needs in `wukong.toml` to load this plugin.
+    pub grants: String,
     /// The JSON Schema of the plugin's config.
     pub config_schema: Value,
 }
@@ -83,6 +90,7 @@ impl Inspection {
                 writes: kinds(&manifest.capabilities.writes),
                 actions: manifest.capabilities.actions.clone(),
             },
+            grants: Grants::asked_by(&manifest.capabilities).to_toml(),
             // The loader refused the plugin if its schema were not JSON.
             config_schema: serde_json::from_str(&manifest.config_schema).unwrap_or(Value::Null),
         }
@@ -110,6 +118,8 @@ impl Inspection {
                reads:      {reads}\n  \
                writes:     {writes}\n  \
                actions:    {actions}\n\
+             grants (paste under the backend in wukong.toml; `--rbac` for the ClusterRole):\n  \
+               {grants}\n\
              config schema:\n",
             name = self.name,
             version = self.version,
@@ -126,6 +136,7 @@ impl Inspection {
             reads = list(&self.capabilities.reads),
             writes = list(&self.capabilities.writes),
             actions = list(&self.capabilities.actions),
+            grants = self.grants,
         );
         for line in schema.lines() {
             text.push_str("  ");
@@ -147,6 +158,14 @@ fn step_name(step: StepKind) -> &'static str {
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
     let plugin = super::load(&args.file)?;
+    if args.rbac {
+        let grants = Grants::asked_by(&plugin.manifest.capabilities);
+        print!(
+            "{}",
+            grants.cluster_role_yaml(&format!("wukong-plugin-{}", plugin.manifest.name))
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let inspection = Inspection::of(&plugin);
     match args.output {
         Format::Text => print!("{}", inspection.to_text()),
