@@ -23,8 +23,8 @@ use kube::{Client, ResourceExt};
 use crate::api::{WUKONG_LABEL, Wukong};
 use crate::cluster::{Applier, Kinds};
 use crate::config::Backends;
-use event_memory::EventMemory;
 use crate::telemetry::Metrics;
+use event_memory::EventMemory;
 
 pub use pipeline::StepFailure;
 pub use status::{NETWORKS_CONFIGURED, READY, STEP_FAILED, VOLUMES_BOUND};

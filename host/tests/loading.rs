@@ -130,7 +130,7 @@ fn hostile_config(grants: &str, extra: &str) -> wukong::config::HostConfig {
 
 #[test]
 fn a_plugin_asking_for_more_than_granted_is_refused_naming_the_backend_the_file_and_the_difference()
- {
+{
     use wukong::config::Backends;
     let file = support::plugin_wasm("hostile-plugin").display().to_string();
     // Granted everything but the StorageClass writes and the stop action.

@@ -14,7 +14,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::operator::{
-    Cluster, InProcess, condition, create, host_config, is_running, namespace, wait_for,
+    Cluster, InProcess, OperatorProcess, condition, create, host_config, is_running, namespace,
+    wait_for,
 };
 use wukong::api::Wukong;
 
@@ -804,6 +805,71 @@ async fn reports_and_logs_past_their_bounds_fail_only_their_step() {
             "{name}: none of the plugin's conditions reached the status"
         );
     }
+    create(
+        &client,
+        ns,
+        &wukong_yaml("good", "[{name: data, size: 1Gi}]"),
+    )
+    .await;
+    wait_for(&client, ns, "good", TIMEOUT, is_running).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_asking_to_be_called_again_at_once_waits_for_the_floor() {
+    use support::telemetry::{get, metrics_address, sample};
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let eager = format!(
+        "[storage.eager]\nplugin = \"{}\"\nconfig = {{ mode = \"requeue-zero\" }}\n{}\n",
+        support::plugin_wasm("hostile-plugin").display(),
+        support::operator::HOSTILE_GRANTS
+    );
+    let config = dir.path().join("wukong.toml");
+    std::fs::write(&config, host_config("longhorn", &eager)).expect("config");
+    let log = dir.path().join("operator.log");
+    let _operator = OperatorProcess::start_as(
+        &cluster.env.kubeconfig_path(),
+        &config,
+        &log,
+        &["--metrics-addr", "127.0.0.1:0", "--log-format", "json"],
+        &[],
+    );
+    let address = metrics_address(&log, TIMEOUT).await;
+    let ns = "eager";
+    namespace(&client, ns).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("eager", "[{name: d, size: 1Gi, backend: eager}]"),
+    )
+    .await;
+    let calls = || async {
+        let (_, text) = get(address, "/metrics").await;
+        sample(
+            &text,
+            "wukong_plugin_call_duration_seconds_count",
+            &[("plugin", "hostile"), ("phase", "reconcile")],
+        )
+    };
+    let started = std::time::Instant::now();
+    while calls().await == 0.0 {
+        assert!(started.elapsed() < TIMEOUT, "the plugin is never called");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past the first reconciles (each status write brings one), the requeue alone drives it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let before = calls().await;
+    let window = Duration::from_secs(4);
+    tokio::time::sleep(window).await;
+    let during = calls().await - before;
+    eprintln!("[figure] requeue-0 plugin: {during} calls in {window:?}");
+    // The 250 ms floor allows 16 in 4 s; without it, a call every few milliseconds.
+    assert!(
+        during <= 24.0,
+        "{during} calls in {window:?}: the floor does not hold"
+    );
+    assert!(during >= 2.0, "{during} calls: the requeue is not honoured");
     create(
         &client,
         ns,

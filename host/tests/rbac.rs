@@ -104,11 +104,15 @@ fn deploy_config_loads_the_plugins_the_image_ships() {
 fn deployment_memory_limit() -> u64 {
     let text = std::fs::read_to_string(deploy_dir().join("deployment.yaml")).expect("deployment");
     let deployment: Value = serde_yaml::from_str(&text).expect("deployment yaml");
-    let limit = deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
-        ["memory"]
-        .as_str()
-        .expect("a memory limit on the operator's container");
-    let (number, unit) = limit.split_at(limit.find(|c: char| !c.is_ascii_digit()).unwrap_or(limit.len()));
+    let limit =
+        deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
+            .as_str()
+            .expect("a memory limit on the operator's container");
+    let (number, unit) = limit.split_at(
+        limit
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(limit.len()),
+    );
     let number: u64 = number.parse().expect("a number");
     number
         * match unit {
@@ -164,7 +168,10 @@ async fn assert_roles_cover_the_grants(admin: &Client) {
                         assert!(
                             allowed,
                             "{step}.{name} is granted {verb} {group}/{resource}{} but the operator's role does not allow it",
-                            subresource.as_deref().map(|s| format!("/{s}")).unwrap_or_default()
+                            subresource
+                                .as_deref()
+                                .map(|s| format!("/{s}"))
+                                .unwrap_or_default()
                         );
                         checked += 1;
                     }

@@ -179,11 +179,13 @@ fn check_memory_budget(
         code.values().map(|&bytes| bytes as u64).sum(),
     );
     tracing::debug!(?worst, limit, source, "memory budget");
-    worst.fits(limit, source).map_err(|message| ConfigError::Invalid {
-        origin: origin.to_owned(),
-        key: "memory".into(),
-        message,
-    })
+    worst
+        .fits(limit, source)
+        .map_err(|message| ConfigError::Invalid {
+            origin: origin.to_owned(),
+            key: "memory".into(),
+            message,
+        })
 }
 
 /// Loads a backend's plugin file, or pulls the plugin when the config names an `oci://`

@@ -63,9 +63,9 @@ impl Grants {
         }
         if let Some(bad) = self.actions.iter().find(|entry| {
             entry.split('/').count() != 2
-                || entry.split('/').any(|part| {
-                    part.is_empty() || !part.chars().all(|c| c.is_ascii_lowercase())
-                })
+                || entry
+                    .split('/')
+                    .any(|part| part.is_empty() || !part.chars().all(|c| c.is_ascii_lowercase()))
         }) {
             return Err(format!(
                 "actions: {bad:?} is not `resource/subresource` (e.g. `virtualmachines/stop`)"
@@ -151,7 +151,11 @@ impl Grants {
         };
         for entry in &self.writes {
             if let Some((group, kind)) = kind_ref(entry) {
-                let verbs = if self.reads.contains(entry) { READ_WRITE } else { WRITE };
+                let verbs = if self.reads.contains(entry) {
+                    READ_WRITE
+                } else {
+                    WRITE
+                };
                 add(group, plural(kind), verbs);
             }
         }
@@ -243,7 +247,11 @@ mod tests {
 
     #[test]
     fn missing_lists_only_what_is_not_granted() {
-        let granted = grants(&["v1/PersistentVolumeClaim"], &[], &["virtualmachines/stop"]);
+        let granted = grants(
+            &["v1/PersistentVolumeClaim"],
+            &[],
+            &["virtualmachines/stop"],
+        );
         let asked = grants(
             &["v1/PersistentVolumeClaim", "v1/Node"],
             &["storage.k8s.io/v1/StorageClass"],
@@ -255,7 +263,10 @@ mod tests {
             "reads v1/Node; writes storage.k8s.io/v1/StorageClass"
         );
         assert!(asked.missing_from(&asked).is_empty());
-        assert!(asked.missing_from(&granted).is_empty(), "a wider grant covers a narrower ask");
+        assert!(
+            asked.missing_from(&granted).is_empty(),
+            "a wider grant covers a narrower ask"
+        );
     }
 
     #[test]
@@ -309,11 +320,18 @@ mod tests {
         let find = |resource: &str| {
             rules
                 .iter()
-                .find(|r| r.resources.as_ref().is_some_and(|rs| rs.iter().any(|x| x == resource)))
+                .find(|r| {
+                    r.resources
+                        .as_ref()
+                        .is_some_and(|rs| rs.iter().any(|x| x == resource))
+                })
                 .unwrap_or_else(|| panic!("no rule for {resource}: {rules:?}"))
         };
         assert_eq!(find("nodes").verbs, ["get", "list"]);
-        assert_eq!(find("nodes").api_groups.as_deref(), Some(&["".to_owned()][..]));
+        assert_eq!(
+            find("nodes").api_groups.as_deref(),
+            Some(&["".to_owned()][..])
+        );
         assert_eq!(
             find("migrationpolicies").verbs,
             ["get", "list", "create", "patch", "delete"]
@@ -322,7 +340,11 @@ mod tests {
             find("storageclasses").verbs,
             ["get", "create", "patch", "delete"]
         );
-        assert!(find("network-attachment-definitions").verbs.contains(&"patch".to_owned()));
+        assert!(
+            find("network-attachment-definitions")
+                .verbs
+                .contains(&"patch".to_owned())
+        );
         let stop = find("virtualmachines/stop");
         assert_eq!(stop.verbs, ["update"]);
         assert_eq!(
@@ -337,7 +359,10 @@ mod tests {
             ("PersistentVolumeClaim", "persistentvolumeclaims"),
             ("StorageClass", "storageclasses"),
             ("MigrationPolicy", "migrationpolicies"),
-            ("VirtualMachineInstanceMigration", "virtualmachineinstancemigrations"),
+            (
+                "VirtualMachineInstanceMigration",
+                "virtualmachineinstancemigrations",
+            ),
             ("DataVolume", "datavolumes"),
             ("Node", "nodes"),
             ("Gateway", "gateways"),

@@ -82,8 +82,14 @@ mod tests {
         assert!(memory.fresh("uid", false, "Created", "DataVolume a"));
         assert!(!memory.fresh("uid", false, "Created", "DataVolume a"));
         assert!(memory.fresh("uid", false, "Created", "DataVolume b"));
-        assert!(memory.fresh("uid", true, "Created", "DataVolume a"), "type counts");
-        assert!(memory.fresh("other", false, "Created", "DataVolume a"), "per Wukong");
+        assert!(
+            memory.fresh("uid", true, "Created", "DataVolume a"),
+            "type counts"
+        );
+        assert!(
+            memory.fresh("other", false, "Created", "DataVolume a"),
+            "per Wukong"
+        );
     }
 
     #[test]

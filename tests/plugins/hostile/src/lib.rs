@@ -55,6 +55,8 @@ pub enum Mode {
     LogFlood,
     /// Fails every finalize.
     FailsFinalize,
+    /// Asks to be called again at once, every call.
+    RequeueZero,
     /// A correct storage backend on PersistentVolumeClaims: passes the conformance kit.
     WellBehavedStorage,
     /// That backend with claim names that carry the time of the call.
@@ -166,6 +168,7 @@ impl StoragePlugin for Hostile {
             Mode::ApplyForeign => effects.apply.push(claim(call, &target(call))),
             Mode::StopOtherVm => effects.actions.push(stop(&target(call))),
             Mode::SetReady => effects.condition("Ready", true, "Running", "trust me"),
+            Mode::RequeueZero => effects.requeue_after(0),
             Mode::SetStepFailed => effects.condition("StepFailed", false, "AllFine", "nothing to see"),
             Mode::ManyConditions => {
                 for i in 0..5_000 {
