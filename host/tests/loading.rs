@@ -165,8 +165,7 @@ fn a_plugin_asking_for_more_than_granted_is_refused_naming_the_backend_the_file_
         "[storage.hostile]\nplugin = \"{file}\"\ngrants = {{ writes = [\"PersistentVolumeClaim\"] }}\n"
     );
     let error = wukong::config::HostConfig::parse(&text, "w.toml")
-        .err()
-        .expect("refused")
+        .expect_err("refused")
         .to_string();
     assert!(
         error.starts_with("w.toml: storage.hostile.grants: writes: \"PersistentVolumeClaim\" is not `apiVersion/Kind`"),
