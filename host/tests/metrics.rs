@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 use support::operator::{
-    Cluster, OperatorProcess, condition, create, host_config, is_running, namespace, wait_for,
+    Cluster, condition, create, hostile_backend, is_running, namespace, start_with_metrics,
+    wait_for,
 };
-use support::telemetry::{get, metrics_address, sample};
+use support::telemetry::{get, sample};
 use wukong::api::Wukong;
 
 const NS: &str = "metrics";
@@ -55,22 +56,8 @@ async fn metrics_and_health_follow_the_work() {
     let cluster = Cluster::start().await;
     let client = cluster.client();
     let dir = tempfile::tempdir().expect("tempdir");
-    let broken = format!(
-        "[storage.broken]\nplugin = \"{}\"\nconfig = {{ mode = \"trap\" }}\n{}\n",
-        support::plugin_wasm("hostile-plugin").display(),
-        support::operator::HOSTILE_GRANTS
-    );
-    let config = dir.path().join("wukong.toml");
-    std::fs::write(&config, host_config("cdi", &broken)).expect("config");
-    let log = dir.path().join("operator.log");
-    let _operator = OperatorProcess::start_as(
-        &cluster.env.kubeconfig_path(),
-        &config,
-        &log,
-        &["--metrics-addr", "127.0.0.1:0", "--log-format", "json"],
-        &[],
-    );
-    let address = metrics_address(&log, TIMEOUT).await;
+    let broken = hostile_backend("broken", r#"{ mode = "trap" }"#);
+    let (_operator, address) = start_with_metrics(&cluster, dir.path(), "cdi", &broken).await;
     assert_eq!(get(address, "/healthz").await.0, 200, "alive at once");
     let started = Instant::now();
     while get(address, "/readyz").await.0 != 200 {
@@ -191,7 +178,7 @@ async fn metrics_and_health_follow_the_work() {
     );
 
     // `--log-format json`: every line the operator wrote is a JSON object.
-    let text = std::fs::read_to_string(&log).expect("log");
+    let text = std::fs::read_to_string(dir.path().join("operator.log")).expect("log");
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(!lines.is_empty());
     for line in &lines {

@@ -38,11 +38,7 @@ spec:
 async fn operator_end_to_end() {
     let cluster = Cluster::start().await;
     let client = cluster.client();
-    let broken = format!(
-        "[storage.broken]\nplugin = \"{}\"\nconfig = {{ mode = \"trap\" }}\n{}\n",
-        support::plugin_wasm("hostile-plugin").display(),
-        support::operator::HOSTILE_GRANTS
-    );
+    let broken = support::operator::hostile_backend("broken", r#"{ mode = "trap" }"#);
     let operator = InProcess::start(client.clone(), &host_config("cdi", &broken)).await;
     let ns = "e2e";
     namespace(&client, ns).await;

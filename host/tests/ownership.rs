@@ -14,8 +14,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::operator::{
-    Cluster, InProcess, OperatorProcess, condition, create, host_config, is_running, namespace,
-    wait_for,
+    Cluster, InProcess, condition, create, host_config, hostile_backend, is_running, namespace,
+    start_with_metrics, wait_for,
 };
 use wukong::api::Wukong;
 
@@ -23,12 +23,10 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The host config with the hostile plugin as extra storage backends, one per mode.
 fn config() -> String {
-    let hostile = support::plugin_wasm("hostile-plugin");
     let backend = |name: &str, mode: &str, target: &str| {
-        format!(
-            "[storage.{name}]\nplugin = \"{}\"\nconfig = {{ mode = \"{mode}\", target = \"{target}\" }}\n{}\n",
-            hostile.display(),
-            support::operator::HOSTILE_GRANTS
+        hostile_backend(
+            name,
+            &format!(r#"{{ mode = "{mode}", target = "{target}" }}"#),
         )
     };
     let extra = [
@@ -816,26 +814,12 @@ async fn reports_and_logs_past_their_bounds_fail_only_their_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_asking_to_be_called_again_at_once_waits_for_the_floor() {
-    use support::telemetry::{get, metrics_address, sample};
+    use support::telemetry::{get, sample};
     let cluster = Cluster::start().await;
     let client = cluster.client();
     let dir = tempfile::tempdir().expect("tempdir");
-    let eager = format!(
-        "[storage.eager]\nplugin = \"{}\"\nconfig = {{ mode = \"requeue-zero\" }}\n{}\n",
-        support::plugin_wasm("hostile-plugin").display(),
-        support::operator::HOSTILE_GRANTS
-    );
-    let config = dir.path().join("wukong.toml");
-    std::fs::write(&config, host_config("longhorn", &eager)).expect("config");
-    let log = dir.path().join("operator.log");
-    let _operator = OperatorProcess::start_as(
-        &cluster.env.kubeconfig_path(),
-        &config,
-        &log,
-        &["--metrics-addr", "127.0.0.1:0", "--log-format", "json"],
-        &[],
-    );
-    let address = metrics_address(&log, TIMEOUT).await;
+    let eager = hostile_backend("eager", r#"{ mode = "requeue-zero" }"#);
+    let (_operator, address) = start_with_metrics(&cluster, dir.path(), "longhorn", &eager).await;
     let ns = "eager";
     namespace(&client, ns).await;
     create(

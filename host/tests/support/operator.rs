@@ -24,6 +24,37 @@ pub fn plugin_dir() -> PathBuf {
 /// modes test the rules that hold whatever a plugin is granted.
 pub const HOSTILE_GRANTS: &str = r#"grants = { reads = ["v1/PersistentVolumeClaim", "storage.k8s.io/v1/StorageClass", "kubevirt.io/v1/VirtualMachineInstanceMigration"], writes = ["v1/PersistentVolumeClaim", "storage.k8s.io/v1/StorageClass", "kubevirt.io/v1/VirtualMachineInstanceMigration"], actions = ["virtualmachines/stop"] }"#;
 
+/// A storage backend `name` served by the hostile plugin with `config` (a TOML inline
+/// table), granted what it asks.
+pub fn hostile_backend(name: &str, config: &str) -> String {
+    format!(
+        "[storage.{name}]\nplugin = \"{}\"\nconfig = {config}\n{HOSTILE_GRANTS}\n",
+        super::plugin_wasm("hostile-plugin").display()
+    )
+}
+
+/// The operator binary on `host_config(storage_default, extra)`, serving metrics on a free
+/// port (JSON logs); its config and log go to `dir`. Returns it and the metrics address.
+pub async fn start_with_metrics(
+    cluster: &Cluster,
+    dir: &Path,
+    storage_default: &str,
+    extra: &str,
+) -> (OperatorProcess, std::net::SocketAddr) {
+    let config = dir.join("wukong.toml");
+    std::fs::write(&config, host_config(storage_default, extra)).expect("config");
+    let log = dir.join("operator.log");
+    let operator = OperatorProcess::start_as(
+        &cluster.env.kubeconfig_path(),
+        &config,
+        &log,
+        &["--metrics-addr", "127.0.0.1:0", "--log-format", "json"],
+        &[],
+    );
+    let address = super::telemetry::metrics_address(&log, Duration::from_secs(60)).await;
+    (operator, address)
+}
+
 /// The grants examples/wukong.toml gives the bundled plugin `file`, as a `grants = {...}`
 /// line: tests grant what the shipped config grants, never restating it.
 pub fn bundled_grants(file: &str) -> String {

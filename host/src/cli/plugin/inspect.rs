@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Grants;
-use crate::plugin::types::{KindRef, StepKind};
+use crate::plugin::types::StepKind;
 use crate::plugin::{CodeSource, Plugin};
 
 #[derive(Debug, clap::Args)]
@@ -68,12 +68,7 @@ pub struct Capabilities {
 impl Inspection {
     pub fn of(plugin: &Plugin) -> Self {
         let manifest = &plugin.manifest;
-        let kinds = |kinds: &[KindRef]| {
-            kinds
-                .iter()
-                .map(|k| format!("{}/{}", k.api_version, k.kind))
-                .collect()
-        };
+        let asked = Grants::asked_by(&manifest.capabilities);
         let step = step_name(plugin.contract.step);
         Self {
             name: manifest.name.clone(),
@@ -85,12 +80,12 @@ impl Inspection {
             file: plugin.path.clone(),
             digest: format!("sha256:{}", plugin.digest),
             code_source: plugin.code_source,
+            grants: asked.to_toml(),
             capabilities: Capabilities {
-                reads: kinds(&manifest.capabilities.reads),
-                writes: kinds(&manifest.capabilities.writes),
-                actions: manifest.capabilities.actions.clone(),
+                reads: asked.reads.into_iter().collect(),
+                writes: asked.writes.into_iter().collect(),
+                actions: asked.actions.into_iter().collect(),
             },
-            grants: Grants::asked_by(&manifest.capabilities).to_toml(),
             // The loader refused the plugin if its schema were not JSON.
             config_schema: serde_json::from_str(&manifest.config_schema).unwrap_or(Value::Null),
         }
