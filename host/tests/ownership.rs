@@ -754,6 +754,34 @@ async fn a_deletion_stuck_on_a_failing_finalize_says_why_and_the_way_out() {
     tokio::time::timeout(TIMEOUT, gone)
         .await
         .expect("the Wukong goes");
+
+    // A backend that is not (or no longer) configured is reported the same way.
+    create(
+        &client,
+        ns,
+        &wukong_yaml("vm2", "[{name: d, size: 1Gi, backend: removed}]"),
+    )
+    .await;
+    wait_for(&client, ns, "vm2", TIMEOUT, |w| {
+        w.finalizers()
+            .iter()
+            .any(|f| f == "vm.novasphere.dev/cleanup")
+    })
+    .await;
+    api.delete("vm2", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let stuck = wait_for(&client, ns, "vm2", TIMEOUT, |w| {
+        step_failed(w).is_some_and(|(reason, _)| reason == "FinalizeFailed")
+    })
+    .await;
+    let (_, message) = step_failed(&stuck).expect("StepFailed");
+    for part in [
+        "storage backend \"removed\" is not configured",
+        "remove the finalizer",
+    ] {
+        assert!(message.contains(part), "names {part:?}: {message}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
