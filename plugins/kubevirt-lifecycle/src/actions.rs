@@ -20,6 +20,18 @@
 //! `ForcedAfterTimeout`, with a Warning event of that reason. The action's timeout
 //! ([`ACTION_TIMEOUT_MS`], after which it ends `Failed`) counts from the end of that
 //! grace: a grace period of any length falls back to force, never times out first.
+//!
+//! # KubeVirt's answers
+//! Every request is judged first as KubeVirt's subresource API would ([`refusal`]): what
+//! it would answer 409 is `Refused` with its words and nothing is called (a `start` on
+//! `Always` or `Once`, a `restart` on `Halted` or `Once`, a pause of an instance that is
+//! not `Running`, ...). What KubeVirt would not take *yet* waits instead (a `start` while
+//! the old instance shuts down or other state-change requests are pending, which KubeVirt
+//! answers 500 "stop/start already underway"): a 500 that still comes back is an error of
+//! the call, the record stays at its `*-issued` stage, and the next call asks again once
+//! the way is clear. `stop` keeps `Manual` and `RerunOnFailure` (it queues a request) and
+//! switches `Always` and `Once` to `Halted`. A restart is a stop then a start, never
+//! `virtualmachines/restart` (which refuses any grace period but 0).
 
 use serde_json::json;
 use wukong_plugin_sdk::{Action, ActionRecord, LifecycleAction, LifecyclePhase, SubresourceCall};
@@ -44,21 +56,45 @@ pub struct Step {
     pub events: Vec<(bool, &'static str, String)>,
 }
 
-/// Why KubeVirt would refuse `request` now, as it words it; `None` when it can run.
+/// Why KubeVirt would refuse `request` now, in its words (`pkg/virt-api/rest/
+/// lifecycle.go`, checked in its order); `None` when it can run. A refusal is recorded
+/// before anything is called, so a request KubeVirt would answer 409 never goes out.
+///
+/// Not refusals, because the plugin maps them (see [`advance`]): a `start` while the old
+/// instance is still being deleted waits for it to go; a `stop` on `Halted` whose instance
+/// is already shutting down with no longer a grace period than asked waits for it instead
+/// of asking again (KubeVirt accepts only a shorter one there); a `start` while other
+/// state-change requests are pending waits for them (KubeVirt answers 500 "stop/start
+/// already underway").
 pub fn refusal(request: &LifecycleAction, vm: &Observed<'_>) -> Option<String> {
+    let strategy = vm.strategy();
     let reason = match request.action.as_str() {
-        "start" if vm.alive() => "VM is already running",
-        "stop" if !vm.alive() && vm.strategy() != "Always" => "VM is not running",
-        "restart" if !vm.alive() => "VM is not running",
-        "suspend" if !vm.running() => "VM is not running",
-        "suspend" if vm.paused() => "VM is already paused",
-        "resume" if !vm.paused() => "VM is not paused",
-        "softReboot" if !vm.running() => "VM is not running",
-        "softReboot" if vm.paused() => "VM is paused",
+        "start" if vm.start_blocked() && !vm.vmi_deleting() => "VM is already running".into(),
+        "start" if matches!(strategy, "Always" | "Once") => {
+            format!("{strategy} does not support manual start requests")
+        }
+        "start" if strategy == "RerunOnFailure" && vm.failed() => {
+            "RerunOnFailure does not support starting VM from failed state".into()
+        }
+        // `Always` and `Once` stop by switching to `Halted`, with or without an instance.
+        "stop" if !matches!(strategy, "Always" | "Once") && !vm.has_live_vmi() => {
+            "VM is not running".into()
+        }
+        "restart" if matches!(strategy, "Halted" | "Once") => {
+            // NB: "RunStategy" is KubeVirt's spelling.
+            format!("RunStategy {strategy} does not support manual restart requests")
+        }
+        "restart" if vm.gone() => "VM is not running: Halted".into(),
+        "suspend" if !vm.running() => "VM is not running".into(),
+        "suspend" if vm.paused() => "VMI is already paused".into(),
+        "resume" if !vm.running() => "VMI is not running".into(),
+        "resume" if !vm.paused() => "VMI is not paused".into(),
+        "softReboot" if !vm.running() => "VM is not running".into(),
+        "softReboot" if vm.paused() => "VMI is paused".into(),
         "start" | "stop" | "restart" | "suspend" | "resume" | "softReboot" => return None,
-        other => return Some(format!("unknown action {other:?}")),
+        other => format!("unknown action {other:?}"),
     };
-    Some(reason.to_owned())
+    Some(reason)
 }
 
 /// The state shown while `action` is in progress.
@@ -98,8 +134,6 @@ pub fn advance(
         ("stop" | "restart", 1..) => ACTION_TIMEOUT_MS + i64::from(grace) * 1000 + FORCE_MARGIN_MS,
         _ => ACTION_TIMEOUT_MS,
     };
-    let stop = |grace: u32| vm_call(name, "stop", Some(json!({"gracePeriod": grace})));
-    let start = || vm_call(name, "start", None);
     let fallback = !request.force && record.stage.starts_with("force-");
     let success = if fallback {
         "ForcedAfterTimeout"
@@ -107,8 +141,15 @@ pub fn advance(
         "Succeeded"
     };
     match (record.action.as_str(), record.stage.as_str()) {
-        ("start", "") => issue(record, &mut step, start(), "start-issued"),
-        ("stop" | "restart", "") => issue(record, &mut step, stop(grace), stopping(grace)),
+        ("start", "") => start_or_wait(record, &mut step, vm, name, false),
+        // A restart whose instance already finished under a strategy that stops through
+        // requests: KubeVirt would refuse the stop ("VM is not running"), so it starts.
+        ("restart", "")
+            if vm.vmi_final() && matches!(vm.strategy(), "Manual" | "RerunOnFailure") =>
+        {
+            start_or_wait(record, &mut step, vm, name, false);
+        }
+        ("stop" | "restart", "") => stop(record, &mut step, vm, name, grace, stopping(grace)),
         ("suspend", "") => issue(record, &mut step, vmi_call(name, "pause"), "pause-issued"),
         ("resume", "") => issue(
             record,
@@ -126,18 +167,13 @@ pub fn advance(
         // Stopping (stop, and the first half of restart).
         (_, "stop-issued" | "force-stop-issued") if vm.gone() => {
             if record.action == "restart" {
-                let stage = if fallback {
-                    "force-start-issued"
-                } else {
-                    "start-issued"
-                };
-                issue(record, &mut step, start(), stage);
+                start_or_wait(record, &mut step, vm, name, fallback);
             } else {
                 finish(record, &mut step, success, "the VM is stopped", now);
             }
         }
         (_, "stop-issued") if !vm.stop_took_effect() => {
-            issue(record, &mut step, stop(grace), "stop-issued");
+            stop(record, &mut step, vm, name, grace, "stop-issued");
         }
         (_, "stop-issued") if elapsed >= i64::from(grace) * 1000 + FORCE_MARGIN_MS => {
             let message =
@@ -148,22 +184,37 @@ pub fn advance(
                 format!("{} ({}): {message}", record.action, record.request_id),
             ));
             record.message = message;
-            issue(record, &mut step, stop(0), "force-stop-issued");
+            stop(record, &mut step, vm, name, 0, "force-stop-issued");
         }
         (_, "force-stop-issued") if !vm.force_took_effect() => {
-            issue(record, &mut step, stop(0), "force-stop-issued");
+            stop(record, &mut step, vm, name, 0, "force-stop-issued");
         }
 
         // Starting (start, and the second half of restart).
-        (_, "start-issued" | "force-start-issued") if vm.running() => {
+        (_, "start-waiting" | "force-start-waiting") if elapsed < timeout => {
+            start_or_wait(
+                record,
+                &mut step,
+                vm,
+                name,
+                record.stage.starts_with("force-"),
+            );
+        }
+        (_, "start-issued" | "force-start-issued") if vm.alive() && vm.running() => {
             finish(record, &mut step, success, "the VM is running", now);
         }
         (_, "start-issued" | "force-start-issued") if vm.failed() => {
             finish(record, &mut step, "Failed", "the VM failed to start", now);
         }
-        (_, stage @ ("start-issued" | "force-start-issued")) if !vm.start_took_effect() => {
-            let stage = stage.to_owned();
-            issue(record, &mut step, start(), &stage);
+        (_, "start-issued" | "force-start-issued") if !vm.start_took_effect() => {
+            // Lost in a crash, or answered 500 (requests pending): asked again once free.
+            start_or_wait(
+                record,
+                &mut step,
+                vm,
+                name,
+                record.stage.starts_with("force-"),
+            );
         }
 
         ("suspend", "pause-issued") if vm.paused() => {
@@ -211,6 +262,69 @@ pub fn advance(
         _ => {}
     }
     step
+}
+
+/// Stops with `grace` and moves to `stage`. On `Halted` with the instance already shutting
+/// down, KubeVirt takes only a grace period shorter than the instance's (else 409 "Halted
+/// only supports manual stop requests with a shorter graceperiod"): with no shorter one to
+/// give, the stop is already under way and nothing is called.
+fn stop(
+    record: &mut ActionRecord,
+    step: &mut Step,
+    vm: &Observed<'_>,
+    name: &str,
+    grace: u32,
+    stage: &str,
+) {
+    let under_way = vm.strategy() == "Halted"
+        && vm.has_live_vmi()
+        && vm
+            .vmi_grace()
+            .is_some_and(|current| u64::from(grace) >= current);
+    if under_way {
+        record.stage = stage.to_owned();
+        return;
+    }
+    let call = vm_call(name, "stop", Some(json!({"gracePeriod": grace})));
+    issue(record, step, call, stage);
+}
+
+/// Starts, or waits while KubeVirt would not take the start yet: the old instance is still
+/// being deleted ("VM is already running"), or other state-change requests are pending
+/// (500 "stop/start already underway"). `fallback`: the restart was forced after its grace.
+fn start_or_wait(
+    record: &mut ActionRecord,
+    step: &mut Step,
+    vm: &Observed<'_>,
+    name: &str,
+    fallback: bool,
+) {
+    let (issued, waiting) = match fallback {
+        true => ("force-start-issued", "force-start-waiting"),
+        false => ("start-issued", "start-waiting"),
+    };
+    let why = if vm.vmi_deleting() {
+        Some("the previous instance is still shutting down")
+    } else if vm.start_would_collide() {
+        Some("KubeVirt has a stop/start already underway")
+    } else {
+        None
+    };
+    match why {
+        Some(why) => {
+            record.stage = waiting.to_owned();
+            // A forced fallback keeps saying why it was forced.
+            if record.message.is_empty() || record.message.starts_with("waiting to start") {
+                record.message = format!("waiting to start: {why}");
+            }
+        }
+        None => {
+            if record.message.starts_with("waiting to start") {
+                record.message.clear();
+            }
+            issue(record, step, vm_call(name, "start", None), issued);
+        }
+    }
 }
 
 fn stopping(grace: u32) -> &'static str {

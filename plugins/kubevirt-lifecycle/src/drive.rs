@@ -494,4 +494,223 @@ mod tests {
         let outcome = reconcile(&ctx, &cluster);
         assert_eq!(outcome.status.history[0].outcome, "Failed");
     }
+
+    /// The record the call reports: the one in progress, else the newest in the history.
+    fn record(outcome: &LifecycleOutcome) -> &ActionRecord {
+        outcome
+            .status
+            .current_action
+            .as_ref()
+            .or(outcome.status.history.first())
+            .unwrap()
+    }
+
+    fn with_vmi(strategy: &str, vmi: Value) -> FixtureCluster {
+        FixtureCluster::new().with(vm(strategy)).with(vmi)
+    }
+
+    #[test]
+    fn start_on_always_or_once_is_refused_as_kubevirt_words_it_never_called() {
+        for strategy in ["Always", "Once"] {
+            // No instance (still provisioning, or crash-looping): KubeVirt answers 409.
+            let cluster = FixtureCluster::new().with(vm(strategy));
+            let ctx = context(
+                json!({"action": "start", "requestId": "st1"}),
+                json!({}),
+                T0,
+            );
+            let outcome = reconcile(&ctx, &cluster);
+            assert!(
+                outcome.effects.actions.is_empty(),
+                "{strategy}: nothing is called"
+            );
+            let refused = record(&outcome);
+            assert_eq!(
+                (refused.outcome.as_str(), refused.message.clone()),
+                (
+                    "Refused",
+                    format!("refused: {strategy} does not support manual start requests")
+                )
+            );
+            assert!(outcome.status.current_action.is_none(), "done, no 409 loop");
+            assert_eq!(action_condition(&outcome).1, "Refused");
+        }
+        // A running instance is "already running", whatever the strategy (checked first).
+        let ctx = context(
+            json!({"action": "start", "requestId": "st1"}),
+            json!({}),
+            T0,
+        );
+        let outcome = reconcile(&ctx, &with_vmi("Manual", vmi(false)));
+        assert_eq!(record(&outcome).message, "refused: VM is already running");
+    }
+
+    #[test]
+    fn a_stop_on_rerun_on_failure_keeps_the_strategy_and_is_not_asked_twice() {
+        let ctx = context(json!({"action": "stop", "requestId": "s1"}), json!({}), T0);
+        let outcome = reconcile(&ctx, &with_vmi("RerunOnFailure", vmi(false)));
+        assert_eq!(
+            subresources(&outcome),
+            [r#"virtualmachines/stop {"gracePeriod":30}"#]
+        );
+        // The VM was re-applied with its live strategy, not `Halted`.
+        let vm_applied: Value = serde_json::from_str(&outcome.effects.apply[0]).unwrap();
+        assert_eq!(vm_applied["spec"]["runStrategy"], "RerunOnFailure");
+        // KubeVirt queued the stop request (the strategy stays): that is the stop taken.
+        let state = json!({"currentAction": {"action": "stop", "requestId": "s1", "startedAt": T0,
+            "outcome": "InProgress", "stage": "stop-issued", "message": ""}});
+        let mut queued = vm("RerunOnFailure");
+        queued["status"]["stateChangeRequests"] = json!([{"action": "Stop", "uid": "vmi-uid"}]);
+        let ctx = context(
+            json!({"action": "stop", "requestId": "s1"}),
+            state,
+            "2026-01-01T00:00:01Z",
+        );
+        let outcome = reconcile(&ctx, &FixtureCluster::new().with(queued).with(vmi(false)));
+        assert!(
+            outcome.effects.actions.is_empty(),
+            "{:?}",
+            subresources(&outcome)
+        );
+        assert_eq!(record(&outcome).stage, "stop-issued");
+    }
+
+    #[test]
+    fn a_stop_on_halted_sends_only_a_shorter_grace_than_the_instance_has() {
+        // Halted with its instance shutting down with 30 s: asking 30 s again would be 409.
+        let mut stopping = vmi(false);
+        stopping["spec"]["terminationGracePeriodSeconds"] = json!(30);
+        let ctx = context(
+            json!({"action": "stop", "requestId": "s1", "gracePeriodSeconds": 30}),
+            json!({}),
+            T0,
+        );
+        let outcome = reconcile(&ctx, &with_vmi("Halted", stopping.clone()));
+        assert!(
+            outcome.effects.actions.is_empty(),
+            "{:?}",
+            subresources(&outcome)
+        );
+        let current = outcome.status.current_action.as_ref().unwrap();
+        assert_eq!(
+            (current.outcome.as_str(), current.stage.as_str()),
+            ("InProgress", "stop-issued")
+        );
+        // A shorter one (here, force) is what KubeVirt takes.
+        let ctx = context(
+            json!({"action": "stop", "requestId": "s2", "force": true}),
+            json!({}),
+            T0,
+        );
+        let outcome = reconcile(&ctx, &with_vmi("Halted", stopping));
+        assert_eq!(
+            subresources(&outcome),
+            [r#"virtualmachines/stop {"gracePeriod":0}"#]
+        );
+        // Halted with no instance: "VM is not running"; Once with none switches to Halted.
+        let ctx = context(json!({"action": "stop", "requestId": "s3"}), json!({}), T0);
+        let outcome = reconcile(&ctx, &FixtureCluster::new().with(vm("Halted")));
+        assert_eq!(record(&outcome).message, "refused: VM is not running");
+        let outcome = reconcile(&ctx, &FixtureCluster::new().with(vm("Once")));
+        assert_eq!(
+            subresources(&outcome),
+            [r#"virtualmachines/stop {"gracePeriod":30}"#]
+        );
+    }
+
+    #[test]
+    fn a_start_waits_while_kubevirt_has_a_stop_or_start_underway() {
+        let mut busy = vm("Manual");
+        busy["status"]["stateChangeRequests"] = json!([{"action": "Stop", "uid": "old"}]);
+        let ctx = context(
+            json!({"action": "start", "requestId": "st1"}),
+            json!({}),
+            T0,
+        );
+        let outcome = reconcile(&ctx, &FixtureCluster::new().with(busy));
+        assert!(
+            outcome.effects.actions.is_empty(),
+            "KubeVirt would answer 500"
+        );
+        let current = outcome.status.current_action.as_ref().unwrap();
+        assert_eq!(
+            (current.outcome.as_str(), current.stage.as_str()),
+            ("InProgress", "start-waiting")
+        );
+        assert!(
+            current.message.contains("already underway"),
+            "{}",
+            current.message
+        );
+        // Cleared: the start goes.
+        let state = json!({"currentAction": {"action": "start", "requestId": "st1", "startedAt": T0,
+            "outcome": "InProgress", "stage": "start-waiting", "message": current.message}});
+        let ctx = context(
+            json!({"action": "start", "requestId": "st1"}),
+            state.clone(),
+            "2026-01-01T00:00:01Z",
+        );
+        let outcome = reconcile(&ctx, &FixtureCluster::new().with(vm("Manual")));
+        assert_eq!(subresources(&outcome), ["virtualmachines/start "]);
+        assert!(record(&outcome).message.is_empty());
+        // A 500 that came back anyway left it at start-issued: asked again once free.
+        let state = json!({"currentAction": {"action": "start", "requestId": "st1", "startedAt": T0,
+            "outcome": "InProgress", "stage": "start-issued", "message": ""}});
+        let ctx = context(
+            json!({"action": "start", "requestId": "st1"}),
+            state,
+            "2026-01-01T00:00:02Z",
+        );
+        let outcome = reconcile(&ctx, &FixtureCluster::new().with(vm("Manual")));
+        assert_eq!(subresources(&outcome), ["virtualmachines/start "]);
+        assert_eq!(record(&outcome).outcome, "InProgress", "not a failure");
+    }
+
+    #[test]
+    fn restart_and_vmi_actions_are_refused_where_kubevirt_refuses_them() {
+        let refused = |action: Value, cluster: &FixtureCluster| {
+            let ctx = context(action, json!({}), T0);
+            let outcome = reconcile(&ctx, cluster);
+            assert!(outcome.effects.actions.is_empty());
+            let r = record(&outcome);
+            assert_eq!(r.outcome, "Refused");
+            r.message.clone()
+        };
+        let once = with_vmi("Once", vmi(false));
+        assert_eq!(
+            refused(json!({"action": "restart", "requestId": "r1"}), &once),
+            "refused: RunStategy Once does not support manual restart requests"
+        );
+        let mut scheduling = vmi(false);
+        scheduling["status"]["phase"] = json!("Scheduling");
+        let starting = with_vmi("Always", scheduling);
+        for (action, words) in [
+            ("suspend", "VM is not running"),
+            ("softReboot", "VM is not running"),
+            ("resume", "VMI is not running"),
+        ] {
+            assert_eq!(
+                refused(json!({"action": action, "requestId": "x"}), &starting),
+                format!("refused: {words}")
+            );
+        }
+        assert_eq!(
+            refused(json!({"action": "resume", "requestId": "u1"}), &running()),
+            "refused: VMI is not paused"
+        );
+    }
+
+    #[test]
+    fn a_restart_of_a_finished_manual_instance_goes_straight_to_start() {
+        let mut done = vmi(false);
+        done["status"]["phase"] = json!("Succeeded");
+        let ctx = context(
+            json!({"action": "restart", "requestId": "r1"}),
+            json!({}),
+            T0,
+        );
+        let outcome = reconcile(&ctx, &with_vmi("Manual", done));
+        assert_eq!(subresources(&outcome), ["virtualmachines/start "]);
+        assert_eq!(record(&outcome).stage, "start-issued");
+    }
 }

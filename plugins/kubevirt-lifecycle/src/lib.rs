@@ -88,7 +88,21 @@ impl LifecyclePlugin for KubevirtLifecycle {
                 message: waiting.clone(),
                 ..status(name, &strategy, None, None)
             },
-            (Some(_), Some(_)) => status(name, &strategy, vm.as_ref(), vmi.as_ref()),
+            // The VM exists (a disk was added, or it is re-importing): KubeVirt holds the
+            // instance back too; say what it waits for.
+            (Some(waiting), Some(_)) => {
+                let mut status = status(name, &strategy, vm.as_ref(), vmi.as_ref());
+                if vmi.is_none()
+                    && matches!(
+                        status.phase,
+                        LifecyclePhase::Pending | LifecyclePhase::Starting
+                    )
+                {
+                    status.phase = LifecyclePhase::Pending;
+                    status.message = waiting.clone();
+                }
+                status
+            }
             (None, _) => {
                 effects.apply(&vm::build(call, &strategy)?)?;
                 status(name, &strategy, vm.as_ref(), vmi.as_ref())
@@ -126,16 +140,21 @@ impl LifecyclePlugin for KubevirtLifecycle {
     }
 }
 
-/// Why the VM cannot be created yet: volumes not bound, networks not attached. A volume
-/// on a `WaitForFirstConsumer` class binds only once the VM's pod is scheduled, so it
-/// does not hold the VM back.
+/// Why the VM cannot be created yet: volumes not bound, networks not attached — a wait,
+/// not an error (KubeVirt itself creates the instance only once its DataVolumes are
+/// ready). A volume waiting for its first consumer (`WaitForFirstConsumer`, or CDI's
+/// `PendingPopulation` on such a class) binds only once the VM's pod is scheduled, so it
+/// does not hold the VM back: KubeVirt creates the instance for it.
 fn waiting_for(call: &Call<'_, Config>) -> Option<String> {
     let upstream = call.upstream;
     let volumes = upstream
         .volumes
         .iter()
-        .filter(|v| !v.bound && v.phase != "WaitForFirstConsumer")
-        .map(|v| format!("volume {} ({})", v.name, v.phase));
+        .filter(|v| !v.bound && !waits_for_consumer(&v.phase))
+        .map(|v| match v.message.as_str() {
+            "" => format!("volume {} ({})", v.name, v.phase),
+            message => format!("volume {} ({}: {message})", v.name, v.phase),
+        });
     let networks = upstream
         .networks
         .iter()
@@ -143,6 +162,11 @@ fn waiting_for(call: &Call<'_, Config>) -> Option<String> {
         .map(|n| format!("network {}", n.name));
     let waiting: Vec<String> = volumes.chain(networks).collect();
     (!waiting.is_empty()).then(|| format!("waiting for {}", waiting.join(", ")))
+}
+
+/// A volume phase that binds once a pod uses it.
+fn waits_for_consumer(phase: &str) -> bool {
+    matches!(phase, "WaitForFirstConsumer" | "PendingPopulation")
 }
 
 wukong_plugin_sdk::export_lifecycle_plugin!(KubevirtLifecycle);
@@ -290,6 +314,59 @@ mod tests {
         )
         .unwrap();
         assert_eq!(outcome.effects.apply.len(), 1);
+    }
+
+    #[test]
+    fn a_pending_population_volume_does_not_hold_the_vm_back_and_an_import_is_a_wait() {
+        let mut root = volume("root", true, false, "ReadWriteOnce");
+        root.phase = "PendingPopulation".into();
+        let up = upstream(vec![root]);
+        let outcome = run(json!({}), "Always", &up, &FixtureCluster::new()).unwrap();
+        assert_eq!(
+            outcome.effects.apply.len(),
+            1,
+            "KubeVirt creates the VMI for it"
+        );
+        // A failing import the storage step reports: the VM waits, reason Pending, and says why.
+        let mut root = volume("root", true, false, "ReadWriteOnce");
+        root.message = "import failing, retry 2: unable to connect".into();
+        let vm = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+            "metadata": {"name": "vm1", "namespace": "tenant-a"}, "spec": {"runStrategy": "Always"},
+            "status": {"printableStatus": "Provisioning"}});
+        let outcome = run(
+            json!({}),
+            "Always",
+            &upstream(vec![root]),
+            &FixtureCluster::new().with(vm),
+        )
+        .unwrap();
+        assert_eq!(outcome.status.phase, LifecyclePhase::Pending);
+        assert_eq!(
+            outcome.status.message,
+            "waiting for volume root (ImportInProgress: import failing, retry 2: unable to connect)"
+        );
+        assert_eq!(ready(&outcome).1, "Pending");
+    }
+
+    #[test]
+    fn a_paused_vm_is_not_ready_even_if_its_instance_says_so() {
+        let cluster = FixtureCluster::new()
+            .with(json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
+                "metadata": {"name": "vm1", "namespace": "tenant-a"}, "status": {"printableStatus": "Paused"}}))
+            .with(json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance",
+                "metadata": {"name": "vm1", "namespace": "tenant-a"},
+                "status": {"phase": "Running", "nodeName": "node-2",
+                    "conditions": [{"type": "Ready", "status": "True"}, {"type": "Paused", "status": "True"}]}}));
+        let up = upstream(vec![volume("root", true, true, "ReadWriteOnce")]);
+        let outcome = run(json!({}), "Always", &up, &cluster).unwrap();
+        assert_eq!(
+            (outcome.status.phase, outcome.status.ready),
+            (LifecyclePhase::Suspended, false)
+        );
+        assert_eq!(
+            ready(&outcome),
+            ("False", "Suspended", "VirtualMachine is Paused")
+        );
     }
 
     #[test]
