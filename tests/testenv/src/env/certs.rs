@@ -89,3 +89,42 @@ pub fn key_pair_pem() -> Result<(String, String)> {
     let key = KeyPair::generate()?;
     Ok((key.serialize_pem(), key.public_key_pem()))
 }
+
+/// A TLS server configuration for `pair` (HTTP/1.1). With `client_ca_pem`, client
+/// certificates it signs are verified when offered (they are not required).
+pub fn server_config(pair: &CertPair, client_ca_pem: Option<&str>) -> Result<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use std::sync::Arc;
+    let tls_err = |e: String| crate::Error::Tls(rustls::Error::General(e));
+    let certs: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(pair.cert_pem.as_bytes())
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| tls_err(e.to_string()))?;
+    let key = PrivateKeyDer::from_pem_slice(pair.key_pem.as_bytes())
+        .map_err(|e| tls_err(e.to_string()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match client_ca_pem {
+        None => builder.with_no_client_auth().with_single_cert(certs, key)?,
+        Some(ca_pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+                roots.add(ca.map_err(|e| tls_err(e.to_string()))?)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| tls_err(e.to_string()))?;
+            builder
+                .with_client_cert_verifier(verifier)
+                .with_single_cert(certs, key)?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}

@@ -1,6 +1,7 @@
 //! A KubeVirt simulator: nodes, storage, CDI, virt-controller/virt-handler, migrations and
 //! the `subresources.kubevirt.io` aggregated API, talking to a real API server.
 
+mod admission;
 pub mod api;
 mod cdi;
 mod gc;
@@ -74,6 +75,9 @@ pub struct SimConfig {
     pub migration_step_delay: Duration,
     /// A migration's Running phase.
     pub migration_duration: Duration,
+    /// How long a migration whose target fits no node waits before it fails (KubeVirt's
+    /// `defaultUnschedulablePendingTimeoutSeconds`, 5 minutes).
+    pub migration_unschedulable_timeout: Duration,
     /// Every migration fails (per VMI: annotation [`ANN_FAIL_MIGRATION`]).
     pub migration_fail: bool,
     /// How long a VMI on a NotReady node keeps `Running` before it is marked Failed (real
@@ -107,6 +111,7 @@ impl Default for SimConfig {
             guest_hangs_on_shutdown: false,
             migration_step_delay: ms(300),
             migration_duration: ms(2000),
+            migration_unschedulable_timeout: Duration::from_secs(300),
             migration_fail: false,
             node_failure_delay: ms(0),
             retry_interval: ms(500),
@@ -189,6 +194,9 @@ impl Simulator {
     pub async fn start(env: &TestEnv, config: SimConfig) -> Result<Self> {
         let serve_api = config.serve_api;
         let mut sim = Self::start_controllers(env.client(), config).await?;
+        // Validating webhooks as virt-api and Multus register them (admission.rs).
+        sim.tasks
+            .push(admission::serve(env, sim.ctx.clone()).await?);
         if serve_api {
             let (addr, task) = api::serve(env, sim.ctx.clone()).await?;
             sim.api_addr = Some(addr);

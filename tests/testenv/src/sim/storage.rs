@@ -13,8 +13,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use super::Ctx;
 use super::util::{self, ok_unless_conflict, quantity, str_at};
+use super::{Ctx, cdi};
 use crate::error::{Error, Result};
 
 /// The annotation the scheduler sets on a WaitForFirstConsumer claim.
@@ -68,7 +68,23 @@ async fn reconcile(pvc: Arc<PersistentVolumeClaim>, ctx: Arc<Ctx>) -> Result<Act
         .and_then(|c| c.volume_binding_mode.as_deref())
         == Some("WaitForFirstConsumer");
     let selected = pvc.annotations().get(SELECTED_NODE).cloned();
-    if wffc && selected.is_none() {
+    // CDI's import populator (import-populator.go): the target PVC stays Pending until
+    // the import ends, then its volume is bound to it, consumer or not.
+    let populated = pvc
+        .annotations()
+        .get(cdi::ANN_USE_POPULATOR)
+        .map(String::as_str)
+        == Some("true");
+    if populated
+        && pvc
+            .annotations()
+            .get(cdi::ANN_POD_PHASE)
+            .map(String::as_str)
+            != Some("Succeeded")
+    {
+        return Ok(Action::await_change());
+    }
+    if wffc && selected.is_none() && !populated {
         return Ok(Action::await_change());
     }
     let uid = pvc.uid().unwrap_or_default();
