@@ -440,6 +440,78 @@ mod tests {
     }
 
     #[test]
+    fn a_retried_import_shows_its_retries_and_error_while_the_phase_stays_importing() {
+        // CDI retries a bad URL: ImportInProgress, restartCount rising, Running=False.
+        let mut retrying = dv(&own("root"), "20Gi", "ImportInProgress", "N/A");
+        retrying["status"]["restartCount"] = json!(2);
+        retrying["status"]["conditions"] = json!([{"type": "Running", "status": "False", "reason": "Error",
+            "message": "Unable to connect to http data source: expected status code 200, got 404"}]);
+        let wffc = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"},
+            "provisioner": "x", "volumeBindingMode": "WaitForFirstConsumer"});
+        // Its PVC stays Pending until the import ends: that is not the story told.
+        let cluster = FixtureCluster::new()
+            .with(retrying)
+            .with(pvc(&own("root"), "20Gi", "Pending", None))
+            .with(wffc);
+        let outcome = run(vec![image("root", "https://x/disk.img", "20Gi")], &cluster).unwrap();
+        let volume = &outcome.volumes[0];
+        assert_eq!(
+            (volume.phase.as_str(), volume.bound, volume.message.as_str()),
+            (
+                "ImportInProgress",
+                false,
+                "import failing, retry 2: Unable to connect to http data source: expected status code 200, got 404"
+            )
+        );
+        let (status, reason, message) = condition(&outcome, "VolumesBound");
+        assert_eq!((status, reason), ("False", "ImportFailing"));
+        assert!(message.contains("retry 2"), "{message}");
+        assert!(
+            outcome
+                .effects
+                .events
+                .iter()
+                .any(|e| e.warning && e.reason == "ImportFailing" && e.message.contains("retry 2"))
+        );
+    }
+
+    #[test]
+    fn a_pending_population_data_volume_waits_for_a_consumer_not_an_error() {
+        let waiting = dv(&own("root"), "20Gi", "PendingPopulation", "N/A");
+        let cluster =
+            FixtureCluster::new()
+                .with(waiting)
+                .with(pvc(&own("root"), "20Gi", "Pending", None));
+        let outcome = run(vec![image("root", "docker://x/y:1", "20Gi")], &cluster).unwrap();
+        let volume = &outcome.volumes[0];
+        assert_eq!(
+            (volume.phase.as_str(), volume.bound),
+            ("PendingPopulation", false)
+        );
+        assert!(
+            volume.message.starts_with("waiting for a consumer"),
+            "{}",
+            volume.message
+        );
+        assert_eq!(condition(&outcome, "VolumesBound").1, "Pending");
+        assert!(!outcome.effects.events.iter().any(|e| e.warning));
+    }
+
+    #[test]
+    fn two_decimal_progress_is_read_while_the_target_pvc_is_pending() {
+        let cluster = FixtureCluster::new()
+            .with(dv(&own("root"), "20Gi", "ImportInProgress", "45.20%"))
+            .with(pvc(&own("root"), "20Gi", "Pending", None));
+        let outcome = run(vec![image("root", "docker://x/y:1", "20Gi")], &cluster).unwrap();
+        let volume = &outcome.volumes[0];
+        assert_eq!(
+            (volume.progress.as_deref(), volume.message.as_str()),
+            (Some("45.20%"), "importing: 45.20%")
+        );
+        assert_eq!(condition(&outcome, "VolumesBound").1, "Pending");
+    }
+
+    #[test]
     fn config_defaults_and_retain_annotation() {
         let mut retained = image("root", "docker://x/y:1", "20Gi");
         retained.retain = true;

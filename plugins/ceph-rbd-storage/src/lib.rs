@@ -80,7 +80,10 @@ impl StoragePlugin for CephRbdStorage {
         let config = &call.config;
         let mut effects = Effects::default();
         if config.create_storage_class {
-            disks::ensure_storage_class(call, &mut effects, &storage_class(config))?;
+            let wanted = storage_class(config);
+            if !made_with_image_format(call, &wanted)? {
+                disks::ensure_storage_class(call, &mut effects, &wanted)?;
+            }
         }
         let class = ClaimClass::shared(&config.storage_class, config.live_migration);
         disks::reconcile(call, &class, effects)
@@ -91,13 +94,30 @@ impl StoragePlugin for CephRbdStorage {
     }
 }
 
+/// A class this plugin applied before it stopped writing `imageFormat` (ceph-csi reads no
+/// such parameter; RBD images are format 2 anyway): the same class otherwise, kept as it
+/// is, since a StorageClass's parameters cannot change.
+fn made_with_image_format(call: &Call<'_, Config>, wanted: &StorageClass) -> StepResult<bool> {
+    let name = wanted.metadata.name.as_deref().unwrap_or_default();
+    let Some(existing) = call.get_cluster_scoped::<StorageClass>(name)? else {
+        return Ok(false);
+    };
+    let mut parameters = existing.parameters.unwrap_or_default();
+    let had = parameters.remove(LEGACY_IMAGE_FORMAT).is_some();
+    Ok(had
+        && existing.provisioner == wanted.provisioner
+        && Some(&parameters) == wanted.parameters.as_ref())
+}
+
+/// A parameter of the plugin's classes of before, which ceph-csi never read.
+const LEGACY_IMAGE_FORMAT: &str = "imageFormat";
+
 /// The class the plugin applies, as Rook's example: secrets for provisioning, expansion
-/// (disks grow) and node staging.
+/// (disks grow) and node staging. Only parameters ceph-csi reads.
 fn storage_class(config: &Config) -> StorageClass {
     let mut parameters: BTreeMap<String, String> = [
         ("clusterID", &config.cluster_id),
         ("pool", &config.pool),
-        ("imageFormat", &"2".to_owned()),
         ("imageFeatures", &config.image_features),
         ("csi.storage.k8s.io/fstype", &"ext4".to_owned()),
     ]
@@ -212,6 +232,10 @@ mod tests {
             (Some("vms"), Some("storage"))
         );
         assert_eq!(parameters["imageFeatures"], "layering");
+        assert!(
+            parameters.get("imageFormat").is_none(),
+            "ceph-csi reads none"
+        );
         assert_eq!(
             parameters["csi.storage.k8s.io/provisioner-secret-name"],
             "rook-csi-rbd-provisioner"
@@ -253,5 +277,32 @@ mod tests {
         .unwrap();
         assert_eq!(effects.delete.len(), 1);
         assert_eq!(effects.delete[0].name, disks::claim_name("vm1", "data"));
+    }
+
+    #[test]
+    fn a_class_made_with_the_old_image_format_parameter_is_kept_as_it_is() {
+        let config = json!({"pool": "vms"});
+        let parsed: Config = serde_json::from_value(config.clone()).unwrap();
+        let mut old = wukong_plugin_sdk::objects::with_type(&storage_class(&parsed)).unwrap();
+        old["parameters"]["imageFormat"] = json!("2");
+        let outcome = storage_reconcile::<CephRbdStorage>(
+            &context(config.clone()),
+            &upstream(),
+            &FixtureCluster::new().with(old.clone()),
+        )
+        .unwrap();
+        assert!(applied(&outcome, "StorageClass").is_none());
+        // Another pool is still a config error.
+        old["parameters"]["pool"] = json!("other");
+        let err = storage_reconcile::<CephRbdStorage>(
+            &context(config),
+            &upstream(),
+            &FixtureCluster::new().with(old),
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:?}").contains("configure another storageClass"),
+            "{err:?}"
+        );
     }
 }

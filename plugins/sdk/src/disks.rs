@@ -47,6 +47,8 @@ use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 
+mod import;
+
 use crate::objects::{lookup_str, made_for};
 use crate::{
     Call, Disk, DiskSource, Effects, StepError, StepResult, StorageOutcome, Volume, names, quantity,
@@ -61,8 +63,9 @@ pub const SIZE_ANNOTATION: &str = "vm.novasphere.dev/size";
 /// On the claims of retained disks, written by the plugin: the host gives them no owner
 /// reference, only its owner-uid mark.
 pub const RETAIN_ANNOTATION: &str = "vm.novasphere.dev/retain";
-/// Asks CDI to import at once even on a `WaitForFirstConsumer` class: the lifecycle step
-/// creates the VM only once volumes are bound.
+/// Asks CDI to import at once even on a `WaitForFirstConsumer` class, so the disk is ready
+/// when the VM starts. Where CDI still waits for a consumer (`PendingPopulation`), the
+/// volume reports it and the lifecycle step creates the VM, whose pod is that consumer.
 const BIND_IMMEDIATE_ANNOTATION: &str = "cdi.kubevirt.io/storage.bind.immediate.requested";
 /// The condition saying every volume is bound.
 pub const VOLUMES_BOUND: &str = "VolumesBound";
@@ -473,26 +476,26 @@ fn volume<C>(
         false => dv_phase.or(pvc_phase).unwrap_or("Pending"),
     }
     .to_owned();
-    let progress = field(dv, &["status", "progress"])
-        .filter(|p| !bound && *p != "N/A")
+    let progress = dv
+        .and_then(import::progress)
+        .filter(|_| !bound)
         .map(str::to_owned);
     let claim = &seen.claim;
-    let message = match (&disk.source, pvc, dv) {
+    // An importing DataVolume speaks for itself: its PVC stays Pending until the import
+    // ends (CDI's populators), which is no problem of its own.
+    let importing = dv
+        .filter(|_| !bound)
+        .and_then(|dv| import::describe(dv, claim));
+    let message = match (&disk.source, pvc, importing) {
         _ if bound => String::new(),
         (DiskSource::ExistingClaim(_), None, _) => {
             phase = "Missing".into();
             format!("PersistentVolumeClaim {claim} does not exist")
         }
-        (_, _, Some(dv)) if dv_phase == Some("Failed") => {
-            let reason = condition_message(dv, "Running").unwrap_or("import failed");
-            format!("DataVolume {claim} failed: {reason}")
-        }
+        (_, _, Some(importing)) => importing,
         _ if pvc_phase == Some("Lost") => format!("PersistentVolumeClaim {claim} lost its volume"),
         (_, Some(pvc), _) if pvc_phase == Some("Pending") => pending_reason(call, pvc, &mut phase)?,
-        _ => progress.as_ref().map_or_else(
-            || format!("waiting for {claim}"),
-            |p| format!("importing: {p}"),
-        ),
+        _ => format!("waiting for {claim}"),
     };
     let spec = pvc.map(|p| &p["spec"]);
     let access_modes = spec.and_then(|s| s["accessModes"].as_array()).map(|modes| {
@@ -556,7 +559,20 @@ fn report_bound(volumes: &[Volume], effects: &mut Effects) {
     let failed = volumes
         .iter()
         .any(|v| matches!(v.phase.as_str(), "Failed" | "Lost" | "Missing"));
-    let reason = if failed { "Failed" } else { "Pending" };
+    // CDI retries a failing import: said loudly, but not `Failed`.
+    let failing: Vec<String> = volumes
+        .iter()
+        .filter(|v| !v.bound && v.message.starts_with("import failing"))
+        .map(|v| format!("disk {}: {}", v.name, v.message))
+        .collect();
+    for message in &failing {
+        effects.warning("ImportFailing", message.clone());
+    }
+    let reason = match (failed, failing.is_empty()) {
+        (true, _) => "Failed",
+        (false, false) => "ImportFailing",
+        (false, true) => "Pending",
+    };
     effects.condition(VOLUMES_BOUND, false, reason, waiting.join("; "));
 }
 
@@ -599,16 +615,6 @@ pub fn carries_labels(object: &Value, labels: &BTreeMap<String, String>) -> bool
     labels
         .iter()
         .all(|(key, value)| object["metadata"]["labels"][key].as_str() == Some(value.as_str()))
-}
-
-/// The message of a condition in a Kubernetes object's `status.conditions`.
-fn condition_message<'a>(object: &'a Value, condition_type: &str) -> Option<&'a str> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == condition_type)?["message"]
-        .as_str()
-        .filter(|m| !m.is_empty())
 }
 
 /// A string field of an optional object, by its path of keys.
