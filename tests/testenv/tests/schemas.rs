@@ -290,3 +290,41 @@ async fn plugin_objects_survive_pruning_and_unknown_fields_do_not() -> anyhow::R
     assert!(stored(&client, bad, 1004).await.is_err());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_network_attachment_definition_needs_a_cni_config() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::start().await?;
+    let config = wukong_testenv::SimConfig {
+        serve_api: false,
+        ..wukong_testenv::SimConfig::fast()
+    };
+    let _sim = wukong_testenv::Simulator::start(&env, config).await?;
+    let client = env.client();
+    let nad = |name: &str, config: &str| {
+        json!({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+            "metadata": {"name": name}, "spec": {"config": config}})
+    };
+    create(
+        &client,
+        &util::nad(),
+        "default",
+        nad(
+            "good",
+            r#"{"cniVersion":"0.3.1","name":"good","type":"bridge","bridge":"br0"}"#,
+        ),
+    )
+    .await?;
+    let err = create(&client, &util::nad(), "default", nad("empty", "{}"))
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a NAD with config {{}} was admitted"))?;
+    let message = err.to_string();
+    assert!(
+        message.contains(
+            "denied the request: invalid config: error parsing configuration: missing 'cniVersion'"
+        ),
+        "{message}"
+    );
+    Ok(())
+}

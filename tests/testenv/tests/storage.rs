@@ -1,6 +1,8 @@
 //! The storage provisioner and CDI: binding (access and volume modes kept),
-//! WaitForFirstConsumer, expansion, DataVolume phases and conditions, failure, and
-//! garbage collection of a DataVolume's claim.
+//! WaitForFirstConsumer, expansion; DataVolumes as CDI runs them (the populator flow keeps
+//! the PVC Pending until the import ends, PendingPopulation, immediate binding, the legacy
+//! flow's PVCBound, retries with restartCount, fatal errors) and garbage collection of a
+//! DataVolume's claim.
 
 mod common;
 
@@ -116,7 +118,8 @@ async fn storage_and_cdi() -> anyhow::Result<()> {
         "a ReadWriteOnce disk is not live-migratable"
     );
 
-    // A DataVolume: PVC owned by it, phases in order, progress, conditions.
+    // A DataVolume (populator flow): PVC owned by it and Pending until the import ends,
+    // phases in order, progress with two decimals, conditions.
     let dvs = util::api(&client, &util::dv(), "default");
     let mut phases = watcher::watcher(
         dvs.clone(),
@@ -127,14 +130,16 @@ async fn storage_and_cdi() -> anyhow::Result<()> {
     create(&client, &util::dv(), "default", json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
         "metadata": {"name": "dv1"}, "spec": {"source": {"registry": {"url": "docker://quay.io/containerdisks/fedora:39"}},
         "storage": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "2Gi"}}}}})).await?;
-    let mut seen: Vec<(String, String)> = vec![];
+    let mut seen: Vec<(String, String, String)> = vec![];
     let done = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(Ok(dv)) = phases.next().await {
+            let claim = pvcs.get_opt("dv1").await.ok().flatten();
             let p = (
                 phase(&dv).to_owned(),
                 str_at(&dv.data, "/status/progress")
                     .unwrap_or("")
                     .to_owned(),
+                claim.as_ref().map(phase_of).unwrap_or("").to_owned(),
             );
             if seen.last() != Some(&p) {
                 seen.push(p);
@@ -147,15 +152,14 @@ async fn storage_and_cdi() -> anyhow::Result<()> {
     })
     .await?;
     let dv = done.ok_or_else(|| anyhow::anyhow!("watch ended: {seen:?}"))?;
-    let order: Vec<&str> = seen
+    let mut order: Vec<&str> = seen
         .iter()
-        .map(|(p, _)| p.as_str())
+        .map(|(p, _, _)| p.as_str())
         .filter(|p| !p.is_empty())
         .collect();
-    let mut dedup = order.clone();
-    dedup.dedup();
+    order.dedup();
     assert_eq!(
-        dedup,
+        order,
         [
             "Pending",
             "ImportScheduled",
@@ -164,7 +168,13 @@ async fn storage_and_cdi() -> anyhow::Result<()> {
         ],
         "{seen:?}"
     );
-    assert!(seen.iter().any(|(_, p)| p == "50.0%"), "{seen:?}");
+    assert!(seen.iter().any(|(_, p, _)| p == "50.00%"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .filter(|(p, _, _)| p != "Succeeded")
+            .all(|(_, _, claim)| claim != "Bound"),
+        "the PVC binds only once the import ended: {seen:?}"
+    );
     assert_eq!(str_at(&dv.data, "/status/progress"), Some("100.0%"));
     assert_eq!(
         (cond(&dv, "Ready"), cond(&dv, "Bound"), cond(&dv, "Running")),
@@ -181,12 +191,100 @@ async fn storage_and_cdi() -> anyhow::Result<()> {
     );
     assert_eq!(phase_of(&claim), "Bound");
 
-    // The failure knob.
+    // A failing import is retried: ImportInProgress, restartCount rising, Running=False
+    // with the importer's error, the PVC still Pending.
     create(&client, &util::dv(), "default", json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
         "metadata": {"name": "broken", "annotations": {"sim.wukong.io/fail-import": "true"}},
         "spec": {"source": {"http": {"url": "http://example.invalid/disk.img"}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}})).await?;
-    let failed = wait_for(&dvs, "broken", "Failed", |o| phase(o) == "Failed").await?;
+    let retried = wait_for(&dvs, "broken", "retried twice", |o| {
+        o.data
+            .pointer("/status/restartCount")
+            .and_then(serde_json::Value::as_i64)
+            >= Some(2)
+            && cond(o, "Running") == "False"
+    })
+    .await?;
+    assert_eq!(phase(&retried), "ImportInProgress");
+    assert_eq!(cond(&retried, "Ready"), "False");
+    let running = retried
+        .data
+        .pointer("/status/conditions")
+        .and_then(serde_json::Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| str_at(c, "/type") == Some("Running")))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(str_at(&running, "/reason"), Some("Error"));
+    assert_eq!(
+        str_at(&running, "/message"),
+        Some(
+            "Unable to connect to http data source: expected status code 200, got 404. Status: 404 Not Found"
+        )
+    );
+    assert_eq!(phase_of(&pvcs.get("broken").await?), "Pending");
+
+    // A fatal error (a checksum mismatch) fails the DataVolume for good.
+    create(&client, &util::dv(), "default", json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "fatal", "annotations": {"sim.wukong.io/fail-import": "fatal"}},
+        "spec": {"source": {"http": {"url": "http://example.invalid/disk.img"}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}})).await?;
+    let failed = wait_for(&dvs, "fatal", "Failed", |o| phase(o) == "Failed").await?;
     assert_eq!(cond(&failed, "Ready"), "False");
+
+    // WaitForFirstConsumer with no consumer: PendingPopulation; with the immediate-binding
+    // annotation the import runs and the claim binds anyway.
+    let wffc_dv = |name: &str, immediate: bool| {
+        let mut dv = json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+            "metadata": {"name": name}, "spec": {"source": {"blank": {}},
+            "storage": {"storageClassName": "local-wffc", "resources": {"requests": {"storage": "1Gi"}}}}});
+        if immediate {
+            dv["metadata"]["annotations"] =
+                json!({"cdi.kubevirt.io/storage.bind.immediate.requested": "true"});
+        }
+        dv
+    };
+    create(&client, &util::dv(), "default", wffc_dv("later", false)).await?;
+    create(&client, &util::dv(), "default", wffc_dv("now", true)).await?;
+    wait_for(&dvs, "later", "PendingPopulation", |o| {
+        phase(o) == "PendingPopulation"
+    })
+    .await?;
+    wait_for(&dvs, "now", "Succeeded", |o| phase(o) == "Succeeded").await?;
+    assert_eq!(phase_of(&pvcs.get("now").await?), "Bound");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(phase(&dvs.get("later").await?), "PendingPopulation");
+    assert_eq!(phase_of(&pvcs.get("later").await?), "Pending");
+
+    // The legacy flow (no populator): the PVC binds first, PVCBound, then the import.
+    let mut legacy = watcher::watcher(
+        dvs.clone(),
+        watcher::Config::default().fields("metadata.name=legacy"),
+    )
+    .applied_objects()
+    .boxed();
+    create(&client, &util::dv(), "default", json!({"apiVersion": "cdi.kubevirt.io/v1beta1", "kind": "DataVolume",
+        "metadata": {"name": "legacy", "annotations": {"cdi.kubevirt.io/storage.usePopulator": "false"}},
+        "spec": {"source": {"blank": {}}, "storage": {"resources": {"requests": {"storage": "1Gi"}}}}})).await?;
+    let mut order: Vec<String> = vec![];
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(Ok(dv)) = legacy.next().await {
+            if !phase(&dv).is_empty() && order.last().map(String::as_str) != Some(phase(&dv)) {
+                order.push(phase(&dv).to_owned());
+            }
+            if phase(&dv) == "Succeeded" {
+                break;
+            }
+        }
+    })
+    .await?;
+    assert_eq!(
+        order,
+        [
+            "Pending",
+            "PVCBound",
+            "ImportScheduled",
+            "ImportInProgress",
+            "Succeeded"
+        ]
+    );
 
     // Deleting the DataVolume deletes its claim (and releases its protection finalizer).
     dvs.delete("dv1", &DeleteParams::default()).await?;
