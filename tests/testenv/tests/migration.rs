@@ -131,6 +131,16 @@ async fn live_migration() -> anyhow::Result<()> {
     );
     assert_eq!(state("migrationPolicyName"), json!("postcopy"));
     assert!(state("startTimestamp").is_string() && state("endTimestamp").is_string());
+    // The finished migration keeps a copy of the VMI's migrationState.
+    let m1 = vmims.get("m1").await?;
+    assert_eq!(
+        m1.data.pointer("/status/migrationState/targetNode"),
+        Some(&json!(target))
+    );
+    assert_eq!(
+        m1.data.pointer("/status/migrationState/completed"),
+        Some(&json!(true))
+    );
     wait_for(
         &util::api(&client, &util::vm(), "default"),
         "mover",

@@ -147,9 +147,20 @@ async fn reconcile(m: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
             match scheduler::pick(&ctx, &vmi, Some(&source), &added).await? {
                 Err(reason) => return unschedulable(&ctx, &api, &m, &vmi, &reason).await,
                 Ok(target) => {
-                    let state =
-                        json!({"migrationUid": uid, "sourceNode": source, "targetNode": target});
-                    set_phase(&api, &m, "Scheduled", json!({"migrationState": state})).await?;
+                    // handleTargetPodHandoff: the VMI learns of its migration, with the
+                    // matched policy's configuration.
+                    let policy = matching_policy(&ctx, &vmi).await?;
+                    let mut state = json!({"migrationUid": uid, "sourceNode": source, "targetNode": target,
+                        "targetPod": format!("virt-launcher-{vmi_name}-target"), "targetNodeAddress": null,
+                        "mode": null, "completed": false, "failed": false,
+                        "abortRequested": null, "abortStatus": null, "failureReason": null, "endTimestamp": null,
+                        "startTimestamp": null, "migrationPolicyName": null,
+                        "migrationConfiguration": configuration(policy.as_ref())});
+                    if let Some(p) = &policy {
+                        state["migrationPolicyName"] = json!(p.name_any());
+                    }
+                    set_vmi_state(&vmis, &vmi, state, None).await?;
+                    set_phase(&api, &m, "Scheduled", json!({})).await?;
                 }
             }
         }
@@ -157,21 +168,14 @@ async fn reconcile(m: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
             set_phase(&api, &m, "PreparingTarget", json!({})).await?;
         }
         "PreparingTarget" => {
-            // handleTargetPodHandoff: the VMI learns of its migration.
-            let target = str_at(&m.data, "/status/migrationState/targetNode")
-                .unwrap_or("")
-                .to_owned();
-            let policy = matching_policy(&ctx, &vmi).await?;
-            let mut state = json!({"migrationUid": uid, "sourceNode": source, "targetNode": target,
-                "targetPod": format!("virt-launcher-{vmi_name}-target"), "targetNodeAddress": "10.0.0.250",
-                "mode": null, "completed": false, "failed": false,
-                "abortRequested": null, "abortStatus": null, "failureReason": null, "endTimestamp": null,
-                "startTimestamp": null, "migrationPolicyName": null,
-                "migrationConfiguration": configuration(policy.as_ref())});
-            if let Some(p) = &policy {
-                state["migrationPolicyName"] = json!(p.name_any());
-            }
-            set_vmi_state(&vmis, &vmi, state, None).await?;
+            // The target's virt-handler reports its address: TargetReady.
+            set_vmi_state(
+                &vmis,
+                &vmi,
+                json!({"targetNodeAddress": "10.0.0.250"}),
+                None,
+            )
+            .await?;
             set_phase(&api, &m, "TargetReady", json!({})).await?;
         }
         "TargetReady" => {
@@ -318,7 +322,10 @@ async fn abort(
     let ours = str_at(&vmi.data, "/status/migrationState/migrationUid") == Some(uid.as_str());
     if ACTIVE.contains(&phase) {
         let mut extra = json!({});
-        if ours && HANDED_OFF.contains(&phase) {
+        if ours && !HANDED_OFF.contains(&phase) {
+            let fresh = mark_failed_on_vmi(ctx, m, vmi).await?;
+            extra["migrationState"] = json!(fresh.data.pointer("/status/migrationState"));
+        } else if ours {
             let state = json!({"abortRequested": true, "abortStatus": "Succeeded", "completed": true,
                 "failed": true, "failureReason": ABORTED, "endTimestamp": now()});
             set_vmi_state(vmis, vmi, state, None).await?;
@@ -385,6 +392,7 @@ async fn fail(
     vmi: &DynamicObject,
     why: &str,
 ) -> Result<Action> {
+    let vmi = &mark_failed_on_vmi(ctx, m, vmi).await?;
     let mut extra = json!({});
     if str_at(&vmi.data, "/status/migrationState/migrationUid") == m.uid().as_deref() {
         extra["migrationState"] = json!(vmi.data.pointer("/status/migrationState"));
@@ -395,6 +403,42 @@ async fn fail(
         collect_finished(api, &vmi.name_any()).await?;
     }
     Ok(Action::await_change())
+}
+
+/// `handleMarkMigrationFailedOnVMI`: a migration that ends before the source reported
+/// leaves the VMI's migrationState failed and completed ("Target pod is down"), so the
+/// next migration may take it over. Returns the VMI as it now is.
+async fn mark_failed_on_vmi(
+    ctx: &Ctx,
+    m: &DynamicObject,
+    vmi: &DynamicObject,
+) -> Result<DynamicObject> {
+    let state = vmi
+        .data
+        .pointer("/status/migrationState")
+        .cloned()
+        .unwrap_or_default();
+    let ours = str_at(&state, "/migrationUid") == m.uid().as_deref();
+    if !ours || state.get("completed") == Some(&Value::Bool(true)) {
+        return Ok(vmi.clone());
+    }
+    let mut mark = json!({"failed": true, "completed": true});
+    for (k, v) in [
+        ("endTimestamp", json!(now())),
+        ("startTimestamp", json!(now())),
+        ("failureReason", json!("Target pod is down")),
+    ] {
+        if state.get(k).is_none_or(Value::is_null) {
+            mark[k] = v;
+        }
+    }
+    let vmis = util::api(
+        &ctx.client,
+        &util::vmi(),
+        &vmi.namespace().unwrap_or_default(),
+    );
+    set_vmi_state(&vmis, vmi, mark, None).await?;
+    Ok(vmis.get(&vmi.name_any()).await?)
 }
 
 /// `garbageCollectFinalizedMigrations`: keeps the newest [`KEEP_FINISHED`] finished
