@@ -11,6 +11,7 @@ mod scheduler;
 mod storage;
 pub mod util;
 mod vm;
+mod vm_status;
 mod vmi;
 mod vmi_status;
 

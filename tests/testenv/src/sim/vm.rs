@@ -1,8 +1,9 @@
-//! virt-controller for VirtualMachines: `runStrategy` (Always, Halted, Manual,
-//! RerunOnFailure, Once) and `status.stateChangeRequests` → a VMI of the same name owned by
-//! the VM; DataVolumes from `dataVolumeTemplates`; `status.printableStatus`, `ready`,
-//! `created` and conditions.
+//! virt-controller for VirtualMachines (upstream `pkg/virt-controller/watch/vm/vm.go`):
+//! the VM finalizer, DataVolumes from `dataVolumeTemplates` (the VMI waits for them), the
+//! run strategies and `status.stateChangeRequests` → a VMI of the same name owned by the VM;
+//! the status itself is `vm_status`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -12,19 +13,25 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use super::util::{
-    self, condition_status, conditions, ok_unless_conflict, patch_status, set_condition, str_at,
-};
+use super::util::{self, ok_unless_conflict, patch_object, set_finalizer, str_at};
+use super::vm_status::{self, Pass};
 use super::{ANN_IGNORE_ACPI, Ctx};
 use crate::error::{Error, Result};
+
+/// Upstream's `VirtualMachineControllerFinalizer` (NB: its spelling, without the final "r").
+pub const FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
 
 pub(crate) async fn run(ctx: Arc<Ctx>) {
     let ar = util::vm();
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
     let vmi_ar = util::vmi();
     let vmis = Api::<DynamicObject>::all_with(ctx.client.clone(), &vmi_ar);
+    let dv_ar = util::dv();
+    let dvs = Api::<DynamicObject>::all_with(ctx.client.clone(), &dv_ar);
     Controller::new_with(api, watcher::Config::default(), ar)
         .owns_with(vmis, vmi_ar, watcher::Config::default())
+        // The VM waits for the DataVolumes of its templates, which it owns.
+        .owns_with(dvs, dv_ar, watcher::Config::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
@@ -47,180 +54,163 @@ pub fn run_strategy(vm: &DynamicObject) -> String {
     }
 }
 
+/// True for a VMI in phase Succeeded or Failed (upstream `IsFinal`).
+pub fn is_final(vmi: &DynamicObject) -> bool {
+    matches!(
+        str_at(&vmi.data, "/status/phase"),
+        Some("Succeeded" | "Failed")
+    )
+}
+
+/// The first state-change request is a Stop for this VMI (upstream `hasStopRequestForVMI`).
+pub fn has_stop_request_for(requests: &[Value], vmi: &DynamicObject) -> bool {
+    requests.first().is_some_and(|r| {
+        str_at(r, "/action") == Some("Stop") && str_at(r, "/uid") == vmi.metadata.uid.as_deref()
+    })
+}
+
+/// The first state-change request is a Start (upstream `hasStartRequest`).
+pub fn has_start_request(requests: &[Value]) -> bool {
+    requests
+        .first()
+        .is_some_and(|r| str_at(r, "/action") == Some("Start"))
+}
+
 async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
-    if vm.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
     let vms = util::api(&ctx.client, &util::vm(), &ns);
     let vmis = util::api(&ctx.client, &util::vmi(), &ns);
-    let retry = Action::requeue(ctx.cfg().retry_interval);
-    create_data_volumes(&ctx, &vm).await?;
-    let vmi = vmis.get_opt(&name).await?;
-    let deleting = vmi
-        .as_ref()
-        .is_some_and(|v| v.metadata.deletion_timestamp.is_some());
-    let vmi_phase = vmi
-        .as_ref()
-        .and_then(|v| str_at(&v.data, "/status/phase"))
-        .unwrap_or("")
-        .to_owned();
-    let final_phase = matches!(vmi_phase.as_str(), "Succeeded" | "Failed");
-    let mut requests = vm
-        .data
-        .pointer("/status/stateChangeRequests")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    // A VMI of this name that another VM (or nobody) controls is not ours.
+    let vmi = vmis.get_opt(&name).await?.filter(|v| {
+        v.owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == vm.metadata.uid.as_ref())
+    });
+    let mut pass = Pass {
+        requests: vm
+            .data
+            .pointer("/status/stateChangeRequests")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+        ..Pass::default()
+    };
 
-    if let Some(first) = requests.first().cloned() {
-        match str_at(&first, "/action") {
-            Some("Stop") => {
-                let wanted_uid = str_at(&first, "/uid");
-                match &vmi {
-                    Some(v) if wanted_uid.is_none_or(|u| Some(u) == v.metadata.uid.as_deref()) => {
-                        if !deleting {
-                            ok_unless_conflict(vmis.delete(&name, &DeleteParams::default()).await)?;
-                        }
-                        return Ok(Action::await_change());
-                    }
-                    _ => {
-                        requests.remove(0);
-                    }
-                }
-            }
-            Some("Start") => {
-                if vmi.is_some() {
-                    if deleting {
-                        return Ok(retry);
-                    }
-                } else {
-                    create_vmi(&ctx, &vm).await?;
-                }
-                requests.remove(0);
-            }
+    // As upstream's sync: a VM being deleted stops its VMI, then drops its finalizer.
+    if vm.metadata.deletion_timestamp.is_some() {
+        let orphan = vm.finalizers().iter().any(|f| f == "orphan");
+        match &vmi {
+            Some(v) if !orphan => pass.stopping = stop_vmi(&vmis, v).await?,
             _ => {
-                requests.remove(0);
+                set_finalizer(&vms, &vm, FINALIZER, false).await?;
+                return Ok(Action::await_change());
             }
         }
-    } else {
-        let strategy = run_strategy(&vm);
-        let start = match strategy.as_str() {
-            "Always" | "RerunOnFailure" | "Once" => vmi.is_none(),
-            _ => false,
-        };
-        let stop = match strategy.as_str() {
-            "Halted" => vmi.is_some(),
-            "Always" => final_phase,
-            "RerunOnFailure" => vmi_phase == "Failed",
-            _ => false,
-        };
-        if start {
-            if !create_vmi(&ctx, &vm).await? {
-                return Ok(retry);
-            }
-        } else if stop && !deleting {
-            ok_unless_conflict(vmis.delete(&name, &DeleteParams::default()).await)?;
-        }
+        vm_status::write(&ctx, &vms, &vm, vmi.as_ref(), &mut pass).await?;
+        return Ok(Action::await_change());
+    }
+    if !vm.finalizers().iter().any(|f| f == FINALIZER) {
+        set_finalizer(&vms, &vm, FINALIZER, true).await?;
+        return Ok(Action::await_change());
     }
 
-    let status = status_for(&vm, vmi.as_ref(), &requests);
-    let mut current = vm.data.get("status").cloned().unwrap_or_else(|| json!({}));
-    if let Some(m) = current.as_object_mut() {
-        m.retain(|_, v| !v.is_null());
+    let strategy = run_strategy(&vm);
+    let dvs_ready = handle_data_volumes(&ctx, &vm, &mut pass.dvs).await?;
+    // As upstream: "not sure why we allow to proceed when halted but preserving legacy
+    // behavior" — any other strategy waits here for its DataVolumes.
+    if dvs_ready || strategy == "Halted" {
+        sync_run_strategy(&ctx, &vm, vmi.as_ref(), &strategy, &mut pass).await?;
     }
-    let mut wanted = status.clone();
-    if let Some(m) = wanted.as_object_mut() {
-        m.retain(|_, v| !v.is_null());
+    if pass.spec_written {
+        return Ok(Action::await_change());
     }
-    if current != wanted {
-        patch_status(&vms, &vm, status).await?;
-    }
+    vm_status::write(&ctx, &vms, &vm, vmi.as_ref(), &mut pass).await?;
     Ok(Action::await_change())
 }
 
-fn status_for(vm: &DynamicObject, vmi: Option<&DynamicObject>, requests: &[Value]) -> Value {
-    let vmi_conds = vmi.map(|v| conditions(&v.data)).unwrap_or_default();
+/// As upstream's `syncRunStrategy`: what each strategy does with the VMI there is (or not).
+async fn sync_run_strategy(
+    ctx: &Ctx,
+    vm: &DynamicObject,
+    vmi: Option<&DynamicObject>,
+    strategy: &str,
+    pass: &mut Pass,
+) -> Result<()> {
+    let vmis = util::api(
+        &ctx.client,
+        &util::vmi(),
+        &vm.namespace().unwrap_or_default(),
+    );
     let phase = vmi
         .and_then(|v| str_at(&v.data, "/status/phase"))
         .unwrap_or("");
-    let paused = condition_status(&vmi_conds, "Paused") == Some("True");
-    let migrating = vmi.is_some_and(|v| {
-        v.data.pointer("/status/migrationState").is_some()
-            && v.data.pointer("/status/migrationState/completed") != Some(&Value::Bool(true))
-    });
-    let ready = phase == "Running" && condition_status(&vmi_conds, "Ready") == Some("True");
-    let printable = match vmi {
-        None => "Stopped",
-        Some(v) if v.metadata.deletion_timestamp.is_some() => "Stopping",
-        Some(_) => match phase {
-            "Running" if paused => "Paused",
-            "Running" if migrating => "Migrating",
-            "Running" => "Running",
-            "Succeeded" | "Failed" => "Stopped",
-            _ => {
-                let waiting = vmi_conds.iter().find(|c| {
-                    c.get("status").and_then(Value::as_str) == Some("False")
-                        && matches!(
-                            c.get("type").and_then(Value::as_str),
-                            Some("PodScheduled" | "DataVolumesReady")
-                        )
-                });
-                match waiting.and_then(|c| c.get("reason").and_then(Value::as_str)) {
-                    Some("Unschedulable") => "ErrorUnschedulable",
-                    Some("WaitingForVolumeBinding") => "WaitingForVolumeBinding",
-                    Some("Provisioning") => "Provisioning",
-                    _ => "Starting",
-                }
+    let stop_requested = vmi.is_some_and(|v| has_stop_request_for(&pass.requests, v));
+    match (strategy, vmi) {
+        // Always: a stop request or a finished VMI is a restart (delete, then start).
+        ("Always", Some(v)) if stop_requested || is_final(v) => {
+            pass.stopping = stop_vmi(&vmis, v).await?;
+        }
+        ("Always" | "Once", None) => start_vmi(ctx, vm, pass).await?,
+        // RerunOnFailure: a finished VMI is deleted; only a failed one is started again
+        // (through a Start request); a Succeeded one stays stopped.
+        ("RerunOnFailure", Some(v))
+            if v.metadata.deletion_timestamp.is_none()
+                && (stop_requested || matches!(phase, "Failed" | "Succeeded")) =>
+        {
+            pass.stopping = stop_vmi(&vmis, v).await?;
+            if phase == "Failed" {
+                pass.requests.push(json!({"action": "Start"}));
             }
-        },
-    };
-    let mut conds = conditions(&vm.data);
-    if ready {
-        set_condition(&mut conds, "Ready", true, "", "");
-    } else if vmi.is_none() {
-        set_condition(
-            &mut conds,
-            "Ready",
-            false,
-            "VMINotExists",
-            "VMI does not exist",
-        );
-    } else {
-        set_condition(
-            &mut conds,
-            "Ready",
-            false,
-            "VMINotReady",
-            "VMI is not ready",
-        );
+        }
+        // As upstream's shouldStartRerunOnFailure: a Start request, or a strategy just
+        // switched to (status.runStrategy still differs: a new VM too).
+        ("RerunOnFailure", None)
+            if has_start_request(&pass.requests)
+                || str_at(&vm.data, "/status/runStrategy") != Some(strategy) =>
+        {
+            start_vmi(ctx, vm, pass).await?;
+        }
+        ("Manual", Some(v)) if stop_requested => pass.stopping = stop_vmi(&vmis, v).await?,
+        ("Manual", None) if has_start_request(&pass.requests) => {
+            start_vmi(ctx, vm, pass).await?;
+        }
+        // Halted with a Start request (a paused start) becomes Always.
+        ("Halted", None) if has_start_request(&pass.requests) => {
+            let vms = util::api(
+                &ctx.client,
+                &util::vm(),
+                &vm.namespace().unwrap_or_default(),
+            );
+            let spec = if vm.data.pointer("/spec/runStrategy").is_some() {
+                json!({"runStrategy": "Always"})
+            } else {
+                json!({"running": true})
+            };
+            patch_object(&vms, vm, json!({"spec": spec})).await?;
+            pass.spec_written = true;
+        }
+        ("Halted", Some(v)) => pass.stopping = stop_vmi(&vmis, v).await?,
+        _ => {}
     }
-    if paused {
-        set_condition(
-            &mut conds,
-            "Paused",
-            true,
-            "PausedByUser",
-            "VMI was paused by user",
-        );
-    } else {
-        util::remove_condition(&mut conds, "Paused");
-    }
-    let generation = vm.metadata.generation;
-    json!({
-        "printableStatus": printable,
-        "ready": if ready { json!(true) } else { Value::Null },
-        "created": if vmi.is_some() { json!(true) } else { Value::Null },
-        "conditions": conds,
-        "observedGeneration": generation,
-        "desiredGeneration": generation,
-        "stateChangeRequests": if requests.is_empty() { Value::Null } else { json!(requests) },
-    })
+    Ok(())
 }
 
-/// Creates the VMI from `spec.template`; `Ok(false)` when the old one is still there.
-async fn create_vmi(ctx: &Ctx, vm: &DynamicObject) -> Result<bool> {
+/// Deletes the VMI unless it is being deleted; true when this pass issued the delete
+/// (upstream's stop expectation, which the printable status reads as `Stopping`).
+async fn stop_vmi(vmis: &Api<DynamicObject>, vmi: &DynamicObject) -> Result<bool> {
+    if vmi.metadata.deletion_timestamp.is_some() {
+        return Ok(false);
+    }
+    let deleted = ok_unless_conflict(vmis.delete(&vmi.name_any(), &DeleteParams::default()).await)?;
+    if deleted {
+        tracing::info!(vmi = %vmi.name_any(), "VM controller deleted its VMI");
+    }
+    Ok(deleted)
+}
+
+/// As upstream's `startVMI`: creates the VMI from `spec.template`.
+async fn start_vmi(ctx: &Ctx, vm: &DynamicObject, pass: &mut Pass) -> Result<()> {
     let ns = vm.namespace().unwrap_or_default();
     let name = vm.name_any();
     let template = vm
@@ -252,30 +242,47 @@ async fn create_vmi(ctx: &Ctx, vm: &DynamicObject) -> Result<bool> {
     match vmis.create(&PostParams::default(), &obj).await {
         Ok(_) => {
             tracing::info!(vm = %format!("{ns}/{name}"), "created VMI");
-            Ok(true)
+            pass.start_expected = true;
+            Ok(())
         }
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        // The old VMI is still there (being deleted): the VMI watch brings us back.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
 
-async fn create_data_volumes(ctx: &Ctx, vm: &DynamicObject) -> Result<()> {
+/// As upstream's `handleDataVolumes`: creates the DataVolumes of `dataVolumeTemplates`
+/// that do not exist; true when every one is Succeeded, WaitForFirstConsumer or
+/// PendingPopulation. The DataVolumes read are kept in `seen` for the status.
+async fn handle_data_volumes(
+    ctx: &Ctx,
+    vm: &DynamicObject,
+    seen: &mut HashMap<String, Option<DynamicObject>>,
+) -> Result<bool> {
     let Some(templates) = vm
         .data
         .pointer("/spec/dataVolumeTemplates")
         .and_then(Value::as_array)
     else {
-        return Ok(());
+        return Ok(true);
     };
     let ns = vm.namespace().unwrap_or_default();
     let dvs = util::api(&ctx.client, &util::dv(), &ns);
+    let mut ready = true;
     for t in templates {
         let Some(name) = str_at(t, "/metadata/name") else {
             continue;
         };
-        if dvs.get_opt(name).await?.is_some() {
+        if let Some(dv) = dvs.get_opt(name).await? {
+            let phase = str_at(&dv.data, "/status/phase").unwrap_or("");
+            ready &= matches!(
+                phase,
+                "Succeeded" | "WaitForFirstConsumer" | "PendingPopulation"
+            );
+            seen.insert(name.to_owned(), Some(dv));
             continue;
         }
+        ready = false;
         let mut meta = t.get("metadata").cloned().unwrap_or_else(|| json!({}));
         meta["namespace"] = json!(ns);
         meta["ownerReferences"] = json!([{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachine",
@@ -284,10 +291,12 @@ async fn create_data_volumes(ctx: &Ctx, vm: &DynamicObject) -> Result<()> {
             "metadata": meta, "spec": t.get("spec").cloned().unwrap_or_else(|| json!({}))});
         let obj: DynamicObject = serde_json::from_value(body)?;
         match dvs.create(&PostParams::default(), &obj).await {
-            Ok(_) => {}
+            Ok(dv) => {
+                seen.insert(name.to_owned(), Some(dv));
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    Ok(ready)
 }

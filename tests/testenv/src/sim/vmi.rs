@@ -20,6 +20,7 @@ use super::util::{
     self, annotation, conditions, patch_status, remove_condition, set_condition, set_finalizer,
     str_at,
 };
+use super::vmi_status::{Readiness, VolumesReady};
 use super::{ANN_GUEST_EXIT, Ctx, scheduler, vmi_status};
 use crate::error::{Error, Result};
 
@@ -28,10 +29,11 @@ pub const FINALIZER: &str = "foregroundDeleteVirtualMachine";
 
 pub(crate) async fn run(ctx: Arc<Ctx>) {
     let ar = util::vmi();
+    let dv_ar = util::dv();
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
     let controller = Controller::new_with(api, watcher::Config::default(), ar.clone());
-    let (store, store2) = (controller.store(), controller.store());
-    let (ar1, ar2) = (ar.clone(), ar);
+    let (store, store2, store3) = (controller.store(), controller.store(), controller.store());
+    let (ar1, ar2, ar3) = (ar.clone(), ar.clone(), ar);
     controller
         // A node change wakes the VMIs on it and those still waiting for a node.
         .watches(
@@ -54,22 +56,38 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
         .watches(
             Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
             watcher::Config::default(),
-            move |pvc: PersistentVolumeClaim| {
-                let ns = pvc.namespace();
-                store2
-                    .state()
-                    .into_iter()
-                    .filter(|v| {
-                        v.namespace() == ns
-                            && str_at(&v.data, "/status/phase") == Some("Scheduling")
-                    })
-                    .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar2.clone()))
-                    .collect::<Vec<_>>()
-            },
+            move |pvc: PersistentVolumeClaim| waiting_in(&store2, pvc.namespace(), &ar2),
+        )
+        // So does a DataVolume change (upstream's vmi.go watches DataVolumes too).
+        .watches_with(
+            Api::<DynamicObject>::all_with(ctx.client.clone(), &dv_ar),
+            dv_ar.clone(),
+            watcher::Config::default(),
+            move |dv: DynamicObject| waiting_in(&store3, dv.namespace(), &ar3),
         )
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;
+}
+
+/// The VMIs of `ns` (from the controller's own store) that have not started yet.
+fn waiting_in(
+    store: &kube::runtime::reflector::Store<DynamicObject>,
+    ns: Option<String>,
+    ar: &kube::api::ApiResource,
+) -> Vec<ObjectRef<DynamicObject>> {
+    store
+        .state()
+        .into_iter()
+        .filter(|v| {
+            v.namespace() == ns
+                && matches!(
+                    str_at(&v.data, "/status/phase"),
+                    None | Some("" | "Pending" | "Scheduling")
+                )
+        })
+        .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar.clone()))
+        .collect()
 }
 
 fn error_policy(_: Arc<DynamicObject>, e: &Error, _: Arc<Ctx>) -> Action {
@@ -95,7 +113,10 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
                 set_finalizer(&api, &vmi, FINALIZER, true).await?;
                 return Ok(Action::await_change());
             }
+            let mut conds = conditions(&vmi.data);
+            vmi_status::set_ready(&mut conds, Readiness::PodNotExists);
             let status = json!({"phase": "Pending", "qosClass": "Burstable", "guestOSInfo": {},
+                "conditions": conds,
                 "phaseTransitionTimestamps": [{"phase": "Pending", "phaseTransitionTimestamp": util::now()}]});
             patch_status(&api, &vmi, status).await?;
         }
@@ -103,7 +124,22 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
             if let Some(rest) = ctx.wait(format!("vmi/{uid}/pending"), cfg.scheduling_delay) {
                 return Ok(Action::requeue(rest));
             }
-            set_phase(&api, &vmi, "Scheduling", json!({})).await?;
+            // As upstream's lifecycle.go sync: no pod before the volumes are ready.
+            let mut conds = conditions(&vmi.data);
+            let volumes = vmi_status::volumes_ready(&ctx, &vmi, &mut conds).await?;
+            if volumes == VolumesReady::Yes {
+                vmi_status::set_ready(&mut conds, Readiness::GuestNotRunning);
+                set_phase(&api, &vmi, "Scheduling", json!({"conditions": conds})).await?;
+                return Ok(Action::await_change());
+            }
+            if vmi_status::changed(&vmi, &conds) {
+                patch_status(&api, &vmi, json!({"conditions": conds})).await?;
+            }
+            if volumes == VolumesReady::WaitForFirstConsumer {
+                // Upstream's temporary pod: the scheduler picks a node for the claims.
+                vmi_status::select_node_for_claims(&ctx, &vmi).await?;
+            }
+            return Ok(Action::requeue(cfg.retry_interval));
         }
         "Scheduling" => {
             if let Some(rest) = ctx.wait(format!("vmi/{uid}/scheduling"), cfg.scheduling_delay) {
@@ -126,14 +162,17 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
                     "Succeeded"
                 };
                 let mut conds = conditions(&vmi.data);
-                set_condition(
-                    &mut conds,
-                    "Ready",
-                    false,
-                    "GuestShutdown",
-                    "the guest shut down",
-                );
+                vmi_status::set_ready(&mut conds, Readiness::PodTerminating);
                 set_phase(&api, &vmi, phase, json!({"conditions": conds})).await?;
+                return Ok(Action::await_change());
+            }
+            // As upstream's syncPausedConditionToPod + syncReadyConditionFromPod: a paused
+            // VMI turns its pod's readiness gate off, so the VMI is not Ready.
+            let mut conds = conditions(&vmi.data);
+            let readiness = vmi_status::running_readiness(&conds);
+            vmi_status::set_ready(&mut conds, readiness);
+            if vmi_status::changed(&vmi, &conds) {
+                patch_status(&api, &vmi, json!({"conditions": conds})).await?;
                 return Ok(Action::await_change());
             }
             let node = str_at(&vmi.data, "/status/nodeName").unwrap_or("");
@@ -149,14 +188,9 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
                 if let Some(rest) = ctx.wait(key, cfg.node_failure_delay) {
                     return Ok(Action::requeue(rest.min(cfg.retry_interval)));
                 }
+                // The launcher pod still looks alive to the API: the guest is not running.
                 let mut conds = conditions(&vmi.data);
-                set_condition(
-                    &mut conds,
-                    "Ready",
-                    false,
-                    "NodeUnresponsive",
-                    &format!("node {node} is not ready"),
-                );
+                vmi_status::set_ready(&mut conds, Readiness::GuestNotRunning);
                 set_phase(
                     &api,
                     &vmi,
@@ -190,6 +224,9 @@ pub async fn set_phase(
     patch_status(api, vmi, extra).await
 }
 
+/// The Scheduling phase: a node for the launcher pod (the claims' selected node if one
+/// was chosen), then, as kube-scheduler's volume binding does, unbound claims are given
+/// that node and the pod waits until they are Bound.
 async fn schedule(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) -> Result<Action> {
     let ns = vmi.namespace().unwrap_or_default();
     let again = Action::requeue(ctx.cfg().retry_interval);
@@ -209,60 +246,34 @@ async fn schedule(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) -> R
             Err(reason) => {
                 let mut conds = conditions(&vmi.data);
                 set_condition(&mut conds, "PodScheduled", false, "Unschedulable", &reason);
-                if conditions(&vmi.data) != conds {
+                if vmi_status::changed(vmi, &conds) {
                     patch_status(api, vmi, json!({"conditions": conds})).await?;
                 }
                 return Ok(again);
             }
         },
     };
-    let mut waiting = None;
+    let mut unbound = false;
     for (claim, pvc) in &claims_now {
         let Some(pvc) = pvc else {
-            waiting = Some(("Provisioning", format!("PVC {claim} does not exist yet")));
+            unbound = true;
             continue;
         };
-        let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
-        if !bound {
+        if pvc.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound") {
             if !pvc.annotations().contains_key(SELECTED_NODE) {
                 let body = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
                 pvcs.patch(claim, &PatchParams::default(), &Patch::Merge(&body))
                     .await?;
             }
-            waiting = Some((
-                "WaitingForVolumeBinding",
-                format!("PVC {claim} is not bound yet"),
-            ));
-            continue;
-        }
-        let dvs = util::api(&ctx.client, &util::dv(), &ns);
-        if let Some(dv) = dvs.get_opt(claim).await?
-            && str_at(&dv.data, "/status/phase") != Some("Succeeded")
-        {
-            waiting = Some((
-                "Provisioning",
-                format!("DataVolume {claim} is not ready yet"),
-            ));
+            unbound = true;
         }
     }
-    let mut conds = conditions(&vmi.data);
-    if let Some((reason, message)) = waiting {
-        set_condition(&mut conds, "DataVolumesReady", false, reason, &message);
-        if conditions(&vmi.data) != conds {
-            patch_status(api, vmi, json!({"conditions": conds})).await?;
-        }
+    if unbound {
         return Ok(again);
     }
+    let mut conds = conditions(&vmi.data);
     remove_condition(&mut conds, "PodScheduled");
-    if !claims_now.is_empty() {
-        set_condition(
-            &mut conds,
-            "DataVolumesReady",
-            true,
-            "AllDVsReady",
-            "All of the VMI's DVs are bound and ready",
-        );
-    }
+    vmi_status::aggregate_data_volumes(ctx, vmi, &mut conds).await?;
     if set_phase(
         api,
         vmi,

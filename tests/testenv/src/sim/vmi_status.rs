@@ -1,23 +1,314 @@
-//! virt-handler's side of a VMI: the status of a running guest (interfaces, conditions
-//! Ready / LiveMigratable / AgentConnected, volume status) and graceful shutdown.
+//! A VMI's status: its `Ready` condition in every phase, the readiness of its volumes
+//! (virt-controller's side), and virt-handler's side: the status of a running guest
+//! (interfaces, LiveMigratable, AgentConnected, volume status) and graceful shutdown.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
-use kube::api::{Api, DynamicObject};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 
-use super::storage::claims;
-use super::util::{conditions, flag, patch_status, set_condition, set_finalizer, str_at};
+use super::storage::{SELECTED_NODE, claims};
+use super::util::{
+    self, condition_status, conditions, flag, patch_status, remove_condition, set_condition,
+    set_finalizer, str_at,
+};
 use super::vmi::FINALIZER;
-use super::{ANN_IGNORE_ACPI, Ctx};
+use super::{ANN_IGNORE_ACPI, Ctx, scheduler};
 use crate::error::Result;
+
+/// The readiness gate KubeVirt puts on the virt-launcher pod; pausing turns it off.
+pub const UNPAUSED_GATE: &str = "kubevirt.io/virtual-machine-unpaused";
+
+/// The VMI's `Ready` condition, as upstream's `syncReadyConditionFromPod` derives it from
+/// the virt-launcher pod (which the simulator does not create: the phase stands for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// No pod yet (phase Pending).
+    PodNotExists,
+    /// A pod, no running guest (Scheduling, Scheduled; a lost node).
+    GuestNotRunning,
+    /// The pod is going down (deletion, guest exit, final phases).
+    PodTerminating,
+    /// Running and not paused: the pod is Ready.
+    Ready,
+    /// Running and paused: the pod's readiness gate is False, so the pod is not Ready.
+    Paused,
+}
+
+/// Sets the `Ready` condition (the transition time kept while the status holds).
+pub fn set_ready(conds: &mut Vec<Value>, readiness: Readiness) {
+    let gate =
+        format!("the status of pod readiness gate \"{UNPAUSED_GATE}\" is not \"True\", but False");
+    let (ready, reason, message) = match readiness {
+        Readiness::PodNotExists => (
+            false,
+            "PodNotExists",
+            "virt-launcher pod has not yet been scheduled",
+        ),
+        Readiness::GuestNotRunning => (
+            false,
+            "GuestNotRunning",
+            "Guest VM is not reported as running",
+        ),
+        Readiness::PodTerminating => (false, "PodTerminating", "virt-launcher pod is terminating"),
+        Readiness::Ready => (true, "", ""),
+        // The kubelet's words for a readiness gate that is not True.
+        Readiness::Paused => (false, "ReadinessGatesNotReady", gate.as_str()),
+    };
+    set_condition(conds, "Ready", ready, reason, message);
+}
+
+/// True when `conds` differ from the VMI's own (nulls, which the API server drops, aside):
+/// a write of equal conditions changes nothing and brings no watch event.
+pub fn changed(vmi: &DynamicObject, conds: &[Value]) -> bool {
+    let mine: Vec<Value> = conds.iter().cloned().map(without_nulls).collect();
+    let theirs: Vec<Value> = conditions(&vmi.data)
+        .into_iter()
+        .map(without_nulls)
+        .collect();
+    mine != theirs
+}
+
+/// The value with every null object member removed, as the API server stores it.
+pub fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+        other => other,
+    }
+}
+
+/// A Running VMI's readiness: not Ready while paused.
+pub fn running_readiness(conds: &[Value]) -> Readiness {
+    if condition_status(conds, "Paused") == Some("True") {
+        Readiness::Paused
+    } else {
+        Readiness::Ready
+    }
+}
+
+/// Whether a VMI's volumes let its pod be created (upstream `areDataVolumesReady`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VolumesReady {
+    /// Every claim exists and is populated.
+    Yes,
+    /// A claim is missing or still being populated.
+    No,
+    /// Populated but for WaitForFirstConsumer DataVolumes: a node must be chosen first.
+    WaitForFirstConsumer,
+}
+
+/// Judges the VMI's (not hot-plugged) claims and sets the conditions upstream's
+/// `lifecycle.go` sets in Pending: a missing PVC is `Synchronized=False` reason
+/// `FailedPvcNotFound` (and `PodScheduled=False` Unschedulable); WaitForFirstConsumer is
+/// `Provisioning=True`; `DataVolumesReady` aggregated.
+pub async fn volumes_ready(
+    ctx: &Ctx,
+    vmi: &DynamicObject,
+    conds: &mut Vec<Value>,
+) -> Result<VolumesReady> {
+    let ns = vmi.namespace().unwrap_or_default();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let dvs = util::api(&ctx.client, &util::dv(), &ns);
+    let mut ready = true;
+    let mut wffc = false;
+    let mut found = Vec::new();
+    for claim in cold_claims(vmi) {
+        if pvcs.get_opt(&claim).await?.is_none() {
+            let message = format!("PVC {ns}/{claim} does not exist, waiting for it to appear");
+            set_condition(conds, "Synchronized", false, "FailedPvcNotFound", &message);
+            set_condition(conds, "PodScheduled", false, "Unschedulable", &message);
+            return Ok(VolumesReady::No);
+        }
+        // A claim that is no DataVolume's is ready as it is.
+        let Some(dv) = dvs.get_opt(&claim).await? else {
+            continue;
+        };
+        let phase = str_at(&dv.data, "/status/phase").unwrap_or("");
+        let populated = matches!(phase, "Succeeded" | "PendingPopulation");
+        let waits = !populated && phase == "WaitForFirstConsumer";
+        wffc |= waits;
+        ready &= populated || waits;
+        found.push(dv);
+    }
+    remove_condition(conds, "Synchronized");
+    aggregate(conds, &found);
+    if !ready {
+        return Ok(VolumesReady::No);
+    }
+    if wffc {
+        if condition_status(conds, "Provisioning").is_none() {
+            conds.push(json!({"type": "Provisioning", "status": "True",
+                "lastProbeTime": null, "lastTransitionTime": null}));
+        }
+        return Ok(VolumesReady::WaitForFirstConsumer);
+    }
+    remove_condition(conds, "Provisioning");
+    remove_condition(conds, "PodScheduled");
+    Ok(VolumesReady::Yes)
+}
+
+/// The claims of the VMI's volumes that are not hot-plugged.
+fn cold_claims(vmi: &DynamicObject) -> Vec<String> {
+    vmi.data
+        .pointer("/spec/volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| {
+            let (claim, hot) = match (v.get("persistentVolumeClaim"), v.get("dataVolume")) {
+                (Some(p), _) => (str_at(p, "/claimName"), p.get("hotpluggable")),
+                (None, Some(d)) => (str_at(d, "/name"), d.get("hotpluggable")),
+                _ => (None, None),
+            };
+            claim
+                .filter(|_| hot != Some(&json!(true)))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// As upstream's `aggregateDataVolumesConditions`: `DataVolumesReady` from the
+/// DataVolumes' own `Ready` conditions (none: no condition).
+fn aggregate(conds: &mut Vec<Value>, dvs: &[DynamicObject]) {
+    if dvs.is_empty() {
+        return;
+    }
+    let mut status = "True";
+    for dv in dvs {
+        match condition_status(&conditions(&dv.data), "Ready") {
+            Some("True") => {}
+            Some("False") => status = "False",
+            _ if status == "True" => status = "Unknown",
+            _ => {}
+        }
+    }
+    let (reason, message) = if status == "True" {
+        ("AllDVsReady", "All of the VMI's DVs are bound and ready")
+    } else {
+        ("NotAllDVsReady", "Not all of the VMI's DVs are ready")
+    };
+    let since = conds
+        .iter()
+        .find(|c| {
+            str_at(c, "/type") == Some("DataVolumesReady") && str_at(c, "/status") == Some(status)
+        })
+        .and_then(|c| c.get("lastTransitionTime").cloned())
+        .unwrap_or_else(|| json!(util::now()));
+    remove_condition(conds, "DataVolumesReady");
+    conds.push(
+        json!({"type": "DataVolumesReady", "status": status, "reason": reason,
+        "message": message, "lastProbeTime": null, "lastTransitionTime": since}),
+    );
+}
+
+/// [`aggregate`] over the DataVolumes of the VMI's claims.
+pub async fn aggregate_data_volumes(
+    ctx: &Ctx,
+    vmi: &DynamicObject,
+    conds: &mut Vec<Value>,
+) -> Result<()> {
+    let dvs = util::api(
+        &ctx.client,
+        &util::dv(),
+        &vmi.namespace().unwrap_or_default(),
+    );
+    let mut found = Vec::new();
+    for claim in cold_claims(vmi) {
+        if let Some(dv) = dvs.get_opt(&claim).await? {
+            found.push(dv);
+        }
+    }
+    aggregate(conds, &found);
+    Ok(())
+}
+
+/// Upstream's temporary pod for WaitForFirstConsumer DataVolumes: the scheduler picks a
+/// node and the claims are given it, so they bind and CDI can populate them.
+pub async fn select_node_for_claims(ctx: &Ctx, vmi: &DynamicObject) -> Result<()> {
+    let ns = vmi.namespace().unwrap_or_default();
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut unselected = Vec::new();
+    for claim in claims(&vmi.data) {
+        if let Some(pvc) = pvcs.get_opt(&claim).await? {
+            let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
+            if !bound && !pvc.annotations().contains_key(SELECTED_NODE) {
+                unselected.push(claim);
+            }
+        }
+    }
+    if unselected.is_empty() {
+        return Ok(());
+    }
+    let Ok(node) = scheduler::pick(ctx, vmi, None, &BTreeMap::new()).await? else {
+        return Ok(());
+    };
+    for claim in unselected {
+        let body = json!({"metadata": {"annotations": {SELECTED_NODE: node}}});
+        pvcs.patch(&claim, &PatchParams::default(), &Patch::Merge(&body))
+            .await?;
+    }
+    Ok(())
+}
+
+/// As upstream's `VerifyVMIMigratable` (`pkg/network/vmispec/interface.go`): the pod
+/// network must be bound with masquerade or passt (bridge only with
+/// `kubevirt.io/allow-pod-bridge-network-live-migration`); no binding plugins here.
+fn interface_migratable(vmi: &DynamicObject) -> std::result::Result<(), String> {
+    let ifaces = vmi
+        .data
+        .pointer("/spec/domain/devices/interfaces")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if ifaces.is_empty() {
+        return Ok(());
+    }
+    let networks = vmi
+        .data
+        .pointer("/spec/networks")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some(pod_net) = networks
+        .iter()
+        .find(|n| n.get("pod").is_some())
+        .and_then(|n| str_at(n, "/name"))
+    else {
+        return Ok(());
+    };
+    let Some(primary) = ifaces.iter().find(|i| str_at(i, "/name") == Some(pod_net)) else {
+        return Err(format!("no primary interface found for network {pod_net}"));
+    };
+    let allowed_bridge =
+        util::annotation(vmi, "kubevirt.io/allow-pod-bridge-network-live-migration").is_some();
+    if primary.get("masquerade").is_some()
+        || primary.get("passtBinding").is_some()
+        || (primary.get("bridge").is_some() && allowed_bridge)
+    {
+        return Ok(());
+    }
+    Err("cannot migrate VMI which does not use masquerade or a migratable plugin to connect to the pod network".into())
+}
 
 /// KubeVirt's default `terminationGracePeriodSeconds`.
 pub const DEFAULT_GRACE_SECONDS: u64 = 30;
 
-/// Whether the VMI can live-migrate: every claim must be ReadWriteMany, no host disks.
+/// Whether the VMI can live-migrate, as upstream's virt-handler
+/// `calculateLiveMigrationCondition` judges it: the pod network's binding first, then the
+/// volumes (every claim ReadWriteMany, no host disks).
 pub async fn live_migratable(ctx: &Ctx, vmi: &DynamicObject) -> Result<(bool, String, String)> {
+    if let Err(message) = interface_migratable(vmi) {
+        return Ok((false, "InterfaceNotLiveMigratable".into(), message));
+    }
     let ns = vmi.namespace().unwrap_or_default();
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     for claim in claims(&vmi.data) {
@@ -56,7 +347,8 @@ pub async fn live_migratable(ctx: &Ctx, vmi: &DynamicObject) -> Result<(bool, St
 pub async fn running(ctx: &Ctx, vmi: &DynamicObject) -> Result<Value> {
     let cfg = ctx.cfg();
     let mut conds = conditions(&vmi.data);
-    set_condition(&mut conds, "Ready", true, "", "");
+    let readiness = running_readiness(&conds);
+    set_ready(&mut conds, readiness);
     let (migratable, reason, message) = live_migratable(ctx, vmi).await?;
     set_condition(&mut conds, "LiveMigratable", migratable, &reason, &message);
     if cfg.guest_agent {
@@ -146,23 +438,18 @@ pub async fn shutdown(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) 
         } else {
             cfg.guest_shutdown_delay.min(grace)
         };
+        // As upstream: the launcher pod is going down from the start of the deletion.
+        let mut conds = conditions(&vmi.data);
+        set_ready(&mut conds, Readiness::PodTerminating);
+        if changed(vmi, &conds) {
+            patch_status(api, vmi, json!({"conditions": conds})).await?;
+            return Ok(Action::await_change());
+        }
         let key = format!("vmi/{}/shutdown", vmi.uid().unwrap_or_default());
         if let Some(rest) = ctx.wait(key, takes) {
             return Ok(Action::requeue(rest));
         }
         let forced = ignores && !grace.is_zero();
-        let mut conds = conditions(&vmi.data);
-        set_condition(
-            &mut conds,
-            "Ready",
-            false,
-            "Stopped",
-            if forced {
-                "killed after the grace period"
-            } else {
-                "shut down"
-            },
-        );
         let status =
             json!({"phase": if forced { "Failed" } else { "Succeeded" }, "conditions": conds});
         if !patch_status(api, vmi, status).await? {

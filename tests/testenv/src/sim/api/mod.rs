@@ -3,6 +3,9 @@
 //! aggregator (an APIService, a Service and hand-written Endpoints).
 
 mod handlers;
+mod replies;
+mod vm_actions;
+mod vmi_actions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
