@@ -16,7 +16,7 @@ use wukong_plugin_sdk::{Action, Call, Effects, MigrationStatus, ObjectRef, StepE
 
 use crate::objects::{self, Start};
 use crate::record::{last_move, new_record, seconds_since, status_text};
-use crate::{Config, KUBEVIRT, VMI, nodes};
+use crate::{Config, KUBEVIRT, VMI, admission, nodes};
 
 /// The condition this module sets while the policy is enabled.
 pub const AUTO_MIGRATION: &str = "AutoMigration";
@@ -163,8 +163,32 @@ pub fn evaluate(
         effects.condition(AUTO_MIGRATION, false, "NoTargetNode", message);
         return Ok(previous);
     };
-    effects.condition(AUTO_MIGRATION, true, "Migrating", &why);
     let id = request_id.unwrap_or_else(|| format!("auto/{kind}"));
+    let ours = format!("{}-auto-", call.wukong.name);
+    if let Some((name, denied)) = admission::denial(call, |n| n.starts_with(&ours)) {
+        // The last call's migration was refused at create: a failed move (so the
+        // cool-down holds before the next try), with KubeVirt's reason.
+        let message = format!("{why}, but KubeVirt refused the migration: {denied}");
+        effects.warning("AutoMigrationRefused", &message);
+        effects.condition(AUTO_MIGRATION, false, "RefusedByKubeVirt", &message);
+        return Ok(Some(MigrationStatus {
+            trigger: Some(kind.into()),
+            migration_name: Some(name),
+            source_node: Some(source),
+            target_node: Some(target),
+            started_at: Some(call.now.to_owned()),
+            finished_at: Some(call.now.to_owned()),
+            failure_reason: Some(denied),
+            message,
+            ..new_record("Failed", &id, true)
+        }));
+    }
+    if let Some(busy) = admission::refusal(call, Some(vmi))? {
+        let message = format!("{why}, but KubeVirt would refuse a migration now: {busy}");
+        effects.condition(AUTO_MIGRATION, false, "MigrationNotAdmitted", message);
+        return Ok(previous);
+    }
+    effects.condition(AUTO_MIGRATION, true, "Migrating", &why);
     objects::start(
         call,
         &Start {

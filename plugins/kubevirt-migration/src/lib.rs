@@ -30,6 +30,7 @@
 //!   carrying its marks), the plugin reads the mark to recognise its policy, and finalize
 //!   deletes it.
 
+mod admission;
 mod auto;
 mod manual;
 mod nodes;

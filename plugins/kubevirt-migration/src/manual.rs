@@ -3,38 +3,28 @@
 //! then the MigrationPolicy with the tuning options and the migration object.
 
 use serde_json::Value;
-use wukong_plugin_sdk::objects::condition_status;
 use wukong_plugin_sdk::{Call, Effects, MigrationRequest, MigrationStatus, ObjectRef, StepError};
 
-use crate::nodes;
 use crate::objects::{self, Start};
 use crate::record::{new_record, status_text};
+use crate::{admission, nodes};
 
-/// Why the request cannot start now, from the VMI and the target node.
+/// Why the request cannot start now: what KubeVirt's admission would refuse
+/// ([`admission::refusal`]), a VMI being deleted, or a target node that cannot take it.
 fn refusal<C>(
     call: &Call<'_, C>,
     request: &MigrationRequest,
     vmi: Option<&Value>,
 ) -> Result<Option<String>, StepError> {
     let name = &call.wukong.name;
-    let Some(vmi) = vmi else {
-        return Ok(Some(format!(
-            "the VM {name} has no running instance to migrate"
-        )));
-    };
-    let phase = status_text(vmi, "phase").unwrap_or_default();
-    if phase != "Running" || !vmi["metadata"]["deletionTimestamp"].is_null() {
-        return Ok(Some(format!(
-            "the VM instance {name} is not running (phase {phase:?})"
-        )));
+    if let Some(why) = admission::refusal(call, vmi)? {
+        return Ok(Some(why));
     }
-    if condition_status(vmi, "LiveMigratable") != Some("True") {
-        let why = vmi["status"]["conditions"]
-            .as_array()
-            .and_then(|cs| cs.iter().find(|c| c["type"] == "LiveMigratable"))
-            .and_then(|c| c["message"].as_str())
-            .unwrap_or("KubeVirt does not report it LiveMigratable");
-        return Ok(Some(format!("the VM {name} cannot live-migrate: {why}")));
+    let Some(vmi) = vmi else {
+        return Ok(None);
+    };
+    if !vmi["metadata"]["deletionTimestamp"].is_null() {
+        return Ok(Some(format!("the VM instance {name} is being deleted")));
     }
     let Some(target) = request.target_node.as_deref() else {
         return Ok(None);
@@ -82,6 +72,17 @@ pub fn handle<C>(
         effects.event("MigrationAborted", &message);
         return Ok(MigrationStatus {
             phase: "Aborted".into(),
+            message,
+            ..base
+        });
+    }
+    let expected = expected_name(call, request, previous);
+    if let Some((_, why)) = admission::denial(call, |name| name == expected) {
+        // The last call's migration object was denied at create: done, with the reason.
+        let message = format!("migration refused by KubeVirt: {why}");
+        effects.warning("MigrationRefused", &message);
+        return Ok(MigrationStatus {
+            failure_reason: Some(why),
             message,
             ..base
         });

@@ -194,7 +194,7 @@ fn refuses_with_a_reason_and_converges() {
         (
             "node-1",
             vec![node("node-1", json!({}))],
-            "no running instance",
+            "the VMI \"ns/vm1\" does not exist",
         ),
     ];
     for (target, objects, why) in cases {
@@ -550,4 +550,166 @@ fn manifest_declares_reads_and_writes() {
         assert!(kinds(&m.capabilities.reads).contains(&kind.to_owned()));
     }
     assert!(m.capabilities.actions.is_empty());
+}
+
+/// The host's `StepFailed` condition after the apply of migration `name` was denied.
+fn denied(name: &str, why: &str) -> Value {
+    json!({"conditions": [{"type": "StepFailed", "status": "True", "reason": "Apply",
+        "message": format!("migration step, plugin kubevirt-migration@0.1.0: apply VirtualMachineInstanceMigration {name}: \
+            ApiError: admission webhook \"migration-create-validator.kubevirt.io\" denied the request: {why}: BadRequest \
+            (Status {{ status: Some(\"Failure\"), code: 400 }})")}]})
+}
+
+#[test]
+fn a_migration_refused_at_admission_is_recorded_with_the_reason_not_retried() {
+    let ctx = context(Some(request("node-1")), json!({}), json!({}));
+    let first = run(&ctx, two_nodes());
+    let name = applied(&first, VMIM).unwrap()["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The host applied it, the webhook denied it: the step failed and the record stayed.
+    let why = "Cannot migrate VMI, Reason: InterfaceNotLiveMigratable, Message: cannot migrate VMI which does not use masquerade";
+    let ctx = context(Some(request("node-1")), json!({}), denied(&name, why));
+    let out = run(&ctx, two_nodes());
+    assert!(out.effects.apply.is_empty(), "not applied again");
+    let s = out.status.clone().unwrap();
+    assert_eq!(
+        (
+            s.phase.as_str(),
+            s.request_id.as_str(),
+            s.failure_reason.as_deref()
+        ),
+        ("Refused", "migrate/node-1", Some(why))
+    );
+    assert_eq!(s.message, format!("migration refused by KubeVirt: {why}"));
+    assert_eq!(condition(&out, MIGRATED).1, "Refused");
+    assert!(
+        out.effects
+            .events
+            .iter()
+            .any(|e| e.warning && e.reason == "MigrationRefused")
+    );
+    // Another object's denial (an older request's) does not finish this one.
+    let ctx = context(Some(request("node-1")), json!({}), denied("vm1-other", why));
+    assert!(applied(&run(&ctx, two_nodes()), VMIM).is_some());
+}
+
+#[test]
+fn an_automatic_migration_refused_at_admission_waits_for_the_cool_down() {
+    let objects = vec![
+        vmi("node-0", true),
+        node("node-0", json!({"spec": {"unschedulable": true}})),
+        node("node-1", json!({})),
+    ];
+    let spec = policy(json!([{"type": "nodeMaintenance"}]));
+    let why = "in-flight migration detected. Active migration job (u1) is currently already in progress for VMI vm1.";
+    let out = run(
+        &context(None, spec, denied("vm1-auto-0badcafe", why)),
+        objects,
+    );
+    assert!(out.effects.apply.is_empty());
+    let s = out.status.clone().unwrap();
+    assert_eq!((s.phase.as_str(), s.automatic), ("Failed", true));
+    assert_eq!(s.failure_reason.as_deref(), Some(why));
+    assert!(
+        record::last_move(Some(&s)).is_some(),
+        "the cool-down counts from it"
+    );
+    assert_eq!(condition(&out, AUTO_MIGRATION).1, "RefusedByKubeVirt");
+}
+
+#[test]
+fn admission_refusals_are_foreseen_in_kubevirt_s_words() {
+    // Another migration of the VMI in flight (not Wukong's): refused before applying.
+    let other = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+        "metadata": {"name": "kubevirt-migrate-vm-x", "namespace": "ns", "uid": "u1"},
+        "spec": {"vmiName": "vm1"}, "status": {"phase": "Running"}});
+    let mut objects = two_nodes();
+    objects.push(other);
+    let out = run(
+        &context(Some(request("node-1")), json!({}), json!({})),
+        objects,
+    );
+    assert!(out.effects.apply.is_empty());
+    assert_eq!(
+        out.status.unwrap().failure_reason.as_deref(),
+        Some(
+            "in-flight migration detected. Active migration job (u1) is currently already in progress for VMI vm1."
+        )
+    );
+    // A finished VMI.
+    let mut done = vmi("node-0", true);
+    done["status"]["phase"] = json!("Succeeded");
+    let out = run(
+        &context(Some(request("node-1")), json!({}), json!({})),
+        vec![done, node("node-1", json!({}))],
+    );
+    assert_eq!(
+        out.status.unwrap().failure_reason.as_deref(),
+        Some("Cannot migrate VMI in finalized state.")
+    );
+}
+
+#[test]
+fn a_vmi_not_running_yet_gets_a_pending_migration() {
+    let mut scheduling = vmi("", true);
+    scheduling["status"] = json!({"phase": "Scheduling"});
+    let mut any_node = request("node-1");
+    any_node.target_node = None;
+    let ctx = context(Some(any_node.clone()), json!({}), json!({}));
+    let out = run(&ctx, vec![scheduling.clone()]);
+    let m = applied(&out, VMIM).expect("admitted: KubeVirt keeps it Pending");
+    let name = m["metadata"]["name"].as_str().unwrap().to_owned();
+    assert_eq!(out.status.clone().unwrap().phase, "Pending");
+    // Followed: Pending, and why.
+    let record = json!({"migrationStatus": {"phase": "Pending", "requestId": any_node.request_id,
+        "automatic": false, "migrationName": name, "startedAt": NOW}});
+    let pending = json!({"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstanceMigration",
+        "metadata": {"name": name, "namespace": "ns", "uid": "m-uid"}, "spec": {"vmiName": "vm1"},
+        "status": {"phase": "Pending"}});
+    let out = run(
+        &context(Some(any_node), json!({}), record),
+        vec![scheduling, pending],
+    );
+    let s = out.status.clone().unwrap();
+    assert_eq!(s.phase, "Pending");
+    assert!(
+        s.message
+            .contains("the VM instance is Scheduling; KubeVirt migrates it once it runs"),
+        "{}",
+        s.message
+    );
+    assert_eq!(condition(&out, MIGRATED).1, "InProgress");
+    assert!(out.effects.requeue_after_ms.is_some());
+}
+
+#[test]
+fn failure_is_the_phase_and_an_abort_says_kubevirt_s_words() {
+    // No `Failed` condition upstream: phase Failed, the reason in the migration state.
+    let state = json!({"failed": true, "abortStatus": "Succeeded",
+        "failureReason": "Live migration has been aborted"});
+    let out = run(
+        &context(Some(request("node-1")), json!({}), running_record()),
+        vec![vmi("node-0", true), migration("vm1-abc", "Failed", state)],
+    );
+    let s = out.status.clone().unwrap();
+    assert_eq!(s.phase, "Aborted");
+    assert_eq!(s.failure_reason.as_deref(), Some(track::ABORTED));
+    assert_eq!(
+        s.message,
+        "migration vm1-abc aborted: Live migration has been aborted"
+    );
+    // Failed with no reason at all: said so, never read from a condition.
+    let out = run(
+        &context(Some(request("node-1")), json!({}), running_record()),
+        vec![
+            vmi("node-0", true),
+            migration("vm1-abc", "Failed", json!({})),
+        ],
+    );
+    assert_eq!(
+        out.status.unwrap().message,
+        "migration from node node-0 failed: KubeVirt gave no reason"
+    );
 }

@@ -8,6 +8,10 @@ use wukong_plugin_sdk::{Call, Effects, MigrationStatus, StepError};
 use crate::record::{new_record, status_text};
 use crate::{AUTOMATIC_LABEL, KUBEVIRT, REQUEST_ANNOTATION, VMIM, WUKONG_LABEL};
 
+/// KubeVirt's failure reason for a migration aborted on request
+/// (`virtwrap/live-migration-source.go`).
+pub const ABORTED: &str = "Live migration has been aborted";
+
 /// KubeVirt's migration phases, folded into the record's.
 fn phase_of(migration: &Value) -> &'static str {
     match migration["status"]["phase"].as_str().unwrap_or_default() {
@@ -94,43 +98,76 @@ pub fn follow<C>(
                 effects.event("MigrationSucceeded", &next.message);
             }
         }
+        // KubeVirt has no `Failed` condition: the phase says it, the migration state why.
         "Failed" => {
             next.finished_at = next
                 .finished_at
                 .or_else(|| text("endTimestamp"))
                 .or_else(|| Some(call.now.to_owned()));
-            let reason = text("failureReason").or_else(|| failed_condition(&migration));
-            next.message = format!(
-                "migration from node {source} failed: {}",
-                reason.as_deref().unwrap_or("KubeVirt gave no reason")
-            );
+            let aborted = s["abortStatus"] == "Succeeded";
+            let reason = text("failureReason").or_else(|| aborted.then(|| ABORTED.to_owned()));
+            let why = reason.as_deref().unwrap_or("KubeVirt gave no reason");
+            if aborted {
+                next.phase = "Aborted".into();
+                next.message = format!("migration {name} aborted: {why}");
+            } else {
+                next.message = format!("migration from node {source} failed: {why}");
+            }
             next.failure_reason = reason;
             if !was_terminal {
-                effects.warning("MigrationFailed", &next.message);
+                let reason = if aborted {
+                    "MigrationAborted"
+                } else {
+                    "MigrationFailed"
+                };
+                effects.warning(reason, &next.message);
             }
         }
         _ => {
-            next.message = match (&call.wukong.migration, record.automatic) {
-                (Some(r), _) if r.request_id != record.request_id && !r.abort => format!(
-                    "migration {} {}; request {} waits for it to end",
-                    name,
-                    phase.to_lowercase(),
-                    r.request_id
-                ),
+            let base = match phase {
+                "Pending" => pending(&migration, &name, vmi),
                 _ => format!("migration {name} {}", phase.to_lowercase()),
+            };
+            next.message = match &call.wukong.migration {
+                Some(r) if r.request_id != record.request_id && !r.abort => {
+                    format!("{base}; request {} waits for it to end", r.request_id)
+                }
+                _ => base,
             };
         }
     }
     Ok(next)
 }
 
-fn failed_condition(migration: &Value) -> Option<String> {
-    migration["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Failed" && c["status"] == "True")
-        .and_then(|c| c["message"].as_str())
-        .map(str::to_owned)
+/// Why a migration is still `Pending`: KubeVirt starts it once the VMI runs, and says
+/// in the migration's conditions what else holds it (a resource quota, a backup, ...).
+fn pending(migration: &Value, name: &str, vmi: Option<&Value>) -> String {
+    let vmi_phase = vmi
+        .and_then(|v| status_text(v, "phase"))
+        .unwrap_or_default();
+    let held = migration["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["status"] == "True" && c["type"] != "migrationAbortRequested")
+        .filter_map(|c| c["message"].as_str().or(c["type"].as_str()))
+        .filter(|m| !m.is_empty())
+        .collect::<Vec<_>>();
+    let mut message = format!("migration {name} pending");
+    if vmi_phase != "Running" {
+        let phase = if vmi_phase.is_empty() {
+            "not started"
+        } else {
+            &vmi_phase
+        };
+        message.push_str(&format!(
+            ": the VM instance is {phase}; KubeVirt migrates it once it runs"
+        ));
+    }
+    if !held.is_empty() {
+        message.push_str(&format!(" ({})", held.join("; ")));
+    }
+    message
 }
 
 /// A migration object of this Wukong the record does not know: one still running (the
