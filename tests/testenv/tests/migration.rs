@@ -209,6 +209,27 @@ async fn live_migration() -> anyhow::Result<()> {
          the VMI \"default/ghost\" does not exist"
     );
 
+    // Only virt-controller may set a priority.
+    let mut prioritised = migration("urgent", "mover", None);
+    prioritised["spec"]["priority"] = json!("user-triggered");
+    let err = create(&client, &util::vmim(), "default", prioritised)
+        .await
+        .err()
+        .ok_or_else(|| anyhow::anyhow!("a migration with a priority was admitted"))?;
+    match err.downcast_ref::<kube::Error>() {
+        Some(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422);
+            assert!(
+                s.message.ends_with(
+                    "denied the request: Migration priority queue, only virt-controller is allowed to set priority field"
+                ),
+                "{}",
+                s.message
+            );
+        }
+        _ => anyhow::bail!("{err}"),
+    }
+
     // A VMI on a ReadWriteOnce disk is not live-migratable: refused with the reason.
     let vols = json!([{"name": "d", "persistentVolumeClaim": {"claimName": "rwo"}}]);
     let claim: k8s_openapi::api::core::v1::PersistentVolumeClaim = serde_json::from_value(

@@ -99,6 +99,11 @@ async fn handle(
     if let Err((code, message)) = &verdict {
         tracing::info!(webhook = %path, %message, "denied");
         response["status"] = json!({"code": code, "message": message});
+        if *code == 422 {
+            // ToAdmissionResponse: a validation failure carries its cause.
+            response["status"]["reason"] = json!("Invalid");
+            response["status"]["details"] = json!({"causes": [{"message": message}]});
+        }
     }
     let body = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response});
     let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
@@ -119,6 +124,19 @@ async fn admit_migration(ctx: &Ctx, request: &Value) -> std::result::Result<(), 
     // ValidateVirtualMachineInstanceMigrationSpec
     if vmi_name.is_empty() {
         return Err((422, "vmiName is missing".into()));
+    }
+    // Only virt-controller's service account may set a priority.
+    let user = str_at(request, "/userInfo/username").unwrap_or_default();
+    if request
+        .pointer("/object/spec/priority")
+        .is_some_and(|p| !p.is_null())
+        && !user.ends_with(":kubevirt-controller")
+    {
+        return Err((
+            422,
+            "Migration priority queue, only virt-controller is allowed to set priority field"
+                .into(),
+        ));
     }
     let vmis = util::api(&ctx.client, &util::vmi(), ns);
     let Some(vmi) = vmis.get_opt(vmi_name).await.map_err(bad)? else {
@@ -162,6 +180,17 @@ async fn admit_migration(ctx: &Ctx, request: &Value) -> std::result::Result<(), 
                 "in-flight migration detected. Active migration job ({}) is currently already in progress for VMI {vmi_name}.",
                 m.metadata.uid.as_deref().unwrap_or_default()
             ),
+        ));
+    }
+    // Decentralized migrations need a feature gate the simulated KubeVirt does not enable.
+    let spec = request.pointer("/object/spec").cloned().unwrap_or_default();
+    if ["sendTo", "receive"]
+        .iter()
+        .any(|k| spec.get(*k).is_some_and(|v| !v.is_null()))
+    {
+        return Err((
+            422,
+            "DecentralizedLiveMigration feature gate is not enabled in kubevirt resource".into(),
         ));
     }
     Ok(())
