@@ -77,11 +77,18 @@ async fn reconcile(dv: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
     let populator = anno.get(ANN_USE_POPULATOR).map(String::as_str) == Some("true");
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
     let class = pvc.spec.as_ref().and_then(|s| s.storage_class_name.clone());
-    let wffc = storage::storage_class(&ctx, class.as_deref())
-        .await?
-        .and_then(|c| c.volume_binding_mode)
-        .as_deref()
-        == Some("WaitForFirstConsumer");
+    let sc = storage::storage_class(&ctx, class.as_deref()).await?;
+    let wffc =
+        sc.as_ref().and_then(|c| c.volume_binding_mode.as_deref()) == Some("WaitForFirstConsumer");
+    if !bound && sc.is_none() && class.as_deref().is_some_and(|c| !c.is_empty()) {
+        // No such class: nothing can provision the claim, the importer never runs.
+        write(&ctx, &dv, status(&dv, &pvc, "Pending")).await?;
+        return Ok(Action::requeue(
+            ctx.cfg()
+                .retry_interval
+                .max(std::time::Duration::from_secs(2)),
+        ));
+    }
     let immediate = annotation(&dv, ANN_IMMEDIATE_BINDING) == Some("true");
     let waits_for_consumer = wffc && !anno.contains_key(SELECTED_NODE) && !immediate;
     let pod_phase = anno.get(ANN_POD_PHASE).cloned().unwrap_or_default();
