@@ -6,6 +6,7 @@ mod migrations;
 mod pipeline;
 mod reconcile;
 mod status;
+mod written;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -25,6 +26,7 @@ use crate::cluster::{Applier, Kinds};
 use crate::config::Backends;
 use crate::telemetry::Metrics;
 use event_memory::EventMemory;
+use written::KnownCopies;
 
 pub use pipeline::StepFailure;
 pub use status::{NETWORKS_CONFIGURED, READY, STEP_FAILED, VOLUMES_BOUND};
@@ -83,6 +85,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// What each Wukong's last reconciles published (a converged one publishes none).
     pub(crate) events: EventMemory,
+    /// The last full copy of each Wukong, so a reconcile reads it only when it changed.
+    pub(crate) known: KnownCopies,
     /// Bumped by [`Context::reconcile_all`]; the controller reconciles every Wukong.
     reconcile_all: tokio::sync::watch::Sender<()>,
 }
@@ -103,6 +107,7 @@ impl Context {
             backends,
             failures: Mutex::default(),
             events: EventMemory::default(),
+            known: KnownCopies::default(),
             reconcile_all: tokio::sync::watch::Sender::new(()),
         })
     }
@@ -128,13 +133,17 @@ impl Context {
     }
 }
 
-/// Kinds Wukong creates or follows; a change to one reconciles its Wukong. The last field
-/// says whether to watch (and cache) every object of the kind rather than only those with
-/// the Wukong label: the PVCs CDI makes for DataVolumes carry no Wukong label, and the
-/// storage step reads them on every call.
+/// Kinds Wukong creates or follows; a change to a labelled one reconciles its Wukong. The
+/// last field says whether to watch (and cache) every object of the kind rather than only
+/// those with the Wukong label. Every object: the PVCs CDI makes for DataVolumes carry no
+/// Wukong label; the cluster-scoped kinds plugins read on every call (StorageClasses,
+/// Nodes) carry none; and a miss in such a cache answers "absent" without a request (the
+/// lifecycle step reads its VM and VMI before they exist).
 const WATCHED: &[(&str, &str, &str, bool)] = &[
-    ("kubevirt.io", "v1", "VirtualMachine", false),
-    ("kubevirt.io", "v1", "VirtualMachineInstance", false),
+    ("kubevirt.io", "v1", "VirtualMachine", true),
+    ("kubevirt.io", "v1", "VirtualMachineInstance", true),
+    ("storage.k8s.io", "v1", "StorageClass", true),
+    ("", "v1", "Node", true),
     (
         "kubevirt.io",
         "v1",
@@ -154,25 +163,22 @@ const WATCHED: &[(&str, &str, &str, bool)] = &[
 /// What the controller watches: Wukongs' metadata only. NB: a full watch decodes every
 /// Wukong of a list at once, so one the operator cannot decode (nesting past the JSON
 /// parser's depth in a free-form field, a value past a field's type) would fail the whole
-/// list and stop every Wukong; each is read on its own by its reconcile instead.
+/// list and stop every Wukong; each is decoded on its own by its reconcile instead.
 type WukongMeta = PartialObjectMeta<Wukong>;
 
-/// Reads the Wukong afresh (plugins keep their memory in its status), times and counts one
-/// reconcile (the work is [`reconcile::reconcile`]), and counts the lifecycle actions and
-/// migrations its status shows started or finished: every status write comes back here
-/// through the watch.
+/// Takes the Wukong as the operator last saw it when nobody else changed it since (see
+/// `written`), else reads it; times and counts one reconcile.
 async fn instrumented_reconcile(meta: Arc<WukongMeta>, ctx: Arc<Context>) -> Result<Action> {
     let uid = meta.uid().unwrap_or_default();
     let deleting = meta.metadata.deletion_timestamp.is_some();
     let started = Instant::now();
-    let api = Api::<Wukong>::namespaced(ctx.client.clone(), &meta.namespace().unwrap_or_default());
-    let result = match api.get_opt(&meta.name_any()).await {
+    let result = match read_wukong(&meta, &ctx).await {
         Ok(Some(wukong)) => {
             let status = wukong.status.as_ref();
             ctx.metrics.observe_status(&uid, status);
             ctx.metrics
                 .observe_phase(&uid, status.and_then(|s| s.phase));
-            reconcile::reconcile(Arc::new(wukong), Arc::clone(&ctx)).await
+            reconcile::reconcile(wukong, Arc::clone(&ctx)).await
         }
         Ok(None) => Ok(Action::await_change()),
         Err(kube::Error::SerdeError(error)) => {
@@ -187,14 +193,33 @@ async fn instrumented_reconcile(meta: Arc<WukongMeta>, ctx: Arc<Context>) -> Res
     if deleting && result.is_ok() {
         ctx.metrics.forget(&uid);
         ctx.events.forget(&uid);
+        ctx.known.forget(&uid);
     }
     result
+}
+
+/// The known copy when it is current, else a GET (remembered for the next reconcile).
+async fn read_wukong(meta: &WukongMeta, ctx: &Context) -> kube::Result<Option<Arc<Wukong>>> {
+    let uid = meta.uid().unwrap_or_default();
+    if let Some(known) = ctx
+        .known
+        .recall(&uid, &meta.resource_version().unwrap_or_default())
+    {
+        return Ok(Some(known));
+    }
+    let api = Api::<Wukong>::namespaced(ctx.client.clone(), &meta.namespace().unwrap_or_default());
+    Ok(api
+        .get_opt(&meta.name_any())
+        .await?
+        .map(|wukong| ctx.known.remember(wukong)))
 }
 
 /// Runs the controller until a shutdown signal.
 pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let wukongs = Api::<WukongMeta>::all(ctx.client.clone());
     let concurrency = ctx.backends().controller.concurrency;
+    // NB: a status write of the operator's own wakes the Wukong again, on purpose: a
+    // plugin records what it is about to do in the status and does it on the next call.
     let mut controller = Controller::new(wukongs, watcher::Config::default().any_semantic())
         .with_config(
             kube::runtime::controller::Config::default()

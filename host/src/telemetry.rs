@@ -3,6 +3,7 @@
 
 pub mod metrics;
 mod phases;
+pub mod requests;
 pub mod server;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -91,18 +91,19 @@ impl ElectionArgs {
     }
 }
 
+/// The operator's client; its requests are counted (`wukong_kube_requests_total`).
 pub async fn client(kubeconfig: Option<&PathBuf>) -> anyhow::Result<Client> {
-    match kubeconfig {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = Kubeconfig::read_from(path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-            let config =
-                kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-                    .await?;
-            Ok(Client::try_from(config)?)
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?
         }
-        None => Ok(Client::try_default().await?),
-    }
+        None => kube::Config::infer().await?,
+    };
+    Ok(kube::client::ClientBuilder::try_from(config)?
+        .with_layer(&crate::telemetry::requests::layer())
+        .build())
 }
 
 /// Reads the host config from a file or a ConfigMap; `origin` names it in messages.

@@ -3,9 +3,12 @@
 //!
 //! The controller's watches feed these stores before they trigger a reconcile, so a
 //! reconcile sees at least the change that triggered it. A cache only holds what its watch
-//! selects (every PVC; objects with the Wukong label of the other kinds): a hit is
-//! answered from it, a miss is not a proof of absence and goes to the apiserver. A list is
-//! answered when the cache holds every object the selector can match. The watches fill in
+//! selects (every object of some kinds; objects with the Wukong label of the others): a hit
+//! is answered from it. A miss in a filled cache of every object of its kind is the
+//! answer "absent" for plugins' reads; anywhere else a miss is not a proof of absence and
+//! goes to the apiserver (and the applier always asks the apiserver before it writes what
+//! its cache does not hold, so a cache that lags never lets it overwrite an object it did
+//! not see). A list is answered when the cache holds every object the selector can match. The watches fill in
 //! each object's apiVersion and kind (list items come without them), so a cached object
 //! is served as it is.
 
@@ -49,6 +52,16 @@ fn equality_terms(selector: &str) -> Option<Vec<(&str, &str)>> {
             (plain(key) && plain(value)).then_some((key, value))
         })
         .collect()
+}
+
+/// What a cache knows of one object.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    Found(Arc<DynamicObject>),
+    /// The cache holds every object of the kind and not this one.
+    Absent,
+    /// The cache cannot say: ask the apiserver.
+    Unknown,
 }
 
 /// The watch caches, by `apiVersion` and `kind`. Cheap to clone; clones share the stores.
@@ -129,8 +142,8 @@ impl ObjectCache {
         )
     }
 
-    /// The cached object, or `None` when this cache cannot say (kind not cached, object
-    /// not seen by the watch): ask the apiserver then.
+    /// The cached object, or `None` when this cache does not hold it (kind not cached,
+    /// object not seen by the watch): ask the apiserver then.
     pub fn get(
         &self,
         api_version: &str,
@@ -138,18 +151,38 @@ impl ObjectCache {
         namespace: Option<&str>,
         name: &str,
     ) -> Option<Arc<DynamicObject>> {
-        let kinds = self.kinds.read().ok()?;
-        let cached = kinds
+        match self.lookup(api_version, kind, namespace, name) {
+            Lookup::Found(object) => Some(object),
+            Lookup::Absent | Lookup::Unknown => None,
+        }
+    }
+
+    /// What the cache knows of an object: found, known absent (its watch takes every
+    /// object of the kind and has listed them), or unknown.
+    pub fn lookup(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Lookup {
+        let Ok(kinds) = self.kinds.read() else {
+            return Lookup::Unknown;
+        };
+        let Some(cached) = kinds
             .iter()
-            .find(|k| k.resource.api_version == api_version && k.resource.kind == kind)?;
+            .find(|k| k.resource.api_version == api_version && k.resource.kind == kind)
+        else {
+            return Lookup::Unknown;
+        };
         let mut key = ObjectRef::new_with(name, cached.resource.clone());
         if let Some(namespace) = namespace {
             key = key.within(namespace);
         }
-        let found = cached.store.get(&key);
-        let counter = match found {
-            Some(_) => &self.stats.hits,
-            None => &self.stats.misses,
+        let (found, counter) = match cached.store.get(&key) {
+            Some(object) => (Lookup::Found(object), &self.stats.hits),
+            None if cached.complete_for(&[]) => (Lookup::Absent, &self.stats.hits),
+            None => (Lookup::Unknown, &self.stats.misses),
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found

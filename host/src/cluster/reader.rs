@@ -7,6 +7,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use tokio::runtime::Handle;
 
 use super::Kinds;
+use super::cache::Lookup;
 use crate::plugin::ClusterReader;
 use crate::plugin::types::{KindRef, ObjectRef};
 
@@ -34,14 +35,18 @@ impl LiveReader {
         let namespace = kind
             .namespaced
             .then(|| target.namespace.as_deref().unwrap_or(default_namespace));
-        if let Some(cached) =
-            self.kinds
-                .cache()
-                .get(&target.api_version, &target.kind, namespace, &target.name)
+        match self
+            .kinds
+            .cache()
+            .lookup(&target.api_version, &target.kind, namespace, &target.name)
         {
-            return serde_json::to_string(&*cached)
-                .map(Some)
-                .map_err(|e| e.to_string());
+            Lookup::Found(cached) => {
+                return serde_json::to_string(&*cached)
+                    .map(Some)
+                    .map_err(|e| e.to_string());
+            }
+            Lookup::Absent => return Ok(None),
+            Lookup::Unknown => {}
         }
         let client = self.kinds.client().clone();
         let api: Api<DynamicObject> = match namespace {

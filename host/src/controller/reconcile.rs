@@ -169,7 +169,7 @@ async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
     let kept_refusal = result.failure.is_none()
         && !result.actions.is_empty()
         && status::keep_action_forbidden(wukong.status.as_ref(), &mut new_status);
-    write_status(api, wukong, new_status.clone()).await?;
+    write_status(ctx, api, wukong, new_status.clone()).await?;
     let owner = owner(wukong);
     let mut written = new_status.clone();
     for action in &result.actions {
@@ -181,13 +181,13 @@ async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
                 if action.step == StepKind::Lifecycle
                     && status::refuse_current_action(&mut written, &refusal, &now)
                 {
-                    write_status(api, wukong, written.clone()).await?;
+                    write_status(ctx, api, wukong, written.clone()).await?;
                 }
             }
             Err(error) => {
                 if let Some(message) = forbidden(&error, &wukong.namespace().unwrap_or_default()) {
                     let refused = status::action_forbidden(written, &message, &now);
-                    write_status(api, wukong, refused).await?;
+                    write_status(ctx, api, wukong, refused).await?;
                 }
                 return Err(error);
             }
@@ -198,7 +198,7 @@ async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
         // refused meanwhile stays finished).
         let mut report = build();
         report.lifecycle_state = written.lifecycle_state;
-        write_status(api, wukong, report).await?;
+        write_status(ctx, api, wukong, report).await?;
     }
     publish(ctx, wukong, &result.events).await;
 
@@ -516,17 +516,25 @@ async fn execute(
 }
 
 /// Writes status through the status subresource, only when it changed.
-async fn write_status(api: &Api<Wukong>, wukong: &Wukong, status: WukongStatus) -> Result<()> {
+/// The answer is remembered, so the next reconcile reads this status without a GET.
+async fn write_status(
+    ctx: &Context,
+    api: &Api<Wukong>,
+    wukong: &Wukong,
+    status: WukongStatus,
+) -> Result<()> {
     if wukong.status.as_ref() == Some(&status) {
         return Ok(());
     }
     let patch = json!({"apiVersion": Wukong::api_version(&()), "kind": Wukong::kind(&()), "status": status});
-    api.patch_status(
-        &wukong.name_any(),
-        &PatchParams::apply(STATUS_MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    let written = api
+        .patch_status(
+            &wukong.name_any(),
+            &PatchParams::apply(STATUS_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await?;
+    ctx.known.remember(written);
     Ok(())
 }
 
@@ -591,7 +599,7 @@ async fn cleanup(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Ac
         let now = k8s_openapi::jiff::Timestamp::now().to_string();
         let previous = wukong.status.clone().unwrap_or_default();
         let reported = status::finalize_failed(previous, &message, &now);
-        if let Err(e) = write_status(api, wukong, reported).await {
+        if let Err(e) = write_status(ctx, api, wukong, reported).await {
             tracing::warn!(error = %e, "cannot report the failing finalize in status");
         }
     }

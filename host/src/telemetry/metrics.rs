@@ -9,6 +9,7 @@
 //! | `wukong_lifecycle_actions_started_total`, `wukong_lifecycle_actions_total`, `wukong_lifecycle_action_duration_seconds` | `action` (+ `outcome`) | one-shot lifecycle actions, from `status.lifecycleState` |
 //! | `wukong_migrations_total`, `wukong_migration_duration_seconds` | `trigger` (`manual` or the policy trigger), `phase` | finished migrations, from `status.migrationStatus` |
 //! | `wukong_leader` | | 1 while this replica leads |
+//! | `wukong_kube_requests_total` | `verb`, `resource` | the operator's requests to the apiserver (`telemetry::requests`) |
 //!
 //! Actions and migrations are counted by the replica that sees them finish (their
 //! timestamps are after it started), so a new leader does not count its predecessor's.
@@ -27,6 +28,12 @@ use prometheus_client::registry::Registry;
 use super::phases::PhaseCollector;
 use crate::api::{WukongPhase, WukongStatus};
 use crate::plugin::CallFailure;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    verb: &'static str,
+    resource: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -105,6 +112,7 @@ pub struct Metrics {
     migrations: Family<MigrationLabels, Counter>,
     migration_duration: Histograms<MigrationLabels>,
     leader: Gauge,
+    kube_requests: Family<RequestLabels, Counter>,
     phases: PhaseCollector,
     /// Per Wukong uid: the action and migration records already counted.
     counted: Mutex<HashMap<String, HashSet<String>>>,
@@ -134,6 +142,7 @@ impl Metrics {
             migrations: Family::default(),
             migration_duration: Family::new_with_constructor(action_histogram),
             leader: Gauge::default(),
+            kube_requests: Family::default(),
             phases: PhaseCollector::default(),
             counted: Mutex::default(),
             started: Timestamp::now(),
@@ -189,11 +198,26 @@ impl Metrics {
             "1 while this replica leads",
             metrics.leader.clone(),
         );
+        registry.register(
+            "kube_requests",
+            "The operator's requests to the apiserver, by verb and resource",
+            metrics.kube_requests.clone(),
+        );
         registry.register_collector(Box::new(metrics.phases.clone()));
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// One request to the apiserver.
+    pub fn kube_request(&self, verb: &'static str, resource: &str) {
+        self.kube_requests
+            .get_or_create(&RequestLabels {
+                verb,
+                resource: resource.to_owned(),
+            })
+            .inc();
     }
 
     /// The OpenMetrics text of every metric.
