@@ -98,12 +98,14 @@ impl NetworkPlugin for MultusNetwork {
             let message = format!("{} network(s) attached", attachments.len());
             effects.condition(NETWORKS_CONFIGURED, true, "Configured", message);
         } else {
-            effects.condition(
-                NETWORKS_CONFIGURED,
-                false,
-                "NetworkAttachmentDefinitionMissing",
-                waiting.join("; "),
-            );
+            let invalid = attachments
+                .iter()
+                .any(|a| !a.ready && a.message.contains("no usable CNI config"));
+            let reason = match invalid {
+                true => "NetworkAttachmentDefinitionInvalid",
+                false => "NetworkAttachmentDefinitionMissing",
+            };
+            effects.condition(NETWORKS_CONFIGURED, false, reason, waiting.join("; "));
             effects.requeue_after(REQUEUE_MS);
         }
         Ok(NetworkOutcome {
@@ -153,10 +155,20 @@ fn attach(
             if nad_namespace == namespace {
                 let existing: Option<Value> =
                     call.get_as(&call.object_ref(NAD_API_VERSION, NAD_KIND, name))?;
+                let unusable = existing
+                    .as_ref()
+                    .and_then(|nad| nad["spec"]["config"].as_str())
+                    .and_then(cni_config_error);
                 if existing.is_none() {
                     attachment.ready = false;
                     attachment.message = format!(
                         "NetworkAttachmentDefinition {nad_namespace}/{name} does not exist"
+                    );
+                } else if let Some(why) = unusable {
+                    // Multus would fail the VM's pod on it.
+                    attachment.ready = false;
+                    attachment.message = format!(
+                        "NetworkAttachmentDefinition {nad_namespace}/{name} has no usable CNI config: {why}"
                     );
                 }
             } else {
@@ -200,6 +212,32 @@ fn attach(
         }
     }
     Ok(attachment)
+}
+
+/// Why a NAD's `spec.config` is not a CNI config Multus can use, as Multus' admission
+/// controller judges it (`validateNetworkAttachmentDefinition`): a JSON object with a
+/// `cniVersion` and a `type`, or a `name`d list of `plugins` that each have a `type`. An
+/// absent config is fine (Multus reads the node's file of the NAD's name).
+pub fn cni_config_error(config: &str) -> Option<String> {
+    let parsed: Value = match serde_json::from_str(config) {
+        Ok(value @ Value::Object(_)) => value,
+        Ok(_) => return Some("not a JSON object".into()),
+        Err(e) => return Some(format!("not JSON: {e}")),
+    };
+    let text = |v: &Value, key: &str| v[key].as_str().filter(|t| !t.is_empty()).is_some();
+    if !text(&parsed, "cniVersion") {
+        return Some("missing 'cniVersion'".into());
+    }
+    match &parsed["plugins"] {
+        Value::Null => (!text(&parsed, "type")).then(|| "missing 'type'".into()),
+        Value::Array(_) if !text(&parsed, "name") => Some("a plugin list needs a 'name'".into()),
+        Value::Array(plugins) if plugins.is_empty() => Some("no plugins in the list".into()),
+        Value::Array(plugins) => plugins
+            .iter()
+            .any(|p| !text(p, "type"))
+            .then(|| "a plugin in the list misses 'type'".into()),
+        _ => Some("'plugins' is not a list".into()),
+    }
 }
 
 /// The NAD for a network with a config: CNI config as a JSON string, keys sorted so the
@@ -424,7 +462,8 @@ mod tests {
             |w| json!({"app.kubernetes.io/managed-by": "wukong", "vm.novasphere.dev/wukong": w}),
         );
         json!({"apiVersion": NAD_API_VERSION, "kind": NAD_KIND,
-            "metadata": {"name": name, "namespace": "tenant-a", "labels": labels}, "spec": {"config": "{}"}})
+            "metadata": {"name": name, "namespace": "tenant-a", "labels": labels},
+            "spec": {"config": r#"{"cniVersion":"0.3.1","name":"storage-net","type":"bridge","bridge":"br1"}"#}})
     }
 
     fn configured(outcome: &NetworkOutcome) -> (&str, &str) {
@@ -507,6 +546,47 @@ mod tests {
             "{message}"
         );
         assert_eq!(outcome.effects.requeue_after_ms, Some(REQUEUE_MS));
+    }
+
+    #[test]
+    fn a_named_nad_without_a_usable_cni_config_is_not_ready() {
+        let mut empty = nad_object("storage-net", None);
+        empty["spec"]["config"] = json!("{}");
+        let outcome = run(
+            vec![named("san", "storage-net")],
+            &FixtureCluster::new().with(empty),
+        )
+        .unwrap();
+        let san = &outcome.attachments[0];
+        assert!(!san.ready);
+        assert_eq!(
+            san.message,
+            "NetworkAttachmentDefinition tenant-a/storage-net has no usable CNI config: missing 'cniVersion'"
+        );
+        let c = outcome
+            .effects
+            .conditions
+            .iter()
+            .find(|c| c.condition_type == NETWORKS_CONFIGURED)
+            .unwrap();
+        assert_eq!(c.reason, "NetworkAttachmentDefinitionInvalid");
+        for (config, ok) in [
+            (r#"{"cniVersion":"0.3.1","type":"bridge"}"#, true),
+            (
+                r#"{"cniVersion":"1.0.0","name":"n","plugins":[{"type":"bridge"},{"type":"tuning"}]}"#,
+                true,
+            ),
+            (r#"{"cniVersion":"0.3.1"}"#, false),
+            (
+                r#"{"cniVersion":"1.0.0","plugins":[{"type":"bridge"}]}"#,
+                false,
+            ),
+            (r#"{"cniVersion":"1.0.0","name":"n","plugins":[]}"#, false),
+            ("[]", false),
+            ("not json", false),
+        ] {
+            assert_eq!(cni_config_error(config).is_none(), ok, "{config}");
+        }
     }
 
     #[test]
