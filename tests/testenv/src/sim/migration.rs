@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Event, Namespace};
+use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -22,6 +22,10 @@ use super::vmi::set_phase;
 use super::{ANN_FAIL_MIGRATION, Ctx, scheduler};
 use crate::error::{Error, Result};
 
+mod policy;
+
+use policy::{DEFAULT_COMPLETION_TIMEOUT_PER_GIB, configuration, matching_policy};
+
 /// The finalizer KubeVirt puts on migrations.
 pub const FINALIZER: &str = "kubevirt.io/migrationJobFinalize";
 /// The label naming a migration's VMI (`v1.MigrationSelectorLabel`).
@@ -31,8 +35,6 @@ pub const VMI_LABEL: &str = "kubevirt.io/vmi-name";
 pub const KEEP_FINISHED: usize = 5;
 /// The reason a migration aborted by deletion reports (`setMigrationResult`).
 pub const ABORTED: &str = "Live migration has been aborted";
-/// `completionTimeoutPerGiB` when no policy sets it (KubeVirt's cluster default).
-const DEFAULT_COMPLETION_TIMEOUT_PER_GIB: i64 = 150;
 const ACTIVE: &[&str] = &[
     "Pending",
     "Scheduling",
@@ -492,34 +494,6 @@ fn memory_gib(vmi: &DynamicObject) -> f64 {
     q / (1024.0 * 1024.0 * 1024.0)
 }
 
-/// The migration configuration a VMI migrates with: KubeVirt's cluster defaults, then the
-/// policy's fields (`allowWorkloadDisruption` follows `allowPostCopy` unless set).
-fn configuration(policy: Option<&DynamicObject>) -> Value {
-    let spec = policy
-        .and_then(|p| p.data.get("spec"))
-        .cloned()
-        .unwrap_or_default();
-    let mut conf = json!({"allowAutoConverge": false, "allowPostCopy": false,
-        "bandwidthPerMigration": "0Mi", "completionTimeoutPerGiB": DEFAULT_COMPLETION_TIMEOUT_PER_GIB,
-        "parallelMigrationsPerCluster": 5, "parallelOutboundMigrationsPerNode": 2,
-        "progressTimeout": 150});
-    for k in [
-        "allowAutoConverge",
-        "allowPostCopy",
-        "allowWorkloadDisruption",
-        "completionTimeoutPerGiB",
-        "bandwidthPerMigration",
-    ] {
-        if let Some(v) = spec.get(k) {
-            conf[k] = v.clone();
-        }
-    }
-    if conf.get("allowWorkloadDisruption").is_none() {
-        conf["allowWorkloadDisruption"] = conf["allowPostCopy"].clone();
-    }
-    conf
-}
-
 async fn event(ctx: &Ctx, m: &DynamicObject, type_: &str, reason: &str, message: &str) {
     event_named(ctx, m, "", type_, reason, message).await;
 }
@@ -558,125 +532,5 @@ async fn event_named(
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {}
         Err(e) => tracing::debug!("event: {e}"),
-    }
-}
-
-/// `matchPolicy` (migrationpolicy.go): the policy whose selectors all match and that
-/// matches the most labels (VMI and namespace together, then VMI labels alone), ties by
-/// name. Empty selectors match every VMI; a selector is not checked against a VMI that has
-/// no labels at all (KubeVirt's own quirk).
-async fn matching_policy(ctx: &Ctx, vmi: &DynamicObject) -> Result<Option<DynamicObject>> {
-    let policies = Api::<DynamicObject>::all_with(ctx.client.clone(), &util::migration_policy())
-        .list(&ListParams::default())
-        .await?;
-    if policies.items.is_empty() {
-        return Ok(None);
-    }
-    let ns = vmi.namespace().unwrap_or_default();
-    let ns_labels = Api::<Namespace>::all(ctx.client.clone())
-        .get_opt(&ns)
-        .await?
-        .map(|n| n.labels().clone())
-        .unwrap_or_default();
-    Ok(best_policy(policies.items, vmi.labels(), &ns_labels))
-}
-
-/// The scoring half of [`matching_policy`], pure.
-pub fn best_policy(
-    policies: Vec<DynamicObject>,
-    vmi_labels: &BTreeMap<String, String>,
-    ns_labels: &BTreeMap<String, String>,
-) -> Option<DynamicObject> {
-    // countLabelsHelper: None when a selector entry does not match.
-    let count = |sel: Option<&Value>, labels: &BTreeMap<String, String>| -> Option<usize> {
-        let sel: BTreeMap<String, String> = sel
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        sel.iter()
-            .all(|(k, v)| labels.get(k) == Some(v))
-            .then_some(sel.len())
-    };
-    let mut best: Option<((usize, usize), DynamicObject)> = None;
-    for p in policies {
-        if p.data.pointer("/spec/selectors").is_none() {
-            continue;
-        }
-        let by_vmi = if vmi_labels.is_empty() {
-            Some(0)
-        } else {
-            count(
-                p.data
-                    .pointer("/spec/selectors/virtualMachineInstanceSelector"),
-                vmi_labels,
-            )
-        };
-        let by_ns = if vmi_labels.is_empty() {
-            Some(0)
-        } else {
-            count(
-                p.data.pointer("/spec/selectors/namespaceSelector"),
-                ns_labels,
-            )
-        };
-        let (Some(v), Some(n)) = (by_vmi, by_ns) else {
-            continue;
-        };
-        let score = (v + n, v);
-        let better = best
-            .as_ref()
-            .is_none_or(|(s, b)| score > *s || (score == *s && p.name_any() < b.name_any()));
-        if better {
-            best = Some((score, p));
-        }
-    }
-    best.map(|(_, p)| p)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(name: &str, vmi: Value, ns: Value) -> DynamicObject {
-        serde_json::from_value(json!({"apiVersion": "migrations.kubevirt.io/v1alpha1",
-            "kind": "MigrationPolicy", "metadata": {"name": name},
-            "spec": {"selectors": {"virtualMachineInstanceSelector": vmi, "namespaceSelector": ns}}}))
-        .unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| ((*k).into(), (*v).into()))
-            .collect()
-    }
-
-    #[test]
-    fn policies_match_as_kubevirt_does() {
-        let vmi = labels(&[("app", "db"), ("tier", "gold")]);
-        let ns = labels(&[("team", "a")]);
-        let pick = |ps: Vec<DynamicObject>| best_policy(ps, &vmi, &ns).map(|p| p.name_any());
-        // Empty selectors match.
-        assert_eq!(
-            pick(vec![policy("any", json!({}), json!({}))]).as_deref(),
-            Some("any")
-        );
-        // More matching labels win; a mismatching selector never matches.
-        let ps = vec![
-            policy("one", json!({"app": "db"}), json!({})),
-            policy("two", json!({"app": "db", "tier": "gold"}), json!({})),
-            policy("wrong", json!({"app": "web"}), json!({})),
-        ];
-        assert_eq!(pick(ps).as_deref(), Some("two"));
-        // Equal totals: more VMI labels win, then the name.
-        let ps = vec![
-            policy("ns", json!({"app": "db"}), json!({"team": "a"})),
-            policy("vmi", json!({"app": "db", "tier": "gold"}), json!({})),
-        ];
-        assert_eq!(pick(ps).as_deref(), Some("vmi"));
-        let ps = vec![
-            policy("b", json!({"app": "db"}), json!({})),
-            policy("a", json!({"tier": "gold"}), json!({})),
-        ];
-        assert_eq!(pick(ps).as_deref(), Some("a"));
     }
 }
