@@ -124,12 +124,16 @@ pub fn start<C>(
         |t| format!("node {t}"),
     );
     let why = start.trigger.map(|t| format!(" ({t})")).unwrap_or_default();
-    let message = format!("migrating from node {} to {towards}{why}", start.source);
+    let message = match start.source {
+        // A VMI not running yet: KubeVirt keeps the migration Pending until it runs.
+        "" => format!("migrating to {towards}{why} once the VM instance runs"),
+        source => format!("migrating from node {source} to {towards}{why}"),
+    };
     effects.event("MigrationStarted", &message);
     Ok(MigrationStatus {
         trigger: start.trigger.map(str::to_owned),
         migration_name: Some(name),
-        source_node: Some(start.source.to_owned()),
+        source_node: Some(start.source.to_owned()).filter(|s| !s.is_empty()),
         target_node: start.target.map(str::to_owned),
         started_at: Some(call.now.to_owned()),
         message,

@@ -661,7 +661,13 @@ fn a_vmi_not_running_yet_gets_a_pending_migration() {
     let out = run(&ctx, vec![scheduling.clone()]);
     let m = applied(&out, VMIM).expect("admitted: KubeVirt keeps it Pending");
     let name = m["metadata"]["name"].as_str().unwrap().to_owned();
-    assert_eq!(out.status.clone().unwrap().phase, "Pending");
+    let started = out.status.clone().unwrap();
+    assert_eq!(started.phase, "Pending");
+    assert_eq!(started.source_node, None);
+    assert_eq!(
+        started.message,
+        "migrating to a node the scheduler picks once the VM instance runs"
+    );
     // Followed: Pending, and why.
     let record = json!({"migrationStatus": {"phase": "Pending", "requestId": any_node.request_id,
         "automatic": false, "migrationName": name, "startedAt": NOW}});
