@@ -105,8 +105,14 @@ async fn paused_is_not_ready_and_conditions_mirror() -> anyhow::Result<()> {
     assert_eq!(phase(&vmi), "Running");
     wait_for(&vms, "slow", "Stopping", |o| printable(o) == "Stopping").await?;
     subresource::vm(&c, "slow", "stop", json!({"gracePeriod": 0})).await?;
-    let vm = wait_for(&vms, "slow", "Stopped", |o| printable(o) == "Stopped").await?;
-    assert_eq!(cond_reason(&vm, "Ready"), pair("False", "VMINotExists"));
+    // Stopped already while the final VMI is still there, then without it.
+    wait_for(&vms, "slow", "Stopped", |o| printable(o) == "Stopped").await?;
+    wait_gone(&vmis, "slow").await?;
+    let vm = wait_for(&vms, "slow", "without a VMI", |o| {
+        cond_reason(o, "Ready") == pair("False", "VMINotExists")
+    })
+    .await?;
+    assert_eq!(printable(&vm), "Stopped");
     assert_eq!(vm.data.pointer("/status/created"), None);
 
     // Deleting the VM: Terminating while its VMI shuts down, then gone.
@@ -143,6 +149,8 @@ async fn vmi_waits_for_its_volumes() -> anyhow::Result<()> {
     let cfg = SimConfig {
         import_step_delay: Duration::from_millis(300),
         import_steps: 3,
+        pvc_bind_delay: Duration::from_millis(800),
+        scheduling_delay: Duration::from_millis(200),
         ..SimConfig::fast()
     };
     let _sim = Simulator::start(&env, cfg).await?;
@@ -234,6 +242,42 @@ async fn vmi_waits_for_its_volumes() -> anyhow::Result<()> {
         printable(o) == "ErrorPvcNotFound"
     })
     .await?;
+
+    // Starting while the VMI is Pending and Scheduling.
+    create(
+        &c,
+        &util::vm(),
+        "default",
+        vm_body("plain", "Always", "512Mi", json!([])),
+    )
+    .await?;
+    wait_for(&vms, "plain", "Starting", |o| printable(o) == "Starting").await?;
+    wait_for(&vms, "plain", "Running", |o| printable(o) == "Running").await?;
+
+    // A claim not bound yet: WaitingForVolumeBinding until it binds.
+    let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "slow-claim"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "standard",
+                 "resources": {"requests": {"storage": "1Gi"}}}});
+    kube::Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+        c.clone(),
+        "default",
+    )
+    .create(&Default::default(), &serde_json::from_value(claim)?)
+    .await?;
+    let vols = json!([{"name": "root", "persistentVolumeClaim": {"claimName": "slow-claim"}}]);
+    create(
+        &c,
+        &util::vm(),
+        "default",
+        vm_body("binding", "Always", "512Mi", vols),
+    )
+    .await?;
+    wait_for(&vms, "binding", "WaitingForVolumeBinding", |o| {
+        printable(o) == "WaitingForVolumeBinding"
+    })
+    .await?;
+    wait_for(&vms, "binding", "Running", |o| printable(o) == "Running").await?;
 
     // A VMI that fits no node: ErrorUnschedulable, Ready GuestNotRunning.
     create(
