@@ -28,7 +28,11 @@ use crate::telemetry::Metrics;
 use event_memory::EventMemory;
 use written::KnownCopies;
 
+#[cfg(test)]
+pub(crate) use pipeline::PipelineResult;
 pub use pipeline::StepFailure;
+#[cfg(test)]
+pub(crate) use status::build as status_for_fuzzing;
 pub use status::{NETWORKS_CONFIGURED, READY, STEP_FAILED, VOLUMES_BOUND};
 
 /// Errors of one reconcile.

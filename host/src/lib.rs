@@ -7,6 +7,8 @@ pub mod cluster;
 pub mod config;
 pub mod conformance;
 pub mod controller;
+#[cfg(test)]
+mod fuzz;
 pub mod leader;
 pub mod oci;
 pub mod plugin;

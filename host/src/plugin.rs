@@ -20,6 +20,8 @@ pub use bindings::v0_1_0::types;
 pub use cache::{CodeCache, CodeSource};
 pub use contract::{ContractInfo, SUPPORTED_CONTRACTS};
 pub use error::{CallError, CallFailure, LoadError, PluginId};
+#[cfg(test)]
+pub(crate) use guard::check as guard_for_fuzzing;
 pub use limits::RuntimeLimits;
 pub use loader::{Plugin, Runtime};
 

@@ -177,13 +177,18 @@ impl Applier {
                 what: what.clone(),
                 source,
             })?;
-        let metadata = object["metadata"]
-            .as_object_mut()
+        let metadata = object
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut)
             .ok_or_else(|| ApplyError::Invalid {
                 what: what.clone(),
                 message: "no metadata".into(),
             })?;
         let label_map = metadata.entry("labels").or_insert_with(|| json!({}));
+        // The host's labels are how its watches find the object: they always go on.
+        if !label_map.is_object() {
+            *label_map = json!({});
+        }
         if let Some(label_map) = label_map.as_object_mut() {
             for (key, value) in labels {
                 label_map

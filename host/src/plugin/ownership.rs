@@ -198,7 +198,8 @@ pub fn stamp(object: &mut Value, claimant: &Claimant<'_>, namespaced: bool, live
             live_annotation(OWNER_UID_ANNOTATION).unwrap_or_else(|| claimant.uid.to_owned());
         annotations.push((OWNER_UID_ANNOTATION, made_for));
     }
-    let Some(metadata) = object["metadata"].as_object_mut() else {
+    // NB: not `object["metadata"]`, which panics on anything but an object.
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
     if !annotations.is_empty() {
