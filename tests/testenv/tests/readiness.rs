@@ -197,6 +197,23 @@ async fn vmi_waits_for_its_volumes() -> anyhow::Result<()> {
         pair("True", "AllDVsReady")
     );
 
+    // A WaitForFirstConsumer disk: the VMI is its first consumer, so it is created
+    // before the disk is populated, and runs once it is.
+    let vols = json!([{"name": "root", "dataVolume": {"name": "wffc-root"}}]);
+    let mut vm = vm_body("wffc", "Always", "512Mi", vols);
+    vm["spec"]["dataVolumeTemplates"] = json!([{"metadata": {"name": "wffc-root"},
+        "spec": {"source": {"http": {"url": "http://images.example/root.img"}},
+                 "storage": {"storageClassName": "local-wffc",
+                             "resources": {"requests": {"storage": "1Gi"}}}}}]);
+    create(&c, &util::vm(), "default", vm).await?;
+    wait_for(&vmis, "wffc", "Running", |o| phase(o) == "Running").await?;
+    // DataVolumesReady follows the DataVolume, also once the VMI runs.
+    wait_for(&vmis, "wffc", "AllDVsReady", |o| {
+        cond_reason(o, "DataVolumesReady") == pair("True", "AllDVsReady")
+    })
+    .await?;
+    assert_eq!(phase(&dvs.get("wffc-root").await?), "Succeeded");
+
     // An import that keeps failing: DataVolumeError, and still no VMI.
     let vols = json!([{"name": "root", "dataVolume": {"name": "bad-root"}}]);
     let mut vm = vm_body("bad", "Always", "512Mi", vols);

@@ -58,12 +58,12 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
             watcher::Config::default(),
             move |pvc: PersistentVolumeClaim| waiting_in(&store2, pvc.namespace(), &ar2),
         )
-        // So does a DataVolume change (upstream's vmi.go watches DataVolumes too).
+        // A DataVolume change wakes the VMIs that use it (upstream's datavolumes.go).
         .watches_with(
             Api::<DynamicObject>::all_with(ctx.client.clone(), &dv_ar),
             dv_ar.clone(),
             watcher::Config::default(),
-            move |dv: DynamicObject| waiting_in(&store3, dv.namespace(), &ar3),
+            move |dv: DynamicObject| using(&store3, &dv, &ar3),
         )
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
@@ -86,6 +86,21 @@ fn waiting_in(
                     None | Some("" | "Pending" | "Scheduling")
                 )
         })
+        .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar.clone()))
+        .collect()
+}
+
+/// The VMIs (from the controller's own store) with a volume on this DataVolume.
+fn using(
+    store: &kube::runtime::reflector::Store<DynamicObject>,
+    dv: &DynamicObject,
+    ar: &kube::api::ApiResource,
+) -> Vec<ObjectRef<DynamicObject>> {
+    let (ns, name) = (dv.namespace(), dv.name_any());
+    store
+        .state()
+        .into_iter()
+        .filter(|v| v.namespace() == ns && claims(&v.data).contains(&name))
         .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar.clone()))
         .collect()
 }
@@ -136,10 +151,13 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
                 patch_status(&api, &vmi, json!({"conditions": conds})).await?;
             }
             if volumes == VolumesReady::WaitForFirstConsumer {
-                // Upstream's temporary pod: the scheduler picks a node for the claims.
+                // Upstream's temporary pod: the scheduler picks a node for the claims
+                // (again later if none fits now).
                 vmi_status::select_node_for_claims(&ctx, &vmi).await?;
+                return Ok(Action::requeue(cfg.retry_interval));
             }
-            return Ok(Action::requeue(cfg.retry_interval));
+            // The claim and DataVolume watches bring the VMI back when they change.
+            return Ok(Action::await_change());
         }
         "Scheduling" => {
             if let Some(rest) = ctx.wait(format!("vmi/{uid}/scheduling"), cfg.scheduling_delay) {
@@ -171,6 +189,7 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
             let mut conds = conditions(&vmi.data);
             let readiness = vmi_status::running_readiness(&conds);
             vmi_status::set_ready(&mut conds, readiness);
+            vmi_status::aggregate_data_volumes(&ctx, &vmi, &mut conds).await?;
             if vmi_status::changed(&vmi, &conds) {
                 patch_status(&api, &vmi, json!({"conditions": conds})).await?;
                 return Ok(Action::await_change());
