@@ -477,3 +477,60 @@ async fn vmi_actions_and_migrate() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rerun_on_failure_restarts_a_failed_vmi_only() -> anyhow::Result<()> {
+    init_tracing();
+    let env = TestEnv::start().await?;
+    let cfg = SimConfig {
+        scheduling_delay: Duration::from_millis(300),
+        ..SimConfig::fast()
+    };
+    let _sim = Simulator::start(&env, cfg).await?;
+    let c = env.client();
+    let vms = util::api(&c, &util::vm(), "default");
+    let vmis = util::api(&c, &util::vmi(), "default");
+
+    create(
+        &c,
+        &util::vm(),
+        "default",
+        exiting_vm("crashy", "RerunOnFailure", "failed"),
+    )
+    .await?;
+    // Hold the first VMI with a finalizer of our own, so its failure stays visible.
+    let first = wait_for(&vmis, "crashy", "created", |_| true).await?;
+    let hold = json!({"metadata": {"finalizers": ["test.wukong.io/hold", "foregroundDeleteVirtualMachine"]}});
+    vmis.patch(
+        "crashy",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&hold),
+    )
+    .await?;
+    wait_for(&vmis, "crashy", "Failed and deleted", |o| {
+        phase(o) == "Failed" && o.metadata.deletion_timestamp.is_some()
+    })
+    .await?;
+    // The VM controller asked for a restart...
+    wait_for(&vms, "crashy", "a Start request", |o| {
+        o.data.pointer("/status/stateChangeRequests") == Some(&json!([{"action": "Start"}]))
+    })
+    .await?;
+    // ... and a manual start from the failed state is refused.
+    let a = subresource::vm(&c, "crashy", "start", json!({})).await?;
+    let refused = "RerunOnFailure does not support starting VM from failed state";
+    assert!(a.is(409, &vm_conflict("crashy", refused)), "{a:?}");
+    // Released, the failed VMI goes and a new one starts.
+    let release = json!({"metadata": {"finalizers": null}});
+    vmis.patch(
+        "crashy",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&release),
+    )
+    .await?;
+    wait_for(&vmis, "crashy", "restarted", |o| {
+        o.metadata.uid != first.metadata.uid
+    })
+    .await?;
+    Ok(())
+}
