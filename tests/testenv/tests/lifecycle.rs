@@ -284,8 +284,16 @@ async fn pending_requests_and_restart() -> anyhow::Result<()> {
         subresource::vm(&c, "hang", "stop", json!({})).await?.code,
         202
     );
-    let a = subresource::vm(&c, "hang", "restart", json!({})).await?;
+    let a = subresource::vm(&c, "hang", "restart", json!({"gracePeriodSeconds": 0})).await?;
     assert!(a.is(500, underway), "{a:?}");
+    assert_eq!(
+        vmis.get("hang")
+            .await?
+            .data
+            .pointer("/spec/terminationGracePeriodSeconds"),
+        Some(&json!(30)),
+        "a refused forced restart puts the grace period back"
+    );
     let a = subresource::vm(&c, "hang", "start", json!({})).await?;
     assert!(
         a.is(409, &vm_conflict("hang", "VM is already running")),

@@ -50,7 +50,7 @@ pub(super) async fn act(
         return Ok(replies::no_route(&format!("unknown action {action}")));
     }
     let vms = util::api(&ctx.client, &util::vm(), ns);
-    let Some(mut vm) = vms.get_opt(name).await? else {
+    let Some(vm) = vms.get_opt(name).await? else {
         return Ok(replies::not_found(VM, name));
     };
     let vmis = util::api(&ctx.client, &util::vmi(), ns);
@@ -60,34 +60,64 @@ pub(super) async fn act(
     }
     // The VMI's grace period is patched once, before the VM is judged (as upstream: the
     // stop handler patches it even when it then refuses the stop).
+    // A forced restart sets it to 1 once the strategy allows a restart, and puts it back
+    // when the request is then refused.
+    let forced = action == "restart"
+        && restart_grace == Some(0)
+        && !matches!(run_strategy(&vm).as_str(), "Halted" | "Once");
     let mut old_grace = None;
-    if let Some(v) = vmi.as_ref().filter(|v| !is_final(v)) {
+    if let Some(v) = vmi.as_ref() {
         let wanted = match action {
-            "stop" => body.get("gracePeriod").and_then(Value::as_i64),
-            "restart" if restart_grace == Some(0) => Some(1),
+            "stop" if !is_final(v) => body.get("gracePeriod").and_then(Value::as_i64),
+            "restart" if forced => Some(1),
             _ => None,
         };
         if let Some(g) = wanted {
             old_grace = Some(grace_of(v));
-            let patch = json!({"spec": {"terminationGracePeriodSeconds": g}});
-            vmis.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await?;
+            set_grace(&vmis, name, g).await?;
         }
     }
+    let reply = decide_and_write(&vms, vm, vmi.as_ref(), name, action, body, old_grace).await?;
+    if forced
+        && reply.0 != hyper::StatusCode::ACCEPTED
+        && let Some(old) = old_grace
+    {
+        set_grace(&vmis, name, old).await?;
+    }
+    Ok(reply)
+}
+
+async fn set_grace(vmis: &Api<DynamicObject>, name: &str, grace: i64) -> crate::Result<()> {
+    let patch = json!({"spec": {"terminationGracePeriodSeconds": grace}});
+    vmis.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Judges the VM (read again after a lost race) and writes what the action changes.
+async fn decide_and_write(
+    vms: &Api<DynamicObject>,
+    mut vm: DynamicObject,
+    vmi: Option<&DynamicObject>,
+    name: &str,
+    action: &str,
+    body: &Value,
+    old_grace: Option<i64>,
+) -> crate::Result<Reply> {
     for _ in 0..ATTEMPTS {
         let change = match action {
-            "start" => start(&vm, vmi.as_ref(), name),
-            "stop" => stop(&vm, vmi.as_ref(), name, body, old_grace),
-            _ => restart(&vm, vmi.as_ref(), name),
+            "start" => start(&vm, vmi, name),
+            "stop" => stop(&vm, vmi, name, body, old_grace),
+            _ => restart(&vm, vmi, name),
         };
         let written = match change {
             Err(refusal) => return Ok(refusal),
-            Ok(Change::Strategy(s)) => set_strategy(&vms, &vm, s).await?,
+            Ok(Change::Strategy(s)) => set_strategy(vms, &vm, s).await?,
             Ok(Change::Requests(changes)) => match merged_requests(&vm, changes) {
                 Err(refusal) => return Ok(refusal),
                 Ok(list) => {
                     let status = json!({"stateChangeRequests": list, "startFailure": null});
-                    util::patch_status(&vms, &vm, status).await?
+                    util::patch_status(vms, &vm, status).await?
                 }
             },
         };
