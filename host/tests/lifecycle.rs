@@ -142,7 +142,7 @@ async fn lifecycle_actions_run_exactly_once_and_refuse_as_kubevirt() {
         None,
     )
     .await;
-    assert_eq!(refused.message, "refused: VM is not paused");
+    assert_eq!(refused.message, "refused: VMI is not paused");
     assert_eq!((calls("pause"), calls("unpause")), (1, 1));
 
     // Soft reboot.

@@ -224,7 +224,8 @@ pub fn forbidden(error: &kube::Error, what: &str, namespace: &str) -> Option<Str
     let kube::Error::Api(status) = error else {
         return None;
     };
-    if status.code != 403 {
+    // An admission webhook's denial comes back as 403 too; it is no missing permission.
+    if status.code != 403 || status.message.contains("denied the request") {
         return None;
     }
     if let Some(message) = rbac_denial(&status.message, what) {
