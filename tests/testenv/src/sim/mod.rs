@@ -14,6 +14,7 @@ mod vm;
 mod vm_status;
 mod vmi;
 mod vmi_status;
+mod vmi_volumes;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
@@ -160,7 +160,21 @@ async fn sync_run_strategy(
         {
             pass.stopping = stop_vmi(&vmis, v).await?;
             if phase == "Failed" {
+                // As upstream's addStartRequest: written at once and with no precondition,
+                // so no lost race of the status write can drop it.
                 pass.requests.push(json!({"action": "Start"}));
+                let vms = util::api(
+                    &ctx.client,
+                    &util::vm(),
+                    &vm.namespace().unwrap_or_default(),
+                );
+                let body = json!({"status": {"stateChangeRequests": pass.requests}});
+                vms.patch_status(
+                    &vm.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(&body),
+                )
+                .await?;
             }
         }
         // As upstream's shouldStartRerunOnFailure: a Start request, or a strategy just

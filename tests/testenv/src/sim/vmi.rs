@@ -20,7 +20,8 @@ use super::util::{
     self, annotation, conditions, patch_status, remove_condition, set_condition, set_finalizer,
     str_at,
 };
-use super::vmi_status::{Readiness, VolumesReady};
+use super::vmi_status::Readiness;
+use super::vmi_volumes::{self, VolumesReady};
 use super::{ANN_GUEST_EXIT, Ctx, scheduler, vmi_status};
 use crate::error::{Error, Result};
 
@@ -141,7 +142,7 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
             }
             // As upstream's lifecycle.go sync: no pod before the volumes are ready.
             let mut conds = conditions(&vmi.data);
-            let volumes = vmi_status::volumes_ready(&ctx, &vmi, &mut conds).await?;
+            let volumes = vmi_volumes::volumes_ready(&ctx, &vmi, &mut conds).await?;
             if volumes == VolumesReady::Yes {
                 vmi_status::set_ready(&mut conds, Readiness::GuestNotRunning);
                 set_phase(&api, &vmi, "Scheduling", json!({"conditions": conds})).await?;
@@ -153,7 +154,7 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
             if volumes == VolumesReady::WaitForFirstConsumer {
                 // Upstream's temporary pod: the scheduler picks a node for the claims
                 // (again later if none fits now).
-                vmi_status::select_node_for_claims(&ctx, &vmi).await?;
+                vmi_volumes::select_node_for_claims(&ctx, &vmi).await?;
                 return Ok(Action::requeue(cfg.retry_interval));
             }
             // The claim and DataVolume watches bring the VMI back when they change.
@@ -189,7 +190,7 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
             let mut conds = conditions(&vmi.data);
             let readiness = vmi_status::running_readiness(&conds);
             vmi_status::set_ready(&mut conds, readiness);
-            vmi_status::aggregate_data_volumes(&ctx, &vmi, &mut conds).await?;
+            vmi_volumes::aggregate_data_volumes(&ctx, &vmi, &mut conds).await?;
             if vmi_status::changed(&vmi, &conds) {
                 patch_status(&api, &vmi, json!({"conditions": conds})).await?;
                 return Ok(Action::await_change());
@@ -292,7 +293,7 @@ async fn schedule(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) -> R
     }
     let mut conds = conditions(&vmi.data);
     remove_condition(&mut conds, "PodScheduled");
-    vmi_status::aggregate_data_volumes(ctx, vmi, &mut conds).await?;
+    vmi_volumes::aggregate_data_volumes(ctx, vmi, &mut conds).await?;
     if set_phase(
         api,
         vmi,
