@@ -609,11 +609,18 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
     tokio::time::timeout(TIMEOUT, gone)
         .await
         .expect("the finalizer is removed");
-    assert!(
-        list(&admin, ns, "kubevirt.io/v1", "VirtualMachine")
+    // As upstream, the VM stays Terminating (KubeVirt's finalizer) until its VMI shut down.
+    let vm_gone = async {
+        while !list(&admin, ns, "kubevirt.io/v1", "VirtualMachine")
             .await
             .is_empty()
-    );
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::time::timeout(TIMEOUT, vm_gone)
+        .await
+        .expect("the VM goes once its VMI has shut down");
     assert!(
         list(
             &admin,

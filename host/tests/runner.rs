@@ -92,8 +92,9 @@ fn inspect_shows_manifest_world_contract_capabilities_schema_and_digest() {
         "step:         storage",
         "world:        wukong:plugin/storage-plugin@0.1.0",
         "contract:     wukong:plugin@0.1.0",
-        "reads:      v1/PersistentVolumeClaim",
-        "writes:     v1/PersistentVolumeClaim",
+        // Sorted, as grants are.
+        "reads:      kubevirt.io/v1/VirtualMachineInstanceMigration, storage.k8s.io/v1/StorageClass, v1/PersistentVolumeClaim",
+        "writes:     kubevirt.io/v1/VirtualMachineInstanceMigration, storage.k8s.io/v1/StorageClass, v1/PersistentVolumeClaim",
         "actions:    virtualmachines/stop",
         &format!("digest:       sha256:{digest}"),
         "\"delete-unowned\"",
@@ -113,9 +114,9 @@ fn inspect_shows_manifest_world_contract_capabilities_schema_and_digest() {
     assert_eq!(
         json["capabilities"]["writes"],
         json!([
-            "v1/PersistentVolumeClaim",
+            "kubevirt.io/v1/VirtualMachineInstanceMigration",
             "storage.k8s.io/v1/StorageClass",
-            "kubevirt.io/v1/VirtualMachineInstanceMigration"
+            "v1/PersistentVolumeClaim"
         ])
     );
     assert_eq!(json["configSchema"]["additionalProperties"], false);
