@@ -148,6 +148,8 @@ pub(crate) struct Ctx {
     timers: Mutex<HashMap<String, Instant>>,
     pub calls: Mutex<Vec<SubresourceCall>>,
     next_ip: AtomicU32,
+    /// The scheduler's caches of Nodes and VMIs.
+    placement: scheduler::Placement,
 }
 
 impl Ctx {
@@ -209,14 +211,17 @@ impl Simulator {
 
     /// Nodes, storage classes and controllers only (no aggregated API), on any cluster.
     pub async fn start_controllers(client: kube::Client, config: SimConfig) -> Result<Self> {
+        let (placement, mut tasks) = scheduler::Placement::start(&client).await?;
         let ctx = Arc::new(Ctx {
             client,
             cfg: RwLock::new(config),
             timers: Mutex::default(),
             calls: Mutex::default(),
             next_ip: AtomicU32::new(0),
+            placement,
         });
         nodes::create(&ctx).await?;
+        ctx.placement.wait_for_nodes(ctx.cfg().nodes).await;
         let loops: Vec<BoxFuture<'static, ()>> = vec![
             Box::pin(storage::run(ctx.clone())),
             Box::pin(cdi::run(ctx.clone())),
@@ -225,7 +230,7 @@ impl Simulator {
             Box::pin(migration::run(ctx.clone())),
             Box::pin(gc::run(ctx.clone())),
         ];
-        let tasks = loops.into_iter().map(tokio::spawn).collect();
+        tasks.extend(loops.into_iter().map(tokio::spawn));
         Ok(Self {
             ctx,
             tasks,

@@ -3,14 +3,84 @@
 //! and enough unreserved CPU and memory.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
+use tokio::task::JoinHandle;
 
 use super::Ctx;
 use super::util::{self, quantity, str_at};
 use crate::error::Result;
+
+/// What the scheduler places from: watch caches of every Node and VMI, as kube-scheduler's
+/// informers (a LIST of every VMI per placement made the harness quadratic), and the
+/// placements made but not yet seen in the cache, so two VMIs placed in quick succession
+/// do not both take the last room on a node (the scheduler cache's "assumed pods").
+pub struct Placement {
+    nodes: Store<Node>,
+    vmis: Store<DynamicObject>,
+    /// VMI uid → the node it was placed on (or is migrating to), what it asks, and when.
+    assumed: Mutex<HashMap<String, (String, Request, std::time::Instant)>>,
+}
+
+impl Placement {
+    /// Starts the two watches and waits until both have listed.
+    pub async fn start(client: &kube::Client) -> Result<(Self, Vec<JoinHandle<()>>)> {
+        let (nodes, node_writer) = reflector::store::<Node>();
+        let vmi_writer = reflector::store::Writer::new(util::vmi());
+        let vmis = vmi_writer.as_reader();
+        let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .default_backoff()
+            .reflect(node_writer)
+            .for_each(|_| futures::future::ready(()));
+        let vmi_watch = watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &util::vmi()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .reflect(vmi_writer)
+        .for_each(|_| futures::future::ready(()));
+        let tasks = vec![tokio::spawn(node_watch), tokio::spawn(vmi_watch)];
+        // Both stores list before the first placement; a failed list retries with backoff.
+        let _ = nodes.wait_until_ready().await;
+        let _ = vmis.wait_until_ready().await;
+        Ok((
+            Self {
+                nodes,
+                vmis,
+                assumed: Mutex::default(),
+            },
+            tasks,
+        ))
+    }
+
+    /// Waits (a few seconds at most) until the cache holds `count` nodes, so the first
+    /// placements after start see the nodes just created.
+    pub async fn wait_for_nodes(&self, count: usize) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.nodes.state().len() < count && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    fn assume(&self, vmi: &DynamicObject, node: &str) {
+        if let (Some(uid), Ok(mut assumed)) = (vmi.metadata.uid.clone(), self.assumed.lock()) {
+            assumed.insert(
+                uid,
+                (
+                    node.to_owned(),
+                    requests(&vmi.data),
+                    std::time::Instant::now(),
+                ),
+            );
+        }
+    }
+}
 
 /// CPU (cores) and memory (bytes) a VMI's launcher pod requests.
 #[derive(Clone, Copy, Debug, Default)]
@@ -49,14 +119,40 @@ pub async fn pick(
     exclude: Option<&str>,
     extra_selector: &BTreeMap<String, String>,
 ) -> Result<std::result::Result<String, String>> {
-    let nodes = Api::<Node>::all(ctx.client.clone())
-        .list(&ListParams::default())
-        .await?;
-    let vmis = Api::<DynamicObject>::all_with(ctx.client.clone(), &util::vmi())
-        .list(&ListParams::default())
-        .await?;
+    let placement = &ctx.placement;
+    let nodes = placement.nodes.state();
+    let vmis = placement.vmis.state();
     let me = vmi.metadata.uid.clone();
     let mut used: HashMap<String, Request> = HashMap::new();
+    let mut charge_to = |node: &str, r: Request| {
+        let u = used.entry(node.to_owned()).or_default();
+        u.cpu += r.cpu;
+        u.memory += r.memory;
+    };
+    // Placements the cache does not show yet; those it shows (or that ended) are dropped.
+    if let Ok(mut assumed) = placement.assumed.lock() {
+        assumed.retain(|uid, (node, request, at)| {
+            let cached = vmis
+                .iter()
+                .find(|v| v.metadata.uid.as_deref() == Some(uid.as_str()));
+            // Not in the cache a while after its placement: deleted, not late.
+            let gone = cached.is_none() && at.elapsed() > std::time::Duration::from_secs(1);
+            let seen = gone
+                || cached.is_some_and(|v| {
+                    str_at(&v.data, "/status/nodeName") == Some(node.as_str())
+                        || str_at(&v.data, "/status/migrationState/targetNode")
+                            == Some(node.as_str())
+                        || matches!(
+                            str_at(&v.data, "/status/phase"),
+                            Some("Succeeded" | "Failed")
+                        )
+                });
+            if !seen && Some(uid) != me.as_ref() {
+                charge_to(node, *request);
+            }
+            !seen
+        });
+    }
     for other in &vmis {
         if other.metadata.uid == me {
             continue;
@@ -66,11 +162,7 @@ pub async fn pick(
             continue;
         }
         let r = requests(&other.data);
-        let mut charge = |node: &str| {
-            let u = used.entry(node.to_owned()).or_default();
-            u.cpu += r.cpu;
-            u.memory += r.memory;
-        };
+        let mut charge = |node: &str| charge_to(node, r);
         if let Some(n) = str_at(&other.data, "/status/nodeName") {
             charge(n);
         }
@@ -100,7 +192,7 @@ pub async fn pick(
 
     let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
     let mut best: Option<(f64, String)> = None;
-    for node in &nodes {
+    for node in nodes.iter().map(|n| &**n) {
         let name = node.metadata.name.clone().unwrap_or_default();
         let labels = node.metadata.labels.clone().unwrap_or_default();
         let spec = node.spec.clone().unwrap_or_default();
@@ -155,12 +247,15 @@ pub async fn pick(
         }
     }
     Ok(match best {
-        Some((_, name)) => Ok(name),
+        Some((_, name)) => {
+            placement.assume(vmi, &name);
+            Ok(name)
+        }
         None => {
             let detail: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
             Err(format!(
                 "0/{} nodes are available: {}.",
-                nodes.items.len(),
+                nodes.len(),
                 detail.join(", ")
             ))
         }
