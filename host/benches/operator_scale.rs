@@ -230,6 +230,14 @@ async fn main() -> anyhow::Result<()> {
         .spawn()?;
     let address: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
     let ready = Instant::now();
+    // The server comes up after the plugins are loaded; until then nothing listens.
+    while std::net::TcpStream::connect(address).is_err() {
+        anyhow::ensure!(
+            ready.elapsed() < Duration::from_secs(120),
+            "operator never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     while telemetry::get(address, "/readyz").await.0 != 200 {
         anyhow::ensure!(
             ready.elapsed() < Duration::from_secs(120),
