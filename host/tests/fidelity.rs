@@ -8,12 +8,11 @@ mod support;
 
 use std::time::Duration;
 
-use k8s_openapi::api::events::v1::Event;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use support::operator::{
-    Cluster, InProcess, condition, create, host_config, is_running, namespace, wait_for,
+    Cluster, InProcess, condition, create, host_config, is_running, namespace, wait_for, warnings,
 };
 use wukong::api::{ActionRecord, Wukong, WukongPhase};
 
@@ -37,18 +36,6 @@ async fn patch_spec(client: &kube::Client, ns: &str, name: &str, spec: Value) {
         )
         .await
         .expect("patch spec");
-}
-
-async fn warnings(client: &kube::Client, ns: &str, reason: &str) -> Vec<String> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

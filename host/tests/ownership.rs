@@ -8,14 +8,13 @@ mod support;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PersistentVolumeClaim;
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::operator::{
     Cluster, InProcess, condition, create, host_config, hostile_backend, is_running, namespace,
-    start_with_metrics, wait_for,
+    start_with_metrics, wait_for, warnings,
 };
 use wukong::api::Wukong;
 
@@ -110,16 +109,25 @@ async fn delete_and_wait(client: &Client, ns: &str, name: &str, params: &DeleteP
         .unwrap_or_else(|_| panic!("{ns}/{name} was not deleted"));
 }
 
-async fn warnings(client: &Client, ns: &str, reason: &str) -> Vec<String> {
-    Api::<Event>::namespaced(client.clone(), ns)
-        .list(&Default::default())
+/// Deletes a finalized Wukong whose finalize cannot succeed and returns the message of the
+/// `FinalizeFailed` it then reports.
+async fn delete_until_stuck(client: &Client, ns: &str, name: &str) -> String {
+    wait_for(client, ns, name, TIMEOUT, |w| {
+        w.finalizers()
+            .iter()
+            .any(|f| f == "vm.novasphere.dev/cleanup")
+            && w.status.as_ref().and_then(|s| s.observed_generation) == w.metadata.generation
+    })
+    .await;
+    Api::<Wukong>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::default())
         .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
-        .filter_map(|e| e.note)
-        .collect()
+        .expect("delete");
+    let stuck = wait_for(client, ns, name, TIMEOUT, |w| {
+        step_failed(w).is_some_and(|(reason, _)| reason == "FinalizeFailed")
+    })
+    .await;
+    step_failed(&stuck).expect("StepFailed").1
 }
 
 async fn dynamic(client: &Client, ns: &str, api_version: &str, kind: &str) -> Api<DynamicObject> {
@@ -696,22 +704,12 @@ async fn a_deletion_stuck_on_a_failing_finalize_says_why_and_the_way_out() {
         &wukong_yaml("vm1", "[{name: d, size: 1Gi, backend: stuck}]"),
     )
     .await;
-    wait_for(&client, ns, "vm1", TIMEOUT, |w| {
-        w.finalizers()
-            .iter()
-            .any(|f| f == "vm.novasphere.dev/cleanup")
-            && w.status.as_ref().and_then(|s| s.observed_generation) == w.metadata.generation
-    })
-    .await;
-    let api = Api::<Wukong>::namespaced(client.clone(), ns);
-    api.delete("vm1", &DeleteParams::default())
+    let message = delete_until_stuck(&client, ns, "vm1").await;
+    let stuck = Api::<Wukong>::namespaced(client.clone(), ns)
+        .get("vm1")
         .await
-        .expect("delete");
-    let stuck = wait_for(&client, ns, "vm1", TIMEOUT, |w| {
-        step_failed(w).is_some_and(|(reason, _)| reason == "FinalizeFailed")
-    })
-    .await;
-    let (_, message) = step_failed(&stuck).expect("StepFailed");
+        .expect("get");
+    let api = Api::<Wukong>::namespaced(client.clone(), ns);
     for part in [
         "storage step",
         "hostile@0.1.0",
@@ -762,20 +760,7 @@ async fn a_deletion_stuck_on_a_failing_finalize_says_why_and_the_way_out() {
         &wukong_yaml("vm2", "[{name: d, size: 1Gi, backend: removed}]"),
     )
     .await;
-    wait_for(&client, ns, "vm2", TIMEOUT, |w| {
-        w.finalizers()
-            .iter()
-            .any(|f| f == "vm.novasphere.dev/cleanup")
-    })
-    .await;
-    api.delete("vm2", &DeleteParams::default())
-        .await
-        .expect("delete");
-    let stuck = wait_for(&client, ns, "vm2", TIMEOUT, |w| {
-        step_failed(w).is_some_and(|(reason, _)| reason == "FinalizeFailed")
-    })
-    .await;
-    let (_, message) = step_failed(&stuck).expect("StepFailed");
+    let message = delete_until_stuck(&client, ns, "vm2").await;
     for part in [
         "storage backend \"removed\" is not configured",
         "remove the finalizer",

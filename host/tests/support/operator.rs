@@ -215,6 +215,19 @@ pub async fn wait_for(
     }
 }
 
+/// The notes of the Warning events with `reason` in a namespace.
+pub async fn warnings(client: &Client, ns: &str, reason: &str) -> Vec<String> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.type_.as_deref() == Some("Warning") && e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
+
 pub fn condition(wukong: &Wukong, condition_type: &str) -> Option<(String, String, String)> {
     wukong
         .status
