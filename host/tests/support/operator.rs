@@ -124,12 +124,15 @@ pub struct Cluster {
 
 impl Cluster {
     pub async fn start() -> Self {
+        Self::start_with(SimConfig::fast()).await
+    }
+
+    /// With a simulator configured otherwise (e.g. more or bigger nodes).
+    pub async fn start_with(config: SimConfig) -> Self {
         let env = TestEnv::start()
             .await
             .expect("control plane (run tests/testenv/provision.sh)");
-        let sim = Simulator::start(&env, SimConfig::fast())
-            .await
-            .expect("simulator");
+        let sim = Simulator::start(&env, config).await.expect("simulator");
         Self { env, sim }
     }
 

@@ -265,6 +265,31 @@ impl TestEnv {
             .collect()
     }
 
+    /// Freezes kube-apiserver (SIGSTOP): connections stay open and nothing answers, as
+    /// an overloaded or partitioned control plane looks to its clients.
+    pub fn pause_apiserver(&self) -> Result<()> {
+        self.apiserver.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a paused kube-apiserver go on (SIGCONT).
+    pub fn resume_apiserver(&self) -> Result<()> {
+        self.apiserver.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    /// Kills kube-apiserver and starts it again on the same port and etcd; returns once
+    /// `/readyz` answers. Every watch and connection of its clients breaks.
+    pub async fn restart_apiserver(&mut self) -> Result<()> {
+        self.apiserver.restart()?;
+        wait_ready(&self.client, &mut self.etcd, &mut self.apiserver).await
+    }
+
+    /// Kills etcd and starts it again on its data; returns once kube-apiserver is ready
+    /// again.
+    pub async fn restart_etcd(&mut self) -> Result<()> {
+        self.etcd.restart()?;
+        wait_ready(&self.client, &mut self.etcd, &mut self.apiserver).await
+    }
+
     /// The cluster CA in PEM (it signs the API server's and the simulator's certificates).
     pub fn ca_pem(&self) -> String {
         self.ca.cert_pem()

@@ -6,11 +6,13 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::error::{IoContext, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// A running control-plane process.
 pub struct Proc {
     name: String,
+    binary: PathBuf,
+    args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -20,27 +22,38 @@ impl Proc {
     /// `PR_SET_PDEATHSIG=SIGKILL`, so it dies with this process even on SIGKILL.
     pub fn spawn(name: &str, binary: &Path, args: &[String], log: PathBuf) -> Result<Self> {
         let out = File::create(&log).ctx(format!("creating {}", log.display()))?;
-        let err = out.try_clone().ctx("duplicating log handle")?;
-        let mut cmd = match setpriv() {
-            Some(setpriv) => {
-                let mut c = Command::new(setpriv);
-                c.arg("--pdeathsig").arg("KILL").arg("--").arg(binary);
-                c
-            }
-            None => Command::new(binary),
-        };
-        cmd.args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let child = cmd
-            .spawn()
-            .ctx(format!("starting {name} ({})", binary.display()))?;
-        tracing::debug!(name, pid = child.id(), "started");
+        let child = start(name, binary, args, out)?;
         Ok(Self {
             name: name.to_owned(),
+            binary: binary.to_path_buf(),
+            args: args.to_vec(),
             child: Some(child),
             log,
+        })
+    }
+
+    /// Kills the process and starts it again with the same arguments (its data kept), the
+    /// log appended: a crash and the supervisor's restart.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop();
+        let out = File::options()
+            .append(true)
+            .open(&self.log)
+            .ctx(format!("opening {}", self.log.display()))?;
+        self.child = Some(start(&self.name, &self.binary, &self.args, out)?);
+        Ok(())
+    }
+
+    /// Sends `signal` (e.g. SIGSTOP to freeze it, SIGCONT to let it go on).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
+        let pid = self.pid().and_then(|p| i32::try_from(p).ok());
+        let pid = pid.ok_or_else(|| Error::Io {
+            context: format!("sending {signal} to {}", self.name),
+            source: std::io::Error::other("not running"),
+        })?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| Error::Io {
+            context: format!("sending {signal} to {}", self.name),
+            source: std::io::Error::from(e),
         })
     }
 
@@ -85,6 +98,28 @@ impl Drop for Proc {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// Starts `binary args...` with stdout and stderr to `out`.
+fn start(name: &str, binary: &Path, args: &[String], out: File) -> Result<Child> {
+    let err = out.try_clone().ctx("duplicating log handle")?;
+    let mut cmd = match setpriv() {
+        Some(setpriv) => {
+            let mut c = Command::new(setpriv);
+            c.arg("--pdeathsig").arg("KILL").arg("--").arg(binary);
+            c
+        }
+        None => Command::new(binary),
+    };
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(out))
+        .stderr(Stdio::from(err));
+    let child = cmd
+        .spawn()
+        .ctx(format!("starting {name} ({})", binary.display()))?;
+    tracing::debug!(name, pid = child.id(), "started");
+    Ok(child)
 }
 
 fn setpriv() -> Option<PathBuf> {

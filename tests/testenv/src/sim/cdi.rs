@@ -43,6 +43,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let ar = util::dv();
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
     Controller::new_with(api, watcher::Config::default(), ar)
+        .trigger_backoff(util::TriggerBackoff::default())
         .owns(
             Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
             watcher::Config::default(),

@@ -50,6 +50,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let ar = util::vmim();
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
     Controller::new_with(api, watcher::Config::default(), ar)
+        .trigger_backoff(util::TriggerBackoff::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;

@@ -23,6 +23,7 @@ pub const SELECTED_NODE: &str = "volume.kubernetes.io/selected-node";
 pub(crate) async fn run(ctx: Arc<Ctx>) {
     let api: Api<PersistentVolumeClaim> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default())
+        .trigger_backoff(util::TriggerBackoff::default())
         .run(reconcile, error_policy, ctx)
         .for_each(|_| async {})
         .await;

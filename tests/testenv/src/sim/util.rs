@@ -258,3 +258,27 @@ mod tests {
         assert_ne!(c[0]["lastTransitionTime"], "then");
     }
 }
+
+/// The controllers' trigger backoff. kube-runtime's default (0.8 s doubling to 30 s) sleeps
+/// once for each failing watch in turn, so after an apiserver restart, when every watch
+/// answers 410 Gone, a controller stood still for minutes; 100 ms doubling to 2 s keeps
+/// the simulator as quick to recover as KubeVirt's informers.
+#[derive(Default)]
+pub struct TriggerBackoff(u32);
+
+impl Iterator for TriggerBackoff {
+    type Item = std::time::Duration;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let delay = std::time::Duration::from_millis(100 << self.0.min(4))
+            .min(std::time::Duration::from_secs(2));
+        self.0 = self.0.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl kube::runtime::utils::Backoff for TriggerBackoff {
+    fn reset(&mut self) {
+        self.0 = 0;
+    }
+}

@@ -29,6 +29,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let dv_ar = util::dv();
     let dvs = Api::<DynamicObject>::all_with(ctx.client.clone(), &dv_ar);
     Controller::new_with(api, watcher::Config::default(), ar)
+        .trigger_backoff(util::TriggerBackoff::default())
         .owns_with(vmis, vmi_ar, watcher::Config::default())
         // The VM waits for the DataVolumes of its templates, which it owns.
         .owns_with(dvs, dv_ar, watcher::Config::default())

@@ -32,7 +32,8 @@ pub(crate) async fn run(ctx: Arc<Ctx>) {
     let ar = util::vmi();
     let dv_ar = util::dv();
     let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
-    let controller = Controller::new_with(api, watcher::Config::default(), ar.clone());
+    let controller = Controller::new_with(api, watcher::Config::default(), ar.clone())
+        .trigger_backoff(util::TriggerBackoff::default());
     let (store, store2, store3) = (controller.store(), controller.store(), controller.store());
     let (ar1, ar2, ar3) = (ar.clone(), ar.clone(), ar);
     controller
