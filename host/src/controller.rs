@@ -230,7 +230,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
     let reader = writer.as_reader();
     let main = reflector::reflector(
         writer,
-        watcher(wukongs, watcher::Config::default().any_semantic()).default_backoff(),
+        watcher(wukongs, watcher::Config::default().any_semantic())
+            .default_backoff()
+            .modify(|wukong| wukong.metadata.managed_fields = None),
     )
     .applied_objects();
     // NB: a status write of the operator's own wakes the Wukong again, on purpose: a
@@ -269,6 +271,9 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                     .default_backoff()
                     .modify(move |object| {
                         object.types.get_or_insert_with(|| types.clone());
+                        // Often half an object's bytes, and neither plugins nor the
+                        // ownership rule read them.
+                        object.metadata.managed_fields = None;
                     });
                 controller = controller.watches_stream_with(
                     reflector::reflector(writer, watch).touched_objects(),

@@ -7,10 +7,11 @@
 //!    before the next step runs. A step that fails stops the pipeline.
 //! 3. The status is written: every step's part, the steps that did not run keeping their
 //!    previous part, the failure (if any) in `StepFailed` at the current generation.
-//! 4. The one-shot actions the steps asked for are executed, in order. An action KubeVirt
-//!    refuses (409) finishes the lifecycle request in progress as `Refused`; one the
-//!    apiserver forbids (403) is reported in `StepFailed`. Either way the status is
-//!    written again.
+//! 4. The one-shot actions the steps asked for are executed, in order. KubeVirt refusing
+//!    (409) a request's first call finishes the lifecycle request as `Refused`; refusing a
+//!    later call (the cluster moved on since the plugin read it) is noted in the record,
+//!    for the plugin to judge. One the apiserver forbids (403) is reported in
+//!    `StepFailed`. Either way the status is written again.
 //! 5. Events are published; a failure is returned for backoff.
 //!
 //! # Guarantees
@@ -176,10 +177,16 @@ async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
         match execute(ctx, wukong, &owner, action).await {
             Ok(None) => {}
             Ok(Some(refusal)) => {
-                // The request is finished: its record says so, and the plugin's next call
-                // sees it done rather than asking again.
+                // A refused first call finishes the request (its record says so, and the
+                // plugin's next call sees it done rather than asking again); a refused
+                // later call is the plugin's to judge (see `refuse_current_action`).
                 if action.step == StepKind::Lifecycle
-                    && status::refuse_current_action(&mut written, &refusal, &now)
+                    && status::refuse_current_action(
+                        wukong.status.as_ref(),
+                        &mut written,
+                        &refusal,
+                        &now,
+                    )
                 {
                     write_status(ctx, api, wukong, written.clone()).await?;
                 }

@@ -199,10 +199,22 @@ pub fn failure_event_reason(failure: &StepFailure) -> &'static str {
     }
 }
 
-/// Finishes the lifecycle action in progress as `Refused` with KubeVirt's `message`: the
-/// call for it was refused (409), so the request is done and the plugin must not ask
-/// again. Returns whether there was one to finish.
-pub fn refuse_current_action(status: &mut WukongStatus, message: &str, now: &str) -> bool {
+/// Records KubeVirt's refusal (409) of a lifecycle call in the action in progress.
+///
+/// A refusal of the request's *first* call finishes it as `Refused` with KubeVirt's
+/// `message`: the request cannot be done, and the plugin must not ask again. A refusal of a
+/// *later* call (`previous` already shows the request issued: a stage set) only goes into
+/// the record's message and the request stays in progress: the cluster moved on between
+/// the plugin's read and the call (a guest that shut down just before its forced stop, a
+/// pause visible only after its re-issue, a start re-issued after a crash), and the
+/// plugin's next call judges from what the cluster shows. Returns whether the status
+/// changed.
+pub fn refuse_current_action(
+    previous: Option<&WukongStatus>,
+    status: &mut WukongStatus,
+    message: &str,
+    now: &str,
+) -> bool {
     let Some(current) = status
         .lifecycle_state
         .as_mut()
@@ -211,9 +223,19 @@ pub fn refuse_current_action(status: &mut WukongStatus, message: &str, now: &str
     else {
         return false;
     };
-    current.outcome = "Refused".into();
-    current.finished_at = Some(now.to_owned());
-    current.message = format!("refused by KubeVirt: {message}");
+    let issued_before = previous
+        .and_then(|p| p.lifecycle_state.as_ref())
+        .and_then(|l| l.current_action.as_ref())
+        .is_some_and(|p| {
+            p.request_id == current.request_id && p.outcome == "InProgress" && !p.stage.is_empty()
+        });
+    if issued_before {
+        current.message = format!("KubeVirt refused a later call ({message}); judging again");
+    } else {
+        current.outcome = "Refused".into();
+        current.finished_at = Some(now.to_owned());
+        current.message = format!("refused by KubeVirt: {message}");
+    }
     true
 }
 
@@ -621,6 +643,7 @@ mod tests {
             ..WukongStatus::default()
         };
         assert!(refuse_current_action(
+            None,
             &mut status,
             "VMI is paused",
             "2026-02-02T00:00:00Z"
@@ -633,9 +656,40 @@ mod tests {
         assert_eq!(current.outcome, "Refused");
         assert!(current.message.contains("VMI is paused"));
         assert!(
-            !refuse_current_action(&mut status, "again", "2026-02-02T00:00:01Z"),
+            !refuse_current_action(None, &mut status, "again", "2026-02-02T00:00:01Z"),
             "already finished"
         );
+    }
+
+    #[test]
+    fn a_refused_later_call_leaves_the_request_to_the_plugin() {
+        let mut issued = record("b1", "InProgress");
+        issued.stage = "stop-issued".into();
+        let previous = WukongStatus {
+            lifecycle_state: Some(running(Some(issued.clone()), Vec::new())),
+            ..WukongStatus::default()
+        };
+        issued.stage = "force-stop-issued".into();
+        let mut status = WukongStatus {
+            lifecycle_state: Some(running(Some(issued), Vec::new())),
+            ..WukongStatus::default()
+        };
+        assert!(refuse_current_action(
+            Some(&previous),
+            &mut status,
+            "VM is not running",
+            "2026-02-02T00:00:00Z"
+        ));
+        let current = status
+            .lifecycle_state
+            .and_then(|l| l.current_action)
+            .expect("record");
+        assert_eq!(
+            current.outcome, "InProgress",
+            "the guest stopped just before the force"
+        );
+        assert_eq!(current.stage, "force-stop-issued");
+        assert!(current.message.contains("VM is not running"));
     }
 
     #[test]
