@@ -2,6 +2,7 @@
 //! aggregated API, and nothing left behind after a panic.
 
 mod common;
+mod subresource;
 
 use std::path::Path;
 
@@ -112,7 +113,7 @@ async fn crds_rbac_and_kubeconfig() -> anyhow::Result<()> {
     .await?;
     let token = env.service_account_token("default", "operator").await?;
     let sa = env.client_with_token(&token).await?;
-    let (code, _) = put_subresource(
+    let code = subresource::put(
         &sa,
         "default",
         "virtualmachineinstances",
@@ -120,7 +121,8 @@ async fn crds_rbac_and_kubeconfig() -> anyhow::Result<()> {
         "pause",
         json!({}),
     )
-    .await?;
+    .await?
+    .code;
     assert_eq!(code, 403);
     assert_eq!(
         sim.count_calls("pause", "default", "rbac"),
@@ -143,7 +145,7 @@ async fn crds_rbac_and_kubeconfig() -> anyhow::Result<()> {
         .await?;
     let mut code = 0;
     for _ in 0..40 {
-        code = put_subresource(
+        code = subresource::put(
             &sa,
             "default",
             "virtualmachineinstances",
@@ -152,7 +154,7 @@ async fn crds_rbac_and_kubeconfig() -> anyhow::Result<()> {
             json!({}),
         )
         .await?
-        .0;
+        .code;
         if code == 200 {
             break;
         }

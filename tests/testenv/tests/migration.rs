@@ -4,6 +4,7 @@
 //! collection of finished migrations, the failure knob and the `migrate` subresource.
 
 mod common;
+mod subresource;
 
 use std::time::Duration;
 
@@ -308,7 +309,7 @@ async fn live_migration() -> anyhow::Result<()> {
         c.migration_duration = Duration::ZERO;
         c.migration_fail = true;
     });
-    let (code, _) = put_subresource(
+    let code = subresource::put(
         &client,
         "default",
         "virtualmachines",
@@ -316,8 +317,9 @@ async fn live_migration() -> anyhow::Result<()> {
         "migrate",
         json!({}),
     )
-    .await?;
-    assert_eq!(code, 200);
+    .await?
+    .code;
+    assert_eq!(code, 202, "KubeVirt accepts a migrate with 202");
     assert_eq!(sim.count_calls("migrate", "default", "mover"), 1);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {

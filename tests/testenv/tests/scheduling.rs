@@ -3,6 +3,7 @@
 //! RerunOnFailure and Once.
 
 mod common;
+mod subresource;
 
 use std::time::{Duration, Instant};
 
@@ -108,7 +109,7 @@ async fn scheduling_shutdown_and_strategies() -> anyhow::Result<()> {
 
     // Graceful stop: a guest that honours ACPI stops quickly.
     let started = Instant::now();
-    put_subresource(
+    subresource::put(
         &client,
         "default",
         "virtualmachines",
@@ -132,7 +133,7 @@ async fn scheduling_shutdown_and_strategies() -> anyhow::Result<()> {
     create(&client, &util::vm(), "default", stubborn).await?;
     wait_for(&vmis, "stubborn", "Running", |o| phase(o) == "Running").await?;
     let started = Instant::now();
-    put_subresource(
+    subresource::put(
         &client,
         "default",
         "virtualmachines",
@@ -153,7 +154,7 @@ async fn scheduling_shutdown_and_strategies() -> anyhow::Result<()> {
         started.elapsed()
     );
     // ...unless stopped with gracePeriod 0.
-    put_subresource(
+    subresource::put(
         &client,
         "default",
         "virtualmachines",
@@ -164,7 +165,7 @@ async fn scheduling_shutdown_and_strategies() -> anyhow::Result<()> {
     .await?;
     wait_for(&vmis, "stubborn", "Running", |o| phase(o) == "Running").await?;
     let started = Instant::now();
-    put_subresource(
+    subresource::put(
         &client,
         "default",
         "virtualmachines",

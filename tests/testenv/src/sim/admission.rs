@@ -11,10 +11,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
@@ -53,27 +50,8 @@ pub(crate) async fn serve(env: &TestEnv, ctx: Arc<Ctx>) -> Result<JoinHandle<()>
     })?;
     let pair = env.issue_serving_cert(&["127.0.0.1"])?;
     let tls = certs::server_config(&pair, None)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
-            tokio::spawn(async move {
-                let tls = match acceptor.accept(stream).await {
-                    Ok(t) => t,
-                    Err(e) => return tracing::debug!("admission TLS: {e}"),
-                };
-                let svc = service_fn(move |req| handle(ctx.clone(), req));
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await
-                {
-                    tracing::debug!("admission connection: {e}");
-                }
-            });
-        }
+    let task = super::https::serve(listener, tls, "admission webhook", move |_, req| {
+        handle(ctx.clone(), req)
     });
     register(&env.client(), addr, &env.ca_pem()).await?;
     Ok(task)

@@ -5,6 +5,7 @@ mod admission;
 pub mod api;
 mod cdi;
 mod gc;
+mod https;
 mod migration;
 pub mod nodes;
 mod scheduler;

@@ -89,28 +89,6 @@ pub fn vm_body(name: &str, strategy: &str, memory: &str, volumes: Value) -> Valu
     })
 }
 
-/// PUT on a subresource through the API server (and so through the aggregator).
-/// Returns the HTTP status and the body.
-pub async fn put_subresource(
-    client: &kube::Client,
-    ns: &str,
-    resource: &str,
-    name: &str,
-    action: &str,
-    body: Value,
-) -> anyhow::Result<(u16, String)> {
-    let url =
-        format!("/apis/subresources.kubevirt.io/v1/namespaces/{ns}/{resource}/{name}/{action}");
-    let req = http::Request::put(url)
-        .header("Content-Type", "application/json")
-        .body(serde_json::to_vec(&body)?)?;
-    match client.request_text(req).await {
-        Ok(text) => Ok((200, text)),
-        Err(kube::Error::Api(s)) => Ok((s.code, s.message.clone())),
-        Err(e) => Err(e.into()),
-    }
-}
-
 /// Logs to the test output (`RUST_LOG` filters; default warnings).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -11,9 +11,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -63,33 +60,12 @@ pub(crate) async fn serve(env: &TestEnv, ctx: Arc<Ctx>) -> Result<(SocketAddr, J
     let ip = addr.ip().to_string();
     let pair = env.issue_serving_cert(&[dns.as_str(), ip.as_str()])?;
     let tls = tls_config(&pair.cert_pem, &pair.key_pem, env.front_proxy_ca_pem())?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (acceptor, ctx) = (acceptor.clone(), ctx.clone());
-            tokio::spawn(async move {
-                let tls = match acceptor.accept(stream).await {
-                    Ok(t) => t,
-                    Err(e) => return tracing::debug!("aggregated API TLS: {e}"),
-                };
-                let authenticated = tls
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .is_some_and(|c| !c.is_empty());
-                let svc = service_fn(move |req| handlers::handle(ctx.clone(), authenticated, req));
-                if let Err(e) = http1::Builder::new()
-                    .serve_connection(TokioIo::new(tls), svc)
-                    .await
-                {
-                    tracing::debug!("aggregated API connection: {e}");
-                }
-            });
-        }
-    });
+    let task = super::https::serve(
+        listener,
+        tls,
+        "aggregated API",
+        move |authenticated, req| handlers::handle(ctx.clone(), authenticated, req),
+    );
     register(env, addr, &env.ca_pem()).await?;
     Ok((addr, task))
 }
