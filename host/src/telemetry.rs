@@ -10,6 +10,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use metrics::Metrics;
 
+/// CPU time the calling thread has used (zero where the clock is not available).
+pub fn thread_cpu_time() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(std::time::Duration::from)
+        .unwrap_or_default()
+}
+
 /// The process's state as the probes see it.
 ///
 /// - `/healthz` (liveness): the process answers; nothing else is checked, so a slow

@@ -875,3 +875,66 @@ async fn a_plugin_asking_to_be_called_again_at_once_waits_for_the_floor() {
     .await;
     wait_for(&client, ns, "good", TIMEOUT, is_running).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_repeating_an_event_every_call_publishes_it_once() {
+    use support::telemetry::{get, sample};
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let loud = hostile_backend("loud", r#"{ mode = "event-flood" }"#);
+    let (_operator, address) = start_with_metrics(&cluster, dir.path(), "longhorn", &loud).await;
+    let ns = "loud";
+    namespace(&client, ns).await;
+    create(
+        &client,
+        ns,
+        &wukong_yaml("loud", "[{name: d, size: 1Gi, backend: loud}]"),
+    )
+    .await;
+    let metrics = || async { get(address, "/metrics").await.1 };
+    let event_writes = |text: &str| {
+        sample(
+            text,
+            "wukong_kube_requests_total",
+            &[("verb", "create"), ("resource", "events")],
+        ) + sample(
+            text,
+            "wukong_kube_requests_total",
+            &[("verb", "patch"), ("resource", "events")],
+        )
+    };
+    let calls = |text: &str| {
+        sample(
+            text,
+            "wukong_plugin_call_duration_seconds_count",
+            &[("plugin", "hostile"), ("phase", "reconcile")],
+        )
+    };
+    let started = std::time::Instant::now();
+    while warnings(&client, ns, "Flooding").await.is_empty() {
+        assert!(started.elapsed() < TIMEOUT, "the event is never published");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before = metrics().await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let after = metrics().await;
+    let reconciles = calls(&after) - calls(&before);
+    let writes = event_writes(&after) - event_writes(&before);
+    eprintln!(
+        "[figure] event flood: {reconciles} calls of 32 identical events each, {writes} event writes"
+    );
+    assert!(
+        reconciles >= 4.0,
+        "{reconciles} calls: the plugin was not called again"
+    );
+    assert_eq!(
+        writes, 0.0,
+        "a repeated event is written once, not per call"
+    );
+    assert_eq!(
+        warnings(&client, ns, "Flooding").await.len(),
+        1,
+        "one Event object for the repeated event"
+    );
+}

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::api::PluginRecord;
 use crate::config::{Backend, Backends, step_name};
@@ -78,18 +78,27 @@ pub async fn call(
     };
     let started = Instant::now();
     let called = tokio::task::spawn_blocking(move || {
-        plugin.call(
+        let cpu = crate::telemetry::thread_cpu_time();
+        let called = plugin.call(
             StepRequest {
                 phase,
                 context: &context,
                 upstream: &upstream,
             },
             reader,
+        );
+        (
+            called,
+            crate::telemetry::thread_cpu_time().saturating_sub(cpu),
         )
     })
     .await;
+    let (called, cpu) = match called {
+        Ok((called, cpu)) => (Ok(called), cpu),
+        Err(e) => (Err(e), Duration::ZERO),
+    };
     // Failed calls are timed too: a plugin that runs into its deadline shows as slow.
-    metrics.plugin_called(&label, started.elapsed().as_secs_f64());
+    metrics.plugin_called(&label, started.elapsed().as_secs_f64(), cpu.as_secs_f64());
     match &called {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => metrics.plugin_failed(&label, Some(&e.failure)),

@@ -4,6 +4,7 @@
 //! |---|---|---|
 //! | `wukong_reconciles_total`, `wukong_reconcile_duration_seconds` | `result` (`ok` or the error kind) | reconciles |
 //! | `wukong_plugin_call_duration_seconds` | `step`, `phase`, `plugin`, `version` | sandboxed plugin calls (`sum by (step)` for per-step) |
+//! | `wukong_plugin_call_cpu_seconds_total` | `step`, `phase`, `plugin`, `version` | CPU time inside those calls, host reads included: set against the process's CPU time, the sandbox's share |
 //! | `wukong_plugin_failures_total` | `step`, `plugin`, `version`, `kind`, `reason` | failed plugin calls; `kind` is deadline, memory, trap, capability or other |
 //! | `wukong_wukongs` | `phase` | Wukongs by `status.phase`, from the leader's cache at scrape time |
 //! | `wukong_lifecycle_actions_started_total`, `wukong_lifecycle_actions_total`, `wukong_lifecycle_action_duration_seconds` | `action` (+ `outcome`) | one-shot lifecycle actions, from `status.lifecycleState` |
@@ -105,6 +106,7 @@ pub struct Metrics {
     reconciles: Family<ResultLabels, Counter>,
     reconcile_duration: Histograms<ResultLabels>,
     plugin_calls: Histograms<CallLabels>,
+    plugin_cpu: Family<CallLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     plugin_failures: Family<FailureLabels, Counter>,
     actions_started: Family<ActionLabels, Counter>,
     actions: Family<OutcomeLabels, Counter>,
@@ -135,6 +137,7 @@ impl Metrics {
             reconciles: Family::default(),
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
             plugin_calls: Family::new_with_constructor(call_histogram),
+            plugin_cpu: Family::default(),
             plugin_failures: Family::default(),
             actions_started: Family::default(),
             actions: Family::default(),
@@ -162,6 +165,11 @@ impl Metrics {
             "plugin_call_duration_seconds",
             "Sandboxed plugin call duration by step, phase, plugin and version",
             metrics.plugin_calls.clone(),
+        );
+        registry.register(
+            "plugin_call_cpu_seconds",
+            "CPU time the calling thread spent inside sandboxed plugin calls (the sandbox's cost, host reads included), by step, phase, plugin and version",
+            metrics.plugin_cpu.clone(),
         );
         registry.register(
             "plugin_failures",
@@ -235,15 +243,16 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn plugin_called(&self, plugin: &PluginLabel<'_>, seconds: f64) {
-        self.plugin_calls
-            .get_or_create(&CallLabels {
-                step: plugin.step,
-                phase: plugin.phase,
-                plugin: plugin.name.to_owned(),
-                version: plugin.version.to_owned(),
-            })
-            .observe(seconds);
+    /// A call took `seconds` of wall-clock time, `cpu_seconds` of it on the CPU.
+    pub fn plugin_called(&self, plugin: &PluginLabel<'_>, seconds: f64, cpu_seconds: f64) {
+        let labels = CallLabels {
+            step: plugin.step,
+            phase: plugin.phase,
+            plugin: plugin.name.to_owned(),
+            version: plugin.version.to_owned(),
+        };
+        self.plugin_cpu.get_or_create(&labels).inc_by(cpu_seconds);
+        self.plugin_calls.get_or_create(&labels).observe(seconds);
     }
 
     /// A failed call; `failure` is `None` when the call did not even run (a host error).

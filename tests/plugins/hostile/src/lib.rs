@@ -57,6 +57,8 @@ pub enum Mode {
     FailsFinalize,
     /// Asks to be called again at once, every call.
     RequeueZero,
+    /// Reports the same event 32 times in every call, and asks to be called again at once.
+    EventFlood,
     /// A correct storage backend on PersistentVolumeClaims: passes the conformance kit.
     WellBehavedStorage,
     /// That backend with claim names that carry the time of the call.
@@ -169,6 +171,12 @@ impl StoragePlugin for Hostile {
             Mode::StopOtherVm => effects.actions.push(stop(&target(call))),
             Mode::SetReady => effects.condition("Ready", true, "Running", "trust me"),
             Mode::RequeueZero => effects.requeue_after(0),
+            Mode::EventFlood => {
+                for _ in 0..32 {
+                    effects.warning("Flooding", "the same words, every call");
+                }
+                effects.requeue_after(0);
+            }
             Mode::SetStepFailed => effects.condition("StepFailed", false, "AllFine", "nothing to see"),
             Mode::ManyConditions => {
                 for i in 0..5_000 {
