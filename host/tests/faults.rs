@@ -446,20 +446,6 @@ fn other_node(node: &str) -> String {
     format!("sim-node-{}", (index + 1) % 3)
 }
 
-/// A deterministic pseudo-random sequence of delays below `max_ms`: kill points differ
-/// from one another but a run repeats.
-fn delays(count: usize, max_ms: u64) -> Vec<Duration> {
-    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
-    (0..count)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            Duration::from_millis((state >> 33) % max_ms)
-        })
-        .collect()
-}
-
 /// Every request finished `Succeeded`, with exactly the simulator calls and migration
 /// objects it needs.
 async fn assert_each_done_once(cluster: &Cluster, ns: &str, wukongs: &[Wukong], round: &str) {
@@ -543,7 +529,7 @@ async fn the_operator_killed_at_ten_points_of_mixed_actions_does_each_exactly_on
 
     let started = Instant::now();
     ask_all(&client, ns, &settled, "r1").await;
-    for delay in delays(KILLS, 3000) {
+    for delay in support::delays(0x2545_f491_4f6c_dd1d, KILLS, 3000) {
         tokio::time::sleep(delay).await;
         drop(running.take()); // SIGKILL, wherever it was
         running = Some(operator(&cluster, dir.path()));
@@ -570,19 +556,9 @@ async fn the_leader_killed_and_then_stopped_under_load_hands_over_and_does_each_
     let dir = Workdir::new();
     std::fs::write(dir.path().join("wukong.toml"), host_config("cdi", "")).expect("config");
     let replica = |identity: &str| {
-        let args = [
-            "--leader-elect",
-            "--lease-identity",
-            identity,
-            "--lease-duration",
-            "4s",
-            "--renew-deadline",
-            "3s",
-            "--retry-period",
-            "500ms",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ];
+        let mut args = vec!["--leader-elect", "--lease-identity", identity];
+        args.extend(SHORT_LEASE);
+        args.extend(["--metrics-addr", "127.0.0.1:0"]);
         OperatorProcess::start_as(
             &cluster.env.kubeconfig_path(),
             &dir.path().join("wukong.toml"),

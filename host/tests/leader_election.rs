@@ -15,7 +15,7 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::operator::{
-    Cluster, OperatorProcess, create, host_config, is_running, namespace, wait_for,
+    Cluster, OperatorProcess, SHORT_LEASE, create, host_config, is_running, namespace, wait_for,
 };
 use support::telemetry;
 use wukong::api::Wukong;
@@ -52,7 +52,7 @@ impl Replicas {
     }
 
     fn operator(&self, identity: &str) -> OperatorProcess {
-        let args = [
+        let mut args = vec![
             "--leader-elect",
             "--lease-name",
             LEASE,
@@ -60,17 +60,15 @@ impl Replicas {
             LEASE_NS,
             "--lease-identity",
             identity,
-            "--lease-duration",
-            "4s",
-            "--renew-deadline",
-            "3s",
-            "--retry-period",
-            "500ms",
+        ];
+        // SHORT_LEASE: a 4 s lease (LEASE_DURATION) and a 500 ms retry (RETRY).
+        args.extend(SHORT_LEASE);
+        args.extend([
             "--metrics-addr",
             "127.0.0.1:0",
             "--log",
             "info,kube=warn,wukong::controller=debug",
-        ];
+        ]);
         OperatorProcess::start_as(
             &self.cluster.env.kubeconfig_path(),
             &self.config,

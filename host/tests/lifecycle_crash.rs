@@ -18,19 +18,6 @@ const NS: &str = "crash";
 const TIMEOUT: Duration = Duration::from_secs(60);
 const KILLS: usize = 20;
 
-/// A small deterministic pseudo-random sequence: kill points differ but runs repeat.
-fn kill_delays(count: usize) -> Vec<Duration> {
-    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
-    (0..count)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            Duration::from_millis((state >> 33) % 700)
-        })
-        .collect()
-}
-
 fn finished(w: &Wukong, request_id: &str) -> Option<String> {
     let state = w.status.as_ref()?.lifecycle_state.as_ref()?;
     state
@@ -54,7 +41,10 @@ async fn killed_at_random_points_of_restarts_no_action_is_done_twice() {
     wait_for(&client, NS, "phoenix", TIMEOUT, is_running).await;
 
     let api = Api::<Wukong>::namespaced(client.clone(), NS);
-    for (round, delay) in kill_delays(KILLS).into_iter().enumerate() {
+    for (round, delay) in support::delays(0x9e37_79b9_7f4a_7c15, KILLS, 700)
+        .into_iter()
+        .enumerate()
+    {
         let request_id = format!("restart-{round}");
         let patch = json!({"spec": {"lifecycleAction": {"action": "restart", "gracePeriodSeconds": 1, "requestId": request_id}}});
         api.patch("phoenix", &PatchParams::default(), &Patch::Merge(&patch))

@@ -79,3 +79,17 @@ pub fn no_upstream() -> Upstream {
         lifecycle: None,
     }
 }
+
+/// A deterministic pseudo-random sequence of `count` delays below `max_ms` (an LCG from
+/// `seed`): kill points differ from one another, and a run repeats.
+pub fn delays(seed: u64, count: usize, max_ms: u64) -> Vec<std::time::Duration> {
+    let mut state = seed;
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            std::time::Duration::from_millis((state >> 33) % max_ms.max(1))
+        })
+        .collect()
+}

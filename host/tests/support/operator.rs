@@ -281,6 +281,17 @@ pub async fn namespace(client: &Client, name: &str) {
         .await;
 }
 
+/// The lease timings of tests with `--leader-elect`: a 4 s lease, renewed within 3 s,
+/// looked at every 500 ms, so a killed leader is replaced in seconds.
+pub const SHORT_LEASE: [&str; 6] = [
+    "--lease-duration",
+    "4s",
+    "--renew-deadline",
+    "3s",
+    "--retry-period",
+    "500ms",
+];
+
 /// `wukong run` as a child process (the real binary), SIGKILLed on drop or by [`OperatorProcess::kill`].
 pub struct OperatorProcess(std::process::Child);
 
