@@ -31,8 +31,6 @@ pub use vm::{VM_API_VERSION, VM_KIND};
 pub const VMI_KIND: &str = "VirtualMachineInstance";
 /// The condition this step sets.
 pub const READY: &str = "Ready";
-/// How soon to look again while the VM waits or starts.
-const REQUEUE_MS: u64 = 5_000;
 
 /// The plugin's config.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -119,13 +117,11 @@ impl LifecyclePlugin for KubevirtLifecycle {
             };
             effects.condition(READY, false, phase, message);
         }
-        if matches!(
-            status.phase,
-            LifecyclePhase::Pending | LifecyclePhase::Starting | LifecyclePhase::Stopping
-        ) || (status.phase == LifecyclePhase::Running && !status.ready)
-        {
-            effects.requeue_after(REQUEUE_MS);
-        }
+        // NB: no requeue while the VM waits, starts or stops: every change it waits for
+        // (the claims, the VM, the instance) is a watch event of the host's that calls this
+        // step again. Polling as well cost a reconcile every 5 s per waiting Wukong, which
+        // at 10,000 Wukongs was most of the operator's work. Actions in progress still
+        // requeue (`drive`): their grace periods and timeouts are time, not events.
         Ok(LifecycleOutcome { effects, status })
     }
 
@@ -299,7 +295,10 @@ mod tests {
             outcome.status.message
         );
         assert_eq!(ready(&outcome).0, "False");
-        assert_eq!(outcome.effects.requeue_after_ms, Some(REQUEUE_MS));
+        assert_eq!(
+            outcome.effects.requeue_after_ms, None,
+            "the claims' watch events bring the next call"
+        );
     }
 
     #[test]

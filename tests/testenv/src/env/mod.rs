@@ -35,6 +35,7 @@ pub struct TestEnv {
     netns: std::result::Result<NetNs, String>,
     apiserver: Proc,
     etcd: Proc,
+    etcd_address: std::net::SocketAddr,
     startup: Duration,
     // Last: removed after the processes are gone (kept when WUKONG_TESTENV_KEEP is set).
     _tmp: Option<TempDir>,
@@ -177,6 +178,7 @@ impl TestEnv {
             netns,
             apiserver,
             etcd,
+            etcd_address: std::net::SocketAddr::from(([127, 0, 0, 1], etcd_port)),
             startup,
             _tmp: if std::env::var_os("WUKONG_TESTENV_KEEP").is_some() {
                 eprintln!("keeping {}", tmp.keep().display());
@@ -255,6 +257,11 @@ impl TestEnv {
     /// How long the control plane took to answer `/readyz`.
     pub fn startup_time(&self) -> Duration {
         self.startup
+    }
+
+    /// Where etcd serves its clients (plain HTTP; `/metrics` counts its writes).
+    pub fn etcd_address(&self) -> std::net::SocketAddr {
+        self.etcd_address
     }
 
     /// Process ids of etcd and kube-apiserver.
