@@ -25,7 +25,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use support::operator::{
-    Cluster, OperatorProcess, create, host_config, is_running, list, namespace,
+    Cluster, OperatorProcess, SHORT_LEASE, create, host_config, is_running, list, namespace,
 };
 use wukong::api::Wukong;
 use wukong_testenv::{SimConfig, SubresourceCall};
