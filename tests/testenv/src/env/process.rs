@@ -6,7 +6,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{IoContext, Result};
 
 /// A running control-plane process.
 pub struct Proc {
@@ -47,14 +47,13 @@ impl Proc {
     /// Sends `signal` (e.g. SIGSTOP to freeze it, SIGCONT to let it go on).
     pub fn signal(&self, signal: nix::sys::signal::Signal) -> Result<()> {
         let pid = self.pid().and_then(|p| i32::try_from(p).ok());
-        let pid = pid.ok_or_else(|| Error::Io {
-            context: format!("sending {signal} to {}", self.name),
-            source: std::io::Error::other("not running"),
-        })?;
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(|e| Error::Io {
-            context: format!("sending {signal} to {}", self.name),
-            source: std::io::Error::from(e),
-        })
+        let sent = pid
+            .ok_or_else(|| std::io::Error::other("not running"))
+            .and_then(|pid| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal)
+                    .map_err(std::io::Error::from)
+            });
+        sent.ctx(format!("sending {signal} to {}", self.name))
     }
 
     /// The process id.
