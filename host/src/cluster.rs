@@ -10,4 +10,4 @@ mod reader;
 pub use apply::{Applier, ApplyError, ApplyStats, Owner, is_subset};
 pub use cache::{CacheStats, ObjectCache};
 pub use kinds::{Kind, Kinds};
-pub use reader::LiveReader;
+pub use reader::{LiveReader, ReadVersions};

@@ -116,6 +116,13 @@ impl Context {
         })
     }
 
+    /// How many reconciles of the Wukong `uid` failed in a row.
+    pub(crate) fn failure_count(&self, uid: &str) -> u32 {
+        self.failures
+            .lock()
+            .map_or(0, |failures| failures.get(uid).copied().unwrap_or(0))
+    }
+
     /// Reconciles every Wukong soon (after a hot swap of the backends).
     pub fn reconcile_all(&self) {
         self.reconcile_all.send_replace(());
@@ -343,6 +350,13 @@ fn error_policy(wukong: Arc<WukongMeta>, error: &Error, ctx: Arc<Context>) -> Ac
         *count = count.saturating_add(1);
         *count
     });
+    if let Error::Step(failure) = error
+        && failure.reason == pipeline::STALE_READ
+        && attempts <= pipeline::STALE_RETRIES_UNREPORTED
+    {
+        // The cache catches up within moments: run again soon, unreported.
+        return Action::requeue(Duration::from_millis(250) * attempts);
+    }
     let base = if error.is_transient() { 1 } else { 30 };
     let delay = Duration::from_secs((base << attempts.min(9).saturating_sub(1)).min(300));
     tracing::warn!(wukong = %wukong.name_any(), namespace = ?wukong.namespace(), error = %error, attempts, retry_in = ?delay, "reconcile failed");

@@ -938,3 +938,84 @@ async fn a_plugin_repeating_an_event_every_call_publishes_it_once() {
         "one Event object for the repeated event"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_decided_on_a_stale_read_never_lands() {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    use std::sync::{Arc, Mutex};
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let undoer = hostile_backend(
+        "undoer",
+        r#"{ mode = "undoes-from-stale-read", target = "counted" }"#,
+    );
+    let (_operator, _) = start_with_metrics(&cluster, dir.path(), "longhorn", &undoer).await;
+    let ns = "stale";
+    namespace(&client, ns).await;
+    // Every version of the claim the apiserver holds, in order.
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), ns);
+    let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
+    let watch = {
+        let seen = Arc::clone(&seen);
+        tokio::spawn(async move {
+            let mut claims = std::pin::pin!(
+                watcher(
+                    claims,
+                    watcher::Config::default().fields("metadata.name=counted")
+                )
+                .applied_objects()
+            );
+            while let Some(Ok(claim)) = claims.next().await {
+                let count = claim
+                    .labels()
+                    .get("hostile-counter")
+                    .and_then(|n| n.parse().ok());
+                if let (Some(count), Ok(mut seen)) = (count, seen.lock()) {
+                    seen.push(count);
+                }
+            }
+        })
+    };
+    create(
+        &client,
+        ns,
+        &wukong_yaml("undo", "[{name: d, size: 1Gi, backend: undoer}]"),
+    )
+    .await;
+    // Each call writes count+1, then count again on what is by then a stale read: the
+    // second write is refused every time, and once it keeps happening the status says so.
+    let stuck = wait_for(&client, ns, "undo", TIMEOUT, |w| {
+        step_failed(w).is_some_and(|(reason, _)| reason == "StaleRead")
+    })
+    .await;
+    let (_, message) = step_failed(&stuck).unwrap_or_default();
+    assert!(
+        message.contains("PersistentVolumeClaim counted") && message.contains("changed after"),
+        "StepFailed says which object moved: {message}"
+    );
+    let counted = claims_counter(&client, ns).await;
+    // Let the watch deliver what was written up to now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    watch.abort();
+    let seen = seen.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        counted >= 2,
+        "the plugin ran and wrote several times ({counted})"
+    );
+    assert!(seen.len() >= 2, "the watch saw the writes: {seen:?}");
+    eprintln!("[figure] stale undo: counter versions {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]),
+        "a write decided on a stale read landed (the counter went back): {seen:?}"
+    );
+}
+
+async fn claims_counter(client: &Client, ns: &str) -> u64 {
+    pvc(client, ns, "counted")
+        .await
+        .and_then(|c| c.labels().get("hostile-counter").cloned())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_default()
+}

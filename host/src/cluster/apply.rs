@@ -2,7 +2,10 @@
 //! the ownership metadata and labels added, deletes, and KubeVirt subresource calls. The
 //! ownership rule (`plugin::ownership`) is judged again against the object about to be
 //! written, so what the guard saw in a stale cache cannot let a foreign object through.
-//! An object already in the desired state is not written again.
+//! An object already in the desired state is not written again. An object the step read
+//! before writing it is applied with the `resourceVersion` it read as a precondition: a
+//! write decided on a stale read fails ([`ApplyError::Stale`]) instead of undoing what
+//! changed since (KubeVirt's answer to a start, a user's edit).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 
-use super::Kinds;
+use super::{Kinds, ReadVersions};
 use crate::plugin::ownership::{self, Claimant, Verdict};
 use crate::plugin::types::{ObjectRef, SubresourceCall};
 
@@ -24,6 +27,12 @@ pub enum ApplyError {
     /// The object exists and is not the Wukong's (the ownership rule): nothing was written.
     #[error("{what}: the object exists and is not the Wukong's ({holder}); nothing was written")]
     NameTaken { what: String, holder: String },
+    /// The object changed after the step read it: nothing was written, the step runs again
+    /// on what the cluster holds now.
+    #[error(
+        "{what}: the object changed after the plugin read it (version {read}); nothing was written"
+    )]
+    Stale { what: String, read: String },
 }
 
 impl ApplyError {
@@ -34,7 +43,7 @@ impl ApplyError {
                 source: kube::Error::Api(status),
                 ..
             } => matches!(status.code, 400 | 403 | 422),
-            Self::Api { .. } => false,
+            Self::Api { .. } | Self::Stale { .. } => false,
             Self::Invalid { .. } | Self::NameTaken { .. } => true,
         }
     }
@@ -153,7 +162,8 @@ impl Applier {
 
     /// Server-side applies `object` for `owner` under `manager`, the ownership rule first:
     /// an existing object that is not the Wukong's (for `backend`, `step/name`, when it is
-    /// cluster-scoped) is not touched. Returns whether it wrote.
+    /// cluster-scoped) is not touched. `read` holds what the step was served: an object it
+    /// read is written only if still at the version it read. Returns whether it wrote.
     pub async fn apply(
         &self,
         manager: &str,
@@ -161,6 +171,7 @@ impl Applier {
         backend: &str,
         mut object: Value,
         labels: &[(String, String)],
+        read: &ReadVersions,
     ) -> Result<bool, ApplyError> {
         let api_version = object["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind_name = object["kind"].as_str().unwrap_or_default().to_owned();
@@ -199,6 +210,15 @@ impl Applier {
         if kind.namespaced {
             metadata.insert("namespace".into(), Value::String(owner.namespace.clone()));
         }
+        // A precondition is the host's to set (below), not one the plugin may choose.
+        metadata.remove("resourceVersion");
+        let read = read.of(
+            &api_version,
+            &kind_name,
+            kind.namespaced.then_some(owner.namespace.as_str()),
+            &name,
+        );
+        let read = read.as_deref();
         let claimant = owner.claimant(backend);
         let live = self.live(&kind, &owner.namespace, &name, &what).await?;
         if let Some(live) = &live {
@@ -214,12 +234,38 @@ impl Applier {
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 return Ok(false);
             }
+            if let Some(read) = read
+                && live["metadata"]["resourceVersion"].as_str() != Some(read)
+            {
+                // Already known to be newer than the read: no request to learn it.
+                return Err(ApplyError::Stale {
+                    what,
+                    read: read.to_owned(),
+                });
+            }
+        }
+        if let Some(read) = read {
+            if live.is_none() {
+                // Read, then deleted: making it again is for a step that sees it gone.
+                return Err(ApplyError::Stale {
+                    what,
+                    read: read.to_owned(),
+                });
+            }
+            object["metadata"]["resourceVersion"] = json!(read);
         }
         let params = PatchParams::apply(manager).force();
         self.api(&kind, &owner.namespace)
             .patch(&name, &params, &Patch::Apply(&object))
             .await
-            .map_err(|source| ApplyError::Api { what, source })?;
+            .map_err(|source| match (&source, read) {
+                // With `force` an apply meets no field conflict: a 409 is the precondition.
+                (kube::Error::Api(status), Some(read)) if status.code == 409 => ApplyError::Stale {
+                    what,
+                    read: read.to_owned(),
+                },
+                _ => ApplyError::Api { what, source },
+            })?;
         self.stats.applies.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }

@@ -2,6 +2,14 @@
 //! they hold the object, else by the apiserver.
 //!
 //! Plugin calls run on a blocking thread; the reader blocks on the async client there.
+//!
+//! One reader serves one reconcile and remembers the `resourceVersion` of every object it
+//! served ([`ReadVersions`]): an object a step writes after reading it is applied with
+//! that version as a precondition, so a decision made on a stale read (a cache that has
+//! not seen KubeVirt's answer to the last action yet) cannot overwrite what changed since.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use kube::api::{Api, DynamicObject, ListParams};
 use tokio::runtime::Handle;
@@ -11,15 +19,69 @@ use super::cache::Lookup;
 use crate::plugin::ClusterReader;
 use crate::plugin::types::{KindRef, ObjectRef};
 
+/// Which object a read served: apiVersion, kind, namespace (`None`: cluster-scoped), name.
+type ReadKey = (String, String, Option<String>, String);
+
+/// The `resourceVersion` of each object served during one reconcile, the last read winning.
+#[derive(Debug, Default)]
+pub struct ReadVersions(Mutex<HashMap<ReadKey, String>>);
+
+impl ReadVersions {
+    fn note(&self, api_version: &str, kind: &str, namespace: Option<&str>, object: &DynamicObject) {
+        let (Some(name), Some(version)) = (
+            object.metadata.name.as_deref(),
+            object.metadata.resource_version.as_deref(),
+        ) else {
+            return;
+        };
+        let key = (
+            api_version.to_owned(),
+            kind.to_owned(),
+            namespace.map(str::to_owned),
+            name.to_owned(),
+        );
+        if let Ok(mut seen) = self.0.lock() {
+            seen.insert(key, version.to_owned());
+        }
+    }
+
+    /// The version a step was served of this object, if it read it.
+    pub fn of(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<String> {
+        let key = (
+            api_version.to_owned(),
+            kind.to_owned(),
+            namespace.map(str::to_owned),
+            name.to_owned(),
+        );
+        self.0.lock().ok()?.get(&key).cloned()
+    }
+}
+
 /// Reads through the apiserver. Only call from a blocking thread (`spawn_blocking`).
 pub struct LiveReader {
     kinds: Kinds,
     handle: Handle,
+    versions: Arc<ReadVersions>,
 }
 
 impl LiveReader {
     pub fn new(kinds: Kinds, handle: Handle) -> Self {
-        Self { kinds, handle }
+        Self {
+            kinds,
+            handle,
+            versions: Arc::default(),
+        }
+    }
+
+    /// What this reader has served so far.
+    pub fn versions(&self) -> Arc<ReadVersions> {
+        Arc::clone(&self.versions)
     }
 
     async fn get_async(
@@ -41,6 +103,8 @@ impl LiveReader {
             .lookup(&target.api_version, &target.kind, namespace, &target.name)
         {
             Lookup::Found(cached) => {
+                self.versions
+                    .note(&target.api_version, &target.kind, namespace, &cached);
                 return serde_json::to_string(&*cached)
                     .map(Some)
                     .map_err(|e| e.to_string());
@@ -57,6 +121,10 @@ impl LiveReader {
             .get_opt(&target.name)
             .await
             .map_err(|e| format!("{} {}: {e}", target.kind, target.name))?;
+        if let Some(object) = &found {
+            self.versions
+                .note(&target.api_version, &target.kind, namespace, object);
+        }
         found
             .map(|object| serde_json::to_string(&object).map_err(|e| e.to_string()))
             .transpose()
@@ -81,7 +149,11 @@ impl LiveReader {
         {
             return cached
                 .iter()
-                .map(|object| serde_json::to_string(&**object).map_err(|e| e.to_string()))
+                .map(|object| {
+                    self.versions
+                        .note(&kind_ref.api_version, &kind_ref.kind, scope, object);
+                    serde_json::to_string(&**object).map_err(|e| e.to_string())
+                })
                 .collect();
         }
         let client = self.kinds.client().clone();
@@ -106,6 +178,8 @@ impl LiveReader {
             .into_iter()
             .map(|mut object| {
                 object.types.get_or_insert_with(|| types.clone());
+                self.versions
+                    .note(&kind_ref.api_version, &kind_ref.kind, scope, &object);
                 serde_json::to_string(&object).map_err(|e| e.to_string())
             })
             .collect()

@@ -39,6 +39,13 @@ pub struct StepAction {
     pub action: Action,
 }
 
+/// The reason of a step whose write met an object changed since the step read it.
+pub const STALE_READ: &str = "stale-read";
+
+/// How many stale reads in a row are retried at once without a report; past that, the
+/// object keeps changing under the step and `StepFailed` says so.
+pub const STALE_RETRIES_UNREPORTED: u32 = 3;
+
 /// A failed step, for the `StepFailed` condition.
 #[derive(Debug, Clone)]
 pub struct StepFailure {

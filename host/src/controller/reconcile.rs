@@ -45,7 +45,7 @@ use super::migrations;
 use super::pipeline::{self, PipelineResult, StepFailure};
 use super::{Context, Error, Result, status};
 use crate::api::{FINALIZER, Wukong, WukongStatus, to_contract};
-use crate::cluster::{ApplyError, LiveReader, Owner};
+use crate::cluster::{ApplyError, LiveReader, Owner, ReadVersions};
 use crate::plugin::types::{self, Action as PluginAction, Event, StepKind};
 use crate::plugin::{ClusterReader, Outcome, Phase, StepStatus};
 
@@ -144,7 +144,8 @@ fn owner(wukong: &Wukong) -> Owner {
     }
 }
 
-fn reader(ctx: &Context) -> Arc<dyn ClusterReader> {
+/// A reader for one reconcile (it remembers the versions it served).
+fn reader(ctx: &Context) -> Arc<LiveReader> {
     Arc::new(LiveReader::new(
         ctx.kinds.clone(),
         tokio::runtime::Handle::current(),
@@ -156,6 +157,15 @@ fn reader(ctx: &Context) -> Arc<dyn ClusterReader> {
 async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Action> {
     let record = to_contract(wukong);
     let result = run_pipeline(&record, wukong, ctx).await;
+    if let Some(failure) = &result.failure
+        && failure.reason == pipeline::STALE_READ
+        && ctx.failure_count(&record.uid) < pipeline::STALE_RETRIES_UNREPORTED
+    {
+        // Decided on a read the cluster has moved past: nothing of this run is written or
+        // told (its actions included); the next run reads what the cluster holds now.
+        tracing::debug!(message = %failure.message, "stale read; running the steps again");
+        return Err(Error::Step((*failure).clone()));
+    }
 
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let build = || {
@@ -309,7 +319,7 @@ async fn run_step(
     backend_name: Option<&str>,
     subset: types::Wukong,
     backends: &crate::config::Backends,
-    reader: &Arc<dyn ClusterReader>,
+    reader: &Arc<LiveReader>,
     owner: &Owner,
     ctx: &Context,
     result: &mut PipelineResult,
@@ -328,7 +338,7 @@ async fn run_step(
         Phase::Reconcile,
         subset,
         result.upstream.clone(),
-        Arc::clone(reader),
+        Arc::clone(reader) as Arc<dyn ClusterReader>,
     )
     .await?;
     result.plugins.push(pipeline::record(step, &backend));
@@ -338,7 +348,9 @@ async fn run_step(
     let failure = |e: ApplyError| {
         let forbidden = match &e {
             ApplyError::Api { what, source } => status::forbidden(source, what, &owner.namespace),
-            ApplyError::Invalid { .. } | ApplyError::NameTaken { .. } => None,
+            ApplyError::Invalid { .. }
+            | ApplyError::NameTaken { .. }
+            | ApplyError::Stale { .. } => None,
         };
         StepFailure {
             step,
@@ -346,6 +358,7 @@ async fn run_step(
             reason: match (&e, &forbidden) {
                 (_, Some(_)) => "forbidden",
                 (ApplyError::NameTaken { .. }, None) => "name-taken",
+                (ApplyError::Stale { .. }, None) => pipeline::STALE_READ,
                 _ => "apply",
             }
             .into(),
@@ -360,6 +373,7 @@ async fn run_step(
         owner,
         &mut outcome,
         &labels,
+        &reader.versions(),
     )
     .await
     .map_err(failure)?;
@@ -417,6 +431,7 @@ async fn apply_objects(
     owner: &Owner,
     outcome: &mut Outcome,
     labels: &[(String, String)],
+    read: &ReadVersions,
 ) -> Result<(), crate::cluster::ApplyError> {
     let manager = format!("wukong-{plugin}");
     // Each write is a notable result: an event says what changed and which plugin asked.
@@ -430,7 +445,7 @@ async fn apply_objects(
         );
         if ctx
             .applier
-            .apply(&manager, owner, backend, object, labels)
+            .apply(&manager, owner, backend, object, labels, read)
             .await?
         {
             written.push(Event {
@@ -671,7 +686,7 @@ async fn finalize_steps(wukong: &Wukong, ctx: &Context) -> Result<Action> {
                 Phase::Finalize,
                 record.clone(),
                 upstream.clone(),
-                Arc::clone(&reader),
+                Arc::clone(&reader) as Arc<dyn ClusterReader>,
             )
             .await
             .map_err(Error::Step)?;
@@ -684,6 +699,7 @@ async fn finalize_steps(wukong: &Wukong, ctx: &Context) -> Result<Action> {
                 &owner,
                 &mut outcome,
                 &record.labels,
+                &reader.versions(),
             )
             .await?;
             for action in std::mem::take(&mut outcome.actions) {

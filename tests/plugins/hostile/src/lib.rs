@@ -59,6 +59,10 @@ pub enum Mode {
     RequeueZero,
     /// Reports the same event 32 times in every call, and asks to be called again at once.
     EventFlood,
+    /// Reads its claim `target`, writes it with the counter label it read plus one, then
+    /// writes it again with the value it read: an undo decided on what is by then a stale
+    /// read.
+    UndoesFromStaleRead,
     /// A correct storage backend on PersistentVolumeClaims: passes the conformance kit.
     WellBehavedStorage,
     /// That backend with claim names that carry the time of the call.
@@ -221,6 +225,26 @@ impl StoragePlugin for Hostile {
                     "parameters": {"rewritten": "true"}})
                 .to_string(),
             ),
+            Mode::UndoesFromStaleRead => {
+                let name = target(call);
+                let read: Option<serde_json::Value> =
+                    call.get_as(&call.object_ref("v1", "PersistentVolumeClaim", &name))?;
+                let count = read
+                    .as_ref()
+                    .and_then(|c| c["metadata"]["labels"][COUNTER_LABEL].as_str())
+                    .and_then(|n| n.parse::<u64>().ok());
+                match count {
+                    None => effects.apply.push(counted_claim(call, &name, 0)),
+                    Some(n) => {
+                        effects.apply.push(counted_claim(call, &name, n + 1));
+                        // Marked, so it differs from every version the cache may hold.
+                        let mut undo: serde_json::Value =
+                            serde_json::from_str(&counted_claim(call, &name, n)).unwrap_or_default();
+                        undo["metadata"]["annotations"] = serde_json::json!({"hostile-undo": n.to_string()});
+                        effects.apply.push(undo.to_string());
+                    }
+                }
+            }
             Mode::HostCallFlood => {
                 let pvc = call.object_ref("v1", "PersistentVolumeClaim", "anything");
                 for _ in 0..1_000_000 {
@@ -273,6 +297,16 @@ fn claim(call: &Call<'_, Config>, name: &str) -> String {
             "labels": {"hostile": "was-here"}},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}})
     .to_string()
+}
+
+/// The label [`Mode::UndoesFromStaleRead`] counts in.
+const COUNTER_LABEL: &str = "hostile-counter";
+
+/// [`claim`] with the counter label at `count`.
+fn counted_claim(call: &Call<'_, Config>, name: &str, count: u64) -> String {
+    let mut claim: serde_json::Value = serde_json::from_str(&claim(call, name)).unwrap_or_default();
+    claim["metadata"]["labels"][COUNTER_LABEL] = serde_json::json!(count.to_string());
+    claim.to_string()
 }
 
 fn pvc_like(api_version: &str, kind: &str, namespace: &str, name: &str) -> String {
