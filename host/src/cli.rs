@@ -1,7 +1,6 @@
 //! The command line: one module per subcommand.
 
 pub mod crdgen;
-pub mod ctl;
 pub mod plugin;
 pub mod run;
 
@@ -46,8 +45,9 @@ pub enum Command {
     Plugin(plugin::PluginArgs),
     /// Run the operator.
     Run(run::RunArgs),
-    /// Lifecycle actions and migrations: start, stop, restart, suspend, resume, soft-reboot, migrate.
-    Ctl(ctl::CtlArgs),
+    /// Drive Wukong VMs as `kubectl wukong` does: start, stop, restart, pause, unpause,
+    /// soft-reboot, migrate, migrate-cancel, get, describe.
+    Ctl(kubectl_wukong::Cli),
 }
 
 impl Command {
@@ -56,7 +56,7 @@ impl Command {
             Self::Crdgen(args) => crdgen::run(&args),
             Self::Plugin(args) => plugin::run(args),
             Self::Run(args) => run::run(&args),
-            Self::Ctl(args) => ctl::run(&args),
+            Self::Ctl(args) => kubectl_wukong::run(args),
         }
     }
 }

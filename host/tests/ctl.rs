@@ -1,5 +1,6 @@
-//! `wukong ctl`, the real binary: writes the request, follows it with `--wait`, exits
-//! non-zero with the reason when KubeVirt would refuse it.
+//! `wukong ctl` (the same code as `kubectl wukong`), the real binary under the operator:
+//! writes the request, follows it with `--wait`, exits 3 with the reason when KubeVirt
+//! refuses it.
 
 mod support;
 
@@ -11,6 +12,7 @@ use support::operator::{Cluster, InProcess, create, host_config, is_running, nam
 fn ctl(cluster: &Cluster, args: &[&str]) -> (bool, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_wukong"))
         .args(["ctl", "-n", "ctl", "--kubeconfig"])
+        .env_remove("KUBECONFIG")
         .arg(cluster.env.kubeconfig_path())
         .args(args)
         .output()
@@ -36,11 +38,11 @@ async fn ctl_writes_the_request_and_follows_it() {
     let (ok, output) = ctl_blocking(
         &cluster,
         &[
+            "stop",
             "box",
             "--wait",
             "--timeout",
-            "60",
-            "stop",
+            "60s",
             "--grace-period",
             "1",
         ],
@@ -50,11 +52,11 @@ async fn ctl_writes_the_request_and_follows_it() {
     assert!(output.contains("Succeeded"), "{output}");
 
     let (ok, output) =
-        ctl_blocking(&cluster, &["box", "--wait", "--timeout", "60", "resume"]).await;
-    assert!(!ok, "resume of a stopped VM is refused: {output}");
+        ctl_blocking(&cluster, &["unpause", "box", "--wait", "--timeout", "60s"]).await;
+    assert!(!ok, "unpause of a stopped VM is refused: {output}");
     assert!(output.contains("Refused"), "{output}");
 
-    let (ok, output) = ctl_blocking(&cluster, &["box", "--wait", "--timeout", "60", "start"]).await;
+    let (ok, output) = ctl_blocking(&cluster, &["start", "box", "--wait", "--timeout", "1m"]).await;
     assert!(ok, "start --wait succeeds: {output}");
 }
 

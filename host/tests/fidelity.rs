@@ -53,7 +53,7 @@ async fn refusals_and_readiness_follow_kubevirt() {
     .await;
     wait_for(&client, ns, "vm1", TIMEOUT, is_running).await;
 
-    // `wukong ctl vm1 start` on a running Always VM: upstream answers "VM is already
+    // `kubectl wukong start vm1` on a running Always VM: upstream answers "VM is already
     // running" (checked before the strategy's own refusal); the request is finished as
     // Refused with that reason, and no start reaches KubeVirt.
     patch_spec(
