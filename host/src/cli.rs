@@ -1,6 +1,7 @@
 //! The command line: one module per subcommand.
 
 pub mod crdgen;
+pub mod manifest;
 pub mod plugin;
 pub mod run;
 
@@ -41,6 +42,8 @@ pub enum LogFormat {
 pub enum Command {
     /// Write the CRD YAML (to `crds/` or stdout).
     Crdgen(crdgen::CrdgenArgs),
+    /// Write the one-file release manifest built from `deploy/`.
+    Manifest(manifest::ManifestArgs),
     /// Tools for plugin authors: inspect a plugin, run it on a Wukong, run test cases.
     Plugin(plugin::PluginArgs),
     /// Run the operator.
@@ -54,6 +57,7 @@ impl Command {
     pub fn run(self) -> anyhow::Result<ExitCode> {
         match self {
             Self::Crdgen(args) => crdgen::run(&args),
+            Self::Manifest(args) => manifest::run(&args),
             Self::Plugin(args) => plugin::run(args),
             Self::Run(args) => run::run(&args),
             Self::Ctl(args) => kubectl_wukong::run(args),

@@ -100,6 +100,24 @@ fn deploy_config_loads_the_plugins_the_image_ships() {
     }
 }
 
+/// The arguments of the operator's container in deploy/deployment.yaml.
+fn deployment_args() -> Vec<String> {
+    let text = std::fs::read_to_string(deploy_dir().join("deployment.yaml")).expect("deployment");
+    let deployment: Value = serde_yaml::from_str(&text).expect("deployment yaml");
+    let args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .expect("args on the operator's container");
+    let args: Vec<String> = args
+        .iter()
+        .filter_map(|a| a.as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        args.iter().any(|a| a == "--config-map"),
+        "the Deployment follows its ConfigMap through the API: {args:?}"
+    );
+    args
+}
+
 /// The memory limit of the operator's container in deploy/deployment.yaml, bytes.
 fn deployment_memory_limit() -> u64 {
     let text = std::fs::read_to_string(deploy_dir().join("deployment.yaml")).expect("deployment");
@@ -182,21 +200,17 @@ async fn assert_roles_cover_the_grants(admin: &Client) {
     assert!(checked > 20, "only {checked} verbs checked");
 }
 
-/// Every document of the files `deploy/kustomization.yaml` lists, but the CRD (the control
-/// plane installs it from crds/, which `deploy_crd_copy_is_current` ties to the copy).
+/// Every object of the release manifest (built from `deploy/kustomization.yaml`, and
+/// checked current by `crd.rs`) but the CRD (the control plane installs it from crds/,
+/// which `deploy_crd_copy_is_current` ties to the copy).
 fn deploy_objects() -> Vec<Value> {
-    let text =
-        std::fs::read_to_string(deploy_dir().join("kustomization.yaml")).expect("kustomization");
-    let kustomization: Value = serde_yaml::from_str(&text).expect("kustomization yaml");
-    let resources = kustomization["resources"].as_array().expect("resources");
+    let path = deploy_dir().join("../release/wukong.yaml");
+    let text = std::fs::read_to_string(&path).expect("release manifest");
     let mut objects = Vec::new();
-    for file in resources.iter().filter_map(Value::as_str) {
-        let text = std::fs::read_to_string(deploy_dir().join(file)).expect("resource file");
-        for document in serde_yaml::Deserializer::from_str(&text) {
-            let object: Value = serde::Deserialize::deserialize(document).expect(file);
-            if !object.is_null() && object["kind"] != "CustomResourceDefinition" {
-                objects.push(object);
-            }
+    for document in serde_yaml::Deserializer::from_str(&text) {
+        let object: Value = serde::Deserialize::deserialize(document).expect("a YAML document");
+        if !object.is_null() && object["kind"] != "CustomResourceDefinition" {
+            objects.push(object);
         }
     }
     objects
@@ -279,14 +293,20 @@ impl Identity {
         Self { dir, client }
     }
 
-    /// As deploy/deployment.yaml runs it: leader election, the Pod's name and namespace.
-    fn start(&self, config: &str) -> OperatorProcess {
-        self.write_config(config);
-        OperatorProcess::start_as(
+    /// As deploy/deployment.yaml runs it, with its arguments (the config from the ConfigMap
+    /// `config` is written to, leader election), the Pod's name and namespace.
+    async fn start(&self, admin: &Client, config: &str) -> OperatorProcess {
+        self.write_config(admin, config).await;
+        let args = deployment_args();
+        let args: Vec<&str> = args
+            .iter()
+            .map(String::as_str)
+            .skip_while(|a| *a == "run")
+            .collect();
+        OperatorProcess::run_as(
             &self.dir.path().join("kubeconfig"),
-            &self.config_path(),
             &self.log(),
-            &["--leader-elect"],
+            &args,
             &[
                 // Debug for the controller: a watch the role forbids is logged at debug only.
                 ("RUST_LOG", "info,kube=warn,wukong::controller=debug"),
@@ -296,12 +316,19 @@ impl Identity {
         )
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.dir.path().join("wukong.toml")
-    }
-
-    fn write_config(&self, config: &str) {
-        std::fs::write(self.config_path(), config).expect("config");
+    /// Writes the ConfigMap the Deployment's `--config-map` names, as kustomize makes it.
+    async fn write_config(&self, admin: &Client, config: &str) {
+        let map = json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "wukong-config", "namespace": SYSTEM_NS},
+            "data": {"wukong.toml": config}});
+        Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(admin.clone(), SYSTEM_NS)
+            .patch(
+                "wukong-config",
+                &PatchParams::apply("rbac-test").force(),
+                &Patch::Apply(&map),
+            )
+            .await
+            .expect("write the config ConfigMap");
     }
 
     fn log(&self) -> PathBuf {
@@ -471,7 +498,7 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
         toml::Value::Integer(deployment_memory_limit() as i64),
     );
     let config = test_config(&[quick_migrations.clone(), memory]);
-    let operator = identity.start(&config);
+    let operator = identity.start(&admin, &config).await;
     let ns = "rbac";
     labelled_namespace(&admin, ns).await;
     let api = Api::<Wukong>::namespaced(admin.clone(), ns);
@@ -669,20 +696,26 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
         "the retained claim is orphaned"
     );
 
-    // A config change is swapped in and reported on the operator's Pod.
-    identity.write_config(&test_config(&[
-        quick_migrations,
-        (
-            "controller",
-            "maxConcurrentAutomaticMigrations",
-            toml::Value::Integer(3),
-        ),
-    ]));
+    // A config change is swapped in at once (a watch of the ConfigMap, no kubelet sync)
+    // and reported on the ConfigMap.
+    identity
+        .write_config(
+            &admin,
+            &test_config(&[
+                quick_migrations,
+                (
+                    "controller",
+                    "maxConcurrentAutomaticMigrations",
+                    toml::Value::Integer(3),
+                ),
+            ]),
+        )
+        .await;
     let started = Instant::now();
-    while !pod_has_events(&admin).await {
+    while !config_map_has_events(&admin).await {
         assert!(
             started.elapsed() < TIMEOUT,
-            "no event on the operator's Pod after a config change"
+            "no event on the ConfigMap after a config change"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -700,14 +733,20 @@ async fn the_operator_lives_a_wukongs_whole_life_with_only_deploys_roles() {
     );
 }
 
-async fn pod_has_events(client: &Client) -> bool {
+/// Whether the swap of a config edit was reported where its editor looks: on the
+/// ConfigMap the Deployment's `--config-map` names.
+async fn config_map_has_events(client: &Client) -> bool {
     Api::<Event>::namespaced(client.clone(), SYSTEM_NS)
         .list(&ListParams::default())
         .await
         .expect("events")
         .items
         .iter()
-        .any(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(POD_NAME))
+        .any(|e| {
+            e.regarding.as_ref().is_some_and(|r| {
+                r.kind.as_deref() == Some("ConfigMap") && r.name.as_deref() == Some("wukong-config")
+            })
+        })
 }
 
 /// `verb` taken off the ClusterRole's rule that lists `resource` (the rule must have it).
@@ -801,7 +840,7 @@ async fn a_verb_missing_from_the_role_is_reported_naming_it() {
     let objects = without(&objects, "virtualmachines/start", "update");
     apply(&admin, &objects).await;
     let identity = Identity::service_account(&cluster).await;
-    let _operator = identity.start(&test_config(&[]));
+    let _operator = identity.start(&admin, &test_config(&[])).await;
     let ns = "rbac-missing";
     namespace(&admin, ns).await;
 

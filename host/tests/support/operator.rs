@@ -298,47 +298,19 @@ pub struct OperatorProcess(std::process::Child);
 impl OperatorProcess {
     /// Starts it with the config file `config`, appending its log to `log`.
     pub fn start(cluster: &Cluster, config: &std::path::Path, log: &std::path::Path) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_wukong"))
-            .args(["run", "--config"])
-            .arg(config)
-            .arg("--kubeconfig")
-            .arg(cluster.env.kubeconfig_path())
-            .env("RUST_LOG", "info,kube=warn")
-            // Any free port: tests run operators side by side.
-            .env("WUKONG_METRICS_ADDR", "127.0.0.1:0")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start wukong run");
-        Self(child)
+        let config = config.display().to_string();
+        Self::run_as(
+            &cluster.env.kubeconfig_path(),
+            log,
+            &["--config", &config],
+            &[],
+        )
     }
 
     /// Starts it with `args` after `run` (e.g. `--config-map ns/name`) and the admin's
     /// kubeconfig, appending its log to `log`.
     pub fn start_with_args(cluster: &Cluster, args: &[&str], log: &std::path::Path) -> Self {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("log file");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_wukong"))
-            .arg("run")
-            .args(args)
-            .arg("--kubeconfig")
-            .arg(cluster.env.kubeconfig_path())
-            .env("RUST_LOG", "info,kube=warn")
-            // Any free port: tests run operators side by side.
-            .env("WUKONG_METRICS_ADDR", "127.0.0.1:0")
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start wukong run");
-        Self(child)
+        Self::run_as(&cluster.env.kubeconfig_path(), log, args, &[])
     }
 
     /// Starts it as another identity: `kubeconfig` instead of the admin's (e.g. a service
@@ -351,18 +323,34 @@ impl OperatorProcess {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
+        let config = config.display().to_string();
+        let args: Vec<&str> = ["--config", config.as_str()]
+            .into_iter()
+            .chain(args.iter().copied())
+            .collect();
+        Self::run_as(kubeconfig, log, &args, env)
+    }
+
+    /// Starts `wukong run ARGS` as `kubeconfig`'s identity (the config's source is in
+    /// `args`), with `env` set, appending its log to `log`.
+    pub fn run_as(
+        kubeconfig: &std::path::Path,
+        log: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(log)
             .expect("log file");
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_wukong"))
-            .args(["run", "--config"])
-            .arg(config)
+            .arg("run")
             .arg("--kubeconfig")
             .arg(kubeconfig)
             .args(args)
             .env("RUST_LOG", "info,kube=warn")
+            // Any free port: tests run operators side by side.
             .env("WUKONG_METRICS_ADDR", "127.0.0.1:0")
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
