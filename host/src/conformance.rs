@@ -78,12 +78,15 @@ use harness::Harness;
 pub struct Options {
     /// The plugin's config for every call; `{}` (the plugin's defaults) unless given.
     pub config: Value,
+    /// The disk sources a storage backend serves (every one unless narrowed).
+    pub disk_sources: DiskSources,
 }
 
 impl Default for Options {
     fn default() -> Self {
         Self {
             config: Value::Object(serde_json::Map::new()),
+            disk_sources: DiskSources::default(),
         }
     }
 }
@@ -93,6 +96,79 @@ impl Options {
     pub fn config(mut self, config: Value) -> Self {
         self.config = config;
         self
+    }
+
+    /// Checks a storage backend only on the disk sources it serves, and that it refuses
+    /// the others.
+    #[must_use]
+    pub fn disk_sources(mut self, sources: DiskSources) -> Self {
+        self.disk_sources = sources;
+        self
+    }
+}
+
+/// Which disk sources a storage backend serves. Blank disks, every backend; images
+/// (`image:`, a CDI import) and existing claims (`existingClaim:`) as it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskSources {
+    pub image: bool,
+    pub existing_claim: bool,
+}
+
+impl Default for DiskSources {
+    fn default() -> Self {
+        Self {
+            image: true,
+            existing_claim: true,
+        }
+    }
+}
+
+impl DiskSources {
+    /// From a list such as `blank,existing-claim` (`blank` is always served).
+    pub fn parse(list: &str) -> Result<Self, String> {
+        let mut sources = Self {
+            image: false,
+            existing_claim: false,
+        };
+        for source in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match source {
+                "blank" => {}
+                "image" => sources.image = true,
+                "existing-claim" => sources.existing_claim = true,
+                other => {
+                    return Err(format!(
+                        "unknown disk source {other:?}: use blank, image, existing-claim"
+                    ));
+                }
+            }
+        }
+        Ok(sources)
+    }
+
+    /// Every source is served.
+    pub fn all(&self) -> bool {
+        self.image && self.existing_claim
+    }
+
+    /// The source of a spec disk, as `parse` names it.
+    pub fn source_of(disk: &Value) -> &'static str {
+        if !disk["image"].is_null() {
+            "image"
+        } else if !disk["existingClaim"].is_null() {
+            "existing-claim"
+        } else {
+            "blank"
+        }
+    }
+
+    /// Whether the backend serves the source of `disk`.
+    pub fn serves(&self, disk: &Value) -> bool {
+        match Self::source_of(disk) {
+            "image" => self.image,
+            "existing-claim" => self.existing_claim,
+            _ => true,
+        }
     }
 }
 
@@ -105,7 +181,7 @@ pub fn run(plugin: &Plugin, options: &Options) -> Report {
         common::config_schema(&h),
     )];
     checks.extend(match step {
-        StepKind::Storage => storage::run(&h),
+        StepKind::Storage => storage::run(&h, options.disk_sources),
         StepKind::Network => network::run(&h),
         StepKind::Lifecycle => lifecycle::run(&h),
         StepKind::Migration => migration::run(&h),

@@ -103,6 +103,48 @@ fn a_well_behaved_storage_backend_passes() {
     assert!(report.is_success(), "{report}");
 }
 
+/// A backend that rightly refuses image disks passes once it says which sources it serves;
+/// one that silently passes over a source it says it does not serve fails.
+#[test]
+fn a_backend_is_checked_on_the_disk_sources_it_serves() {
+    let sources = conformance::DiskSources::parse("blank,existing-claim").expect("sources");
+    let refusing = |sources: Option<conformance::DiskSources>| {
+        let mut options = Options::default().config(json!({"mode": "refuses-images"}));
+        if let Some(sources) = sources {
+            options = options.disk_sources(sources);
+        }
+        conformance::run(hostile(), &options)
+    };
+    let all = refusing(None);
+    assert!(!all.is_success(), "checked on images it refuses: {all}");
+    let served = refusing(Some(sources));
+    assert!(served.is_success(), "{served}");
+    assert!(
+        served
+            .to_string()
+            .contains("refuses the disk sources it does not serve"),
+        "{served}"
+    );
+    let lax = conformance::run(
+        hostile(),
+        &Options::default()
+            .config(json!({"mode": "well-behaved-storage"}))
+            .disk_sources(sources),
+    );
+    let failed: Vec<&str> = lax
+        .checks
+        .iter()
+        .filter(|c| c.failure.is_some())
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        ["refuses the disk sources it does not serve"],
+        "{lax}"
+    );
+    assert!(conformance::DiskSources::parse("blank,nfs").is_err());
+}
+
 /// Each storage flaw fails exactly the check about it, with a reason that says what
 /// went wrong.
 #[test]

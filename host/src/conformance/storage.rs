@@ -5,19 +5,20 @@
 use serde_json::{Value, json};
 
 use super::harness::{CheckResult, Harness, LATER, Sim, applied, applied_names, check, wukong};
-use super::{Check, harness};
+use super::{Check, DiskSources, harness};
 use crate::plugin::types::Volume;
 use crate::plugin::{Outcome, StepStatus};
 
 /// The disks every scenario starts from: an image, a blank disk, a retained one and an
-/// existing claim.
-fn disks() -> Value {
-    json!([
-        {"name": "root", "size": "20Gi", "image": "docker://quay.io/containerdisks/fedora:40", "bootOrder": 1},
-        {"name": "data", "size": "10Gi"},
-        {"name": "keep", "size": "1Gi", "retain": true},
-        {"name": "old", "size": "5Gi", "existingClaim": "shared-claim"},
-    ])
+/// existing claim, less the sources the backend does not serve.
+fn disks(sources: &DiskSources) -> Value {
+    let all = [
+        json!({"name": "root", "size": "20Gi", "image": "docker://quay.io/containerdisks/fedora:40", "bootOrder": 1}),
+        json!({"name": "data", "size": "10Gi"}),
+        json!({"name": "keep", "size": "1Gi", "retain": true}),
+        json!({"name": "old", "size": "5Gi", "existingClaim": "shared-claim"}),
+    ];
+    Value::Array(all.into_iter().filter(|d| sources.serves(d)).collect())
 }
 
 fn manifest(disks: Value) -> Value {
@@ -25,8 +26,8 @@ fn manifest(disks: Value) -> Value {
 }
 
 /// With `size` for the disk called `name`.
-fn resized(name: &str, size: &str) -> Value {
-    let mut disks = disks();
+fn resized(sources: &DiskSources, name: &str, size: &str) -> Value {
+    let mut disks = disks(sources);
     for disk in disks.as_array_mut().into_iter().flatten() {
         if disk["name"] == name {
             disk["size"] = json!(size);
@@ -95,6 +96,7 @@ fn bind(sim: &mut Sim) {
 
 /// The scenarios the checks share.
 struct Setup {
+    sources: DiskSources,
     wukong: Value,
     empty: Sim,
     fresh: Result<Outcome, String>,
@@ -102,8 +104,8 @@ struct Setup {
     converged: Result<(Sim, Sim, Outcome), String>,
 }
 
-fn setup(h: &Harness<'_>) -> Setup {
-    let wukong = manifest(disks());
+fn setup(h: &Harness<'_>, sources: DiskSources) -> Setup {
+    let wukong = manifest(disks(&sources));
     let empty = Sim::new([shared_claim("Pending")]);
     let fresh = h.reconcile(&wukong, None, &empty);
     let converged = (|| {
@@ -121,6 +123,7 @@ fn setup(h: &Harness<'_>) -> Setup {
         Ok((unbound, bound, outcome))
     })();
     Setup {
+        sources,
         wukong,
         empty,
         fresh,
@@ -128,9 +131,9 @@ fn setup(h: &Harness<'_>) -> Setup {
     }
 }
 
-pub fn run(h: &Harness<'_>) -> Vec<Check> {
-    let s = setup(h);
-    vec![
+pub fn run(h: &Harness<'_>, sources: DiskSources) -> Vec<Check> {
+    let s = setup(h, sources);
+    let mut checks = vec![
         check("one volume per disk", one_volume_per_disk(h, &s)),
         check("stable names across calls", stable_names(h, &s)),
         check("idempotent and converges", idempotent(h, &s)),
@@ -147,7 +150,34 @@ pub fn run(h: &Harness<'_>) -> Vec<Check> {
             "Wukongs whose names read alike get distinct claims",
             alike_wukongs(h, &s),
         ),
-    ]
+    ];
+    if !s.sources.all() {
+        checks.push(check(
+            "refuses the disk sources it does not serve",
+            refuses_unserved(h, &s),
+        ));
+    }
+    checks
+}
+
+/// A disk of a source the backend does not serve fails the step (the user sees why in
+/// `StepFailed`) rather than being passed over.
+fn refuses_unserved(h: &Harness<'_>, s: &Setup) -> CheckResult {
+    let everything = disks(&DiskSources::default());
+    for disk in everything.as_array().into_iter().flatten() {
+        if s.sources.serves(disk) {
+            continue;
+        }
+        let name = disk["name"].as_str().unwrap_or_default();
+        if let Ok(outcome) = h.reconcile(&manifest(json!([disk])), None, &s.empty) {
+            return Err(format!(
+                "disk {name} ({}) is of a source it does not serve, yet the step succeeds (applied: {:?})",
+                DiskSources::source_of(disk),
+                applied_names(&outcome)
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `web` + disk `db-data` and `web-db` + disk `data`: one claim each.
@@ -168,7 +198,13 @@ fn names(volumes: &[Volume]) -> Vec<&str> {
 }
 
 fn one_volume_per_disk(h: &Harness<'_>, s: &Setup) -> CheckResult {
-    let want = ["root", "data", "keep", "old"];
+    let disks = disks(&s.sources);
+    let want: Vec<&str> = disks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["name"].as_str())
+        .collect();
     let fresh = s.fresh.clone()?;
     let got = names(volumes(&fresh)?);
     if got != want {
@@ -217,7 +253,7 @@ fn stable_names(h: &Harness<'_>, s: &Setup) -> CheckResult {
     let mut later = s.wukong.clone();
     later["metadata"]["generation"] = json!(2);
     let at_later = h.reconcile_at(LATER, &later, None, &s.empty)?;
-    let mut reversed_disks = disks();
+    let mut reversed_disks = disks(&s.sources);
     if let Some(list) = reversed_disks.as_array_mut() {
         list.reverse();
     }
@@ -293,9 +329,13 @@ fn grows_never_shrinks(h: &Harness<'_>, s: &Setup) -> CheckResult {
     let claim_for = |disk: &str| {
         claim_of(first, disk).ok_or_else(|| format!("reconcile reports no volume for disk {disk}"))
     };
-    for (disk, from, to) in [("data", "10Gi", "15Gi"), ("root", "20Gi", "30Gi")] {
+    let grown = [("data", "10Gi", "15Gi"), ("root", "20Gi", "30Gi")];
+    for (disk, from, to) in grown
+        .into_iter()
+        .filter(|(disk, _, _)| *disk != "root" || s.sources.image)
+    {
         let claim = claim_for(disk)?;
-        let outcome = h.reconcile(&resized(disk, to), None, &bound)?;
+        let outcome = h.reconcile(&resized(&s.sources, disk, to), None, &bound)?;
         let grown = applied(&outcome, "PersistentVolumeClaim")
             .any(|o| o["metadata"]["name"] == claim && request(o) == quantity(to));
         if !grown {
@@ -306,7 +346,7 @@ fn grows_never_shrinks(h: &Harness<'_>, s: &Setup) -> CheckResult {
         }
     }
     let claim = claim_for("data")?;
-    let outcome = h.reconcile(&resized("data", "5Gi"), None, &bound)?;
+    let outcome = h.reconcile(&resized(&s.sources, "data", "5Gi"), None, &bound)?;
     let shrunk: Vec<String> = outcome
         .apply
         .iter()

@@ -17,6 +17,10 @@ pub struct ConformanceArgs {
     /// The plugin's config for every call (checked against its schema); `{}` when absent.
     #[arg(long, value_name = "C.yaml")]
     pub config: Option<PathBuf>,
+    /// Storage: the disk sources the backend serves (`blank`, `image`, `existing-claim`,
+    /// comma-separated); it is checked on those, and must refuse the others.
+    #[arg(long, value_name = "LIST", value_parser = conformance::DiskSources::parse)]
+    pub disk_sources: Option<conformance::DiskSources>,
 }
 
 pub fn run(args: &ConformanceArgs) -> anyhow::Result<ExitCode> {
@@ -27,6 +31,9 @@ pub fn run(args: &ConformanceArgs) -> anyhow::Result<ExitCode> {
         if !config.is_null() {
             options = options.config(config);
         }
+    }
+    if let Some(sources) = args.disk_sources {
+        options = options.disk_sources(sources);
     }
     let report = conformance::run(&plugin, &options);
     println!("{report}");

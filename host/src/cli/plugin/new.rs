@@ -39,9 +39,10 @@ pub struct NewArgs {
     /// Where to write it (created; must be empty if it exists). `./NAME` when absent.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Depend on the SDK of a local Wukong checkout (its `plugins/sdk`) by path, instead of
-    /// the git dependency on this release.
-    #[arg(long, value_name = "PATH")]
+    /// The SDK's folder (`plugins/sdk` of a Wukong checkout), depended on by path. When
+    /// absent: `$WUKONG_SDK`, else the checkout this binary was built in, else the git
+    /// dependency on this release (which needs the network).
+    #[arg(long, value_name = "PATH", env = "WUKONG_SDK")]
     pub sdk: Option<PathBuf>,
 }
 
@@ -123,10 +124,10 @@ pub fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
         .dir
         .clone()
         .unwrap_or_else(|| PathBuf::from(&args.name));
-    let sdk = match &args.sdk {
+    let sdk = match args.sdk.clone().or_else(checkout_sdk) {
         None => SdkSource::Git,
         Some(path) => {
-            let path = std::fs::canonicalize(path)
+            let path = std::fs::canonicalize(&path)
                 .with_context(|| format!("--sdk {}: cannot read it", path.display()))?;
             if !path.join("Cargo.toml").is_file() {
                 bail!(
@@ -150,8 +151,18 @@ pub fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
         ),
         Lang::Python => ("./build.sh", wasm),
     };
+    let source = match (&sdk, args.lang) {
+        (_, Lang::Python) => String::new(),
+        (SdkSource::Path(path), Lang::Rust) => format!("\nthe SDK: {} (by path)", path.display()),
+        (SdkSource::Git, Lang::Rust) => format!(
+            "\nthe SDK: {REPOSITORY} at v{} (git; the first build needs the network).\n\
+             Offline, point Cargo.toml's wukong-plugin-sdk at a Wukong checkout's plugins/sdk,\n\
+             or make it again with --sdk PATH (or WUKONG_SDK=PATH).",
+            env!("CARGO_PKG_VERSION")
+        ),
+    };
     println!(
-        "created {} ({:?} plugin, {:?}) in {}\nnext:\n  cd {}\n  {build}\n  wukong plugin test {wasm} cases\n  wukong plugin conformance {wasm}",
+        "created {} ({:?} plugin, {:?}) in {}{source}\nnext:\n  cd {}\n  {build}\n  wukong plugin test {wasm} cases\n  wukong plugin conformance {wasm}\nthe guide: docs/plugin-authoring.md",
         args.name,
         args.kind,
         args.lang,
@@ -159,6 +170,19 @@ pub fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
         dir.display(),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The SDK of the Wukong checkout this binary was built in (`target/<profile>/wukong` two
+/// or three folders below it), if it is still there.
+fn checkout_sdk() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    exe.ancestors().skip(1).take(4).find_map(|dir| {
+        let sdk = dir.join("plugins/sdk");
+        let manifest = std::fs::read_to_string(sdk.join("Cargo.toml")).ok()?;
+        manifest
+            .contains("name = \"wukong-plugin-sdk\"")
+            .then_some(sdk)
+    })
 }
 
 /// The files of a new plugin called `name`.

@@ -77,6 +77,8 @@ pub enum Mode {
     AlwaysBound,
     /// That backend panicking on a size it cannot parse.
     PanicsOnOddSizes,
+    /// That backend refusing image disks (it serves blank disks and existing claims).
+    RefusesImages,
 }
 
 impl Mode {
@@ -91,6 +93,7 @@ impl Mode {
             Self::DeletesRetained => Flaw::DeletesRetained,
             Self::AlwaysBound => Flaw::AlwaysBound,
             Self::PanicsOnOddSizes => Flaw::PanicsOnOddSizes,
+            Self::RefusesImages => Flaw::RefusesImages,
             _ => return None,
         })
     }

@@ -25,6 +25,9 @@ pub enum Flaw {
     AlwaysBound,
     /// A size that is no 128-bit quantity panics.
     PanicsOnOddSizes,
+    /// Not a flaw: image disks are refused (`invalid-spec`), as a backend with no importer
+    /// rightly does.
+    RefusesImages,
 }
 
 const PVC: &str = "PersistentVolumeClaim";
@@ -70,6 +73,12 @@ pub fn reconcile(call: &Call<'_, Config>, flaw: Flaw) -> StepResult<StorageOutco
     let mut volumes = Vec::new();
     let mut refused = Vec::new();
     for disk in &call.wukong.disks {
+        if flaw == Flaw::RefusesImages && matches!(disk.source, DiskSource::Image(_)) {
+            return Err(StepError::InvalidSpec(format!(
+                "disk {}: this backend imports no images; use a blank disk or an existing claim",
+                disk.name
+            )));
+        }
         let size = bytes(&disk.name, &disk.size, flaw)?;
         let (name, own) = match &disk.source {
             DiskSource::ExistingClaim(existing) => (existing.clone(), false),
