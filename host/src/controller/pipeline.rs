@@ -123,7 +123,8 @@ pub async fn call(
             step,
             plugin: e.plugin.clone(),
             reason: e.failure.label().into(),
-            message: e.to_string(),
+            // The plugin is its own field (`StepFailed` names it once).
+            message: e.failure.to_string(),
             transient: e.failure.is_transient(),
         })
 }
@@ -182,11 +183,37 @@ pub fn record(step: StepKind, backend: &Backend) -> PluginRecord {
     }
 }
 
+/// Adds `condition`; one of its type already there (another backend of the same step, e.g.
+/// `VolumesBound` from Longhorn and from Ceph) is combined with it: `True` only when both
+/// are, the reason of the one that is not, both messages.
+fn merge_condition(conditions: &mut Vec<Condition>, condition: Condition) {
+    let Some(existing) = conditions
+        .iter_mut()
+        .find(|c| c.condition_type == condition.condition_type)
+    else {
+        conditions.push(condition);
+        return;
+    };
+    let both_true = existing.status == "True" && condition.status == "True";
+    if !both_true && existing.status == "True" {
+        existing.status.clone_from(&condition.status);
+        existing.reason.clone_from(&condition.reason);
+    }
+    if !condition.message.is_empty() && condition.message != existing.message {
+        existing.message = match existing.message.is_empty() {
+            true => condition.message,
+            false => format!("{}; {}", existing.message, condition.message),
+        };
+    }
+}
+
 impl PipelineResult {
     /// Takes an outcome's conditions, events, actions (from `step`'s `backend`) and
     /// requeue hint; returns the rest.
     pub fn absorb(&mut self, step: StepKind, backend: &str, outcome: &mut Outcome) {
-        self.conditions.append(&mut outcome.conditions);
+        for condition in outcome.conditions.drain(..) {
+            merge_condition(&mut self.conditions, condition);
+        }
         self.events.append(&mut outcome.events);
         self.actions
             .extend(outcome.actions.drain(..).map(|action| StepAction {
@@ -229,5 +256,43 @@ impl Default for Upstream {
             volumes: Vec::new(),
             lifecycle: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bound(status: &str, reason: &str, message: &str) -> Condition {
+        Condition {
+            condition_type: "VolumesBound".into(),
+            status: status.into(),
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    #[test]
+    fn a_condition_two_backends_report_is_true_only_when_both_are() {
+        let mut conditions = vec![bound("True", "AllBound", "1 of 1 volumes bound")];
+        merge_condition(
+            &mut conditions,
+            bound("False", "Pending", "0 of 1 volumes bound"),
+        );
+        assert_eq!(conditions.len(), 1);
+        assert_eq!(
+            (conditions[0].status.as_str(), conditions[0].reason.as_str()),
+            ("False", "Pending")
+        );
+        assert_eq!(
+            conditions[0].message,
+            "1 of 1 volumes bound; 0 of 1 volumes bound"
+        );
+        let mut both = vec![bound("True", "AllBound", "a")];
+        merge_condition(&mut both, bound("True", "AllBound", "b"));
+        assert_eq!(
+            (both[0].status.as_str(), both[0].message.as_str()),
+            ("True", "a; b")
+        );
     }
 }

@@ -23,6 +23,10 @@ pub struct Call<'a, C> {
     pub upstream: &'a Upstream,
     /// Read-only cluster access, scoped to the manifest's `reads`.
     pub cluster: &'a dyn Cluster,
+    /// The kinds the plugin's manifest declares it reads (set by the export glue; `None`
+    /// when the call was built by hand, e.g. in a unit test): helpers that would read a
+    /// kind only some plugins use ask [`Call::may_read`] first.
+    pub reads: Option<Vec<KindRef>>,
 }
 
 impl<'a, C: DeserializeOwned> Call<'a, C> {
@@ -47,11 +51,21 @@ impl<'a, C: DeserializeOwned> Call<'a, C> {
             now: &context.now,
             upstream,
             cluster,
+            reads: None,
         })
     }
 }
 
 impl<C> Call<'_, C> {
+    /// Whether the manifest declares reads of `kind` (true when unknown).
+    pub fn may_read(&self, api_version: &str, kind: &str) -> bool {
+        self.reads.as_ref().is_none_or(|reads| {
+            reads
+                .iter()
+                .any(|r| r.api_version == api_version && r.kind == kind)
+        })
+    }
+
     /// Reads one object of a namespaced built-in kind in the Wukong's namespace.
     pub fn get<K>(&self, name: &str) -> Result<Option<K>, StepError>
     where

@@ -144,8 +144,11 @@ pub fn claim_names<C>(call: &Call<'_, C>) -> StepResult<BTreeMap<String, String>
                 claims.insert(disk.name.clone(), claim.clone());
                 continue;
             }
-            DiskSource::Image(_) => (DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND),
-            DiskSource::Blank => ("v1", "PersistentVolumeClaim"),
+            // A plugin that reads no DataVolumes keeps an image disk on a plain claim.
+            DiskSource::Image(_) if call.may_read(DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND) => {
+                (DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND)
+            }
+            DiskSource::Image(_) | DiskSource::Blank => ("v1", "PersistentVolumeClaim"),
         };
         let derived = claim_name(wukong, &disk.name);
         let legacy = legacy_claim_name(wukong, &disk.name);
@@ -222,7 +225,8 @@ pub fn reconcile<C>(
 
 /// Deletes the DataVolumes and PVCs of the disks that are not retained and that carry
 /// the Wukong's labels, under the names [`claim_names`] gives. Existing claims are never
-/// deleted, nor any object of an existing claim's name.
+/// deleted, nor any object of an existing claim's name. DataVolumes are looked for only
+/// by a plugin whose manifest reads them (a PVC-only backend made none).
 pub fn finalize<C>(call: &Call<'_, C>) -> StepResult<Effects> {
     let mut effects = Effects::default();
     let claims = claim_names(call)?;
@@ -237,7 +241,10 @@ pub fn finalize<C>(call: &Call<'_, C>) -> StepResult<Effects> {
         let mut targets = vec![("v1", "PersistentVolumeClaim")];
         match disk.source {
             DiskSource::ExistingClaim(_) => continue,
-            DiskSource::Image(_) => targets.insert(0, (DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND)),
+            DiskSource::Image(_) if call.may_read(DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND) => {
+                targets.insert(0, (DATA_VOLUME_API_VERSION, DATA_VOLUME_KIND));
+            }
+            DiskSource::Image(_) => {}
             DiskSource::Blank => {}
         }
         for (api_version, kind) in targets {
@@ -620,4 +627,96 @@ pub fn carries_labels(object: &Value, labels: &BTreeMap<String, String>) -> bool
 /// A string field of an optional object, by its path of keys.
 fn field<'a>(object: Option<&'a Value>, path: &[&str]) -> Option<&'a str> {
     lookup_str(object?, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+    use crate::{Cluster, Context, KindRef, ObjectRef, Upstream, Wukong};
+
+    /// Records the kinds read; holds nothing.
+    #[derive(Default)]
+    struct Reads(RefCell<Vec<String>>);
+
+    impl Cluster for Reads {
+        fn get(&self, object: &ObjectRef) -> Result<Option<String>, String> {
+            self.0.borrow_mut().push(object.kind.clone());
+            Ok(None)
+        }
+
+        fn list(
+            &self,
+            kind: &KindRef,
+            _: Option<&str>,
+            _: Option<&str>,
+        ) -> Result<Vec<String>, String> {
+            self.0.borrow_mut().push(kind.kind.clone());
+            Ok(Vec::new())
+        }
+    }
+
+    fn context() -> Context {
+        let disk = Disk {
+            name: "root".into(),
+            source: DiskSource::Image("docker://quay.io/containerdisks/fedora:40".into()),
+            size: "10Gi".into(),
+            storage_class: None,
+            backend: None,
+            retain: false,
+            boot_order: None,
+            bus: "virtio".into(),
+        };
+        Context {
+            wukong: Wukong {
+                name: "vm1".into(),
+                namespace: "tenant-a".into(),
+                uid: "00000000-0000-4000-8000-000000000001".into(),
+                generation: 1,
+                deleting: true,
+                cpu: 1,
+                memory: "1Gi".into(),
+                run_strategy: "Always".into(),
+                disks: vec![disk],
+                networks: vec![],
+                lifecycle_action: None,
+                migration: None,
+                labels: vec![],
+                json: "{}".into(),
+            },
+            config: "{}".into(),
+            backend: "default".into(),
+            now: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn finalize_looks_for_data_volumes_only_when_the_manifest_reads_them() {
+        let context = context();
+        let upstream = Upstream {
+            networks: vec![],
+            volumes: vec![],
+            lifecycle: None,
+        };
+        let pvc_only = Reads::default();
+        let mut call: Call<'_, serde_json::Value> =
+            Call::new(&context, &upstream, &pvc_only).expect("call");
+        call.reads = Some(vec![KindRef {
+            api_version: "v1".into(),
+            kind: "PersistentVolumeClaim".into(),
+        }]);
+        finalize(&call).expect("finalize");
+        let read = pvc_only.0.borrow();
+        assert!(
+            !read.is_empty() && read.iter().all(|k| k == "PersistentVolumeClaim"),
+            "a PVC-only plugin reads only claims: {read:?}"
+        );
+
+        let cdi = Reads::default();
+        let call: Call<'_, serde_json::Value> = Call::new(&context, &upstream, &cdi).expect("call");
+        finalize(&call).expect("finalize");
+        let read = cdi.0.borrow();
+        assert!(read.iter().any(|k| k == "DataVolume"), "{read:?}");
+    }
 }

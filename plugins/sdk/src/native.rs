@@ -17,6 +17,12 @@ pub fn describe<P: Plugin>(step: StepKind) -> PluginManifest {
     }
 }
 
+/// `call` knowing the kinds `P`'s manifest declares it reads.
+fn declared<P: Plugin, C>(mut call: Call<'_, C>) -> Call<'_, C> {
+    call.reads = Some(P::manifest().capabilities.reads);
+    call
+}
+
 macro_rules! native_step {
     ($trait:ident, $outcome:ident, $reconcile:ident, $finalize:ident) => {
         /// Runs the step's `reconcile` natively.
@@ -25,7 +31,7 @@ macro_rules! native_step {
             upstream: &Upstream,
             cluster: &dyn Cluster,
         ) -> crate::StepResult<crate::$outcome> {
-            P::reconcile(&Call::new(context, upstream, cluster)?)
+            P::reconcile(&declared::<P, _>(Call::new(context, upstream, cluster)?))
         }
 
         /// Runs the step's `finalize` natively.
@@ -34,7 +40,7 @@ macro_rules! native_step {
             upstream: &Upstream,
             cluster: &dyn Cluster,
         ) -> crate::StepResult<crate::Effects> {
-            P::finalize(&Call::new(context, upstream, cluster)?)
+            P::finalize(&declared::<P, _>(Call::new(context, upstream, cluster)?))
         }
     };
 }
