@@ -21,12 +21,14 @@
 //!
 //! # Transport
 //! HTTPS, except plain HTTP for loopback registries (`localhost`, `127.0.0.0/8`)
-//! and for registries listed in `[plugins] plain_http_registries`. Anonymous access only.
+//! and for registries listed in `[oci] plainHttpRegistries`. Credentials as Docker finds
+//! them (`auth`: the auth file, credential helpers), anonymous when none names the registry.
 //!
 //! # Cache
-//! `$WUKONG_CACHE/oci` (beside the compiled-code cache), or `[plugins] oci_cache_dir`:
+//! `$WUKONG_CACHE/oci` (beside the compiled-code cache), or `[oci] cacheDir`:
 //! content-addressed blobs plus one small file per reference naming its manifest digest.
 
+mod auth;
 mod reference;
 mod registry;
 mod store;

@@ -25,20 +25,35 @@ struct Registry {
 
 impl Registry {
     fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// A registry that serves only `user` with `password` (htpasswd, bcrypt).
+    fn start_with_login(user: &str, password: &str) -> Self {
+        Self::start_with(Some((user, password)))
+    }
+
+    fn start_with(login: Option<(&str, &str)>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|listener| listener.local_addr())
             .expect("a free port")
             .port();
         let config = dir.path().join("config.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
-                dir.path().join("data").display()
-            ),
-        )
-        .expect("registry config");
+        let mut text = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().join("data").display()
+        );
+        if let Some((user, password)) = login {
+            let hash = bcrypt::hash(password, 4).expect("bcrypt");
+            let htpasswd = dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, format!("{user}:{hash}\n")).expect("htpasswd");
+            text.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: wukong-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, text).expect("registry config");
         let log = std::fs::File::create(dir.path().join("registry.log")).expect("registry log");
         let child = Command::new("docker-registry")
             .arg("serve")
@@ -401,4 +416,135 @@ fn push_refuses_what_the_host_would_not_load() {
     assert!(output.stdout.is_empty(), "no digest printed");
     let error = load(&tag, dir.path()).err().expect("nothing was pushed");
     assert!(error.contains("manifest unknown"), "{error}");
+}
+
+/// `wukong ARGS` with `env` (HOME, DOCKER_CONFIG, PATH as given; nothing else of the
+/// caller's registry setup leaks in); (success, stdout, stderr).
+fn wukong(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_wukong"))
+        .args(args)
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("REGISTRY_AUTH_FILE")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run wukong");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_registry_that_needs_a_login_takes_dockers_credentials_and_helpers() {
+    use base64::Engine as _;
+    let registry = Registry::start_with_login("alice", "s3cret");
+    let wasm = support::plugin_wasm("cdi-storage");
+    let wasm = wasm.to_str().expect("utf-8 path");
+    let tag = format!("{}:0.1.0", registry.repository("cdi-storage"));
+    let host = format!("127.0.0.1:{}", registry.port);
+    let home = tempfile::tempdir().expect("home");
+    let home_path = home.path().to_str().expect("utf-8 path").to_owned();
+
+    // No credentials: the registry refuses, and the message says so.
+    let (ok, _, err) = wukong(&["plugin", "push", wasm, &tag], &[("HOME", &home_path)]);
+    assert!(!ok, "an anonymous push to a registry that needs a login");
+    assert!(
+        err.contains("401") || err.to_lowercase().contains("unauthorized"),
+        "{err}"
+    );
+
+    // ~/.docker/config.json, as `docker login` writes it.
+    let docker = home.path().join(".docker");
+    std::fs::create_dir_all(&docker).expect("mkdir");
+    let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret");
+    std::fs::write(
+        docker.join("config.json"),
+        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
+    )
+    .expect("config.json");
+    let (ok, out, err) = wukong(&["plugin", "push", wasm, &tag], &[("HOME", &home_path)]);
+    assert!(ok, "push with the login in config.json: {err}");
+    let digest = out.trim().to_owned();
+    assert!(digest.starts_with("sha256:"), "{out}");
+
+    // A credential helper (credHelpers), on PATH, with DOCKER_CONFIG naming the folder.
+    let helper_dir = tempfile::tempdir().expect("helper dir");
+    let helper = helper_dir.path().join("docker-credential-wukongtest");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nread host\n[ \"$host\" = \"{host}\" ] || {{ echo 'credentials not found in native keychain'; exit 1; }}\necho '{{\"Username\": \"alice\", \"Secret\": \"s3cret\"}}'\n"
+        ),
+    )
+    .expect("helper");
+    std::fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    std::fs::write(
+        helper_dir.path().join("config.json"),
+        format!(r#"{{"credHelpers": {{"{host}": "wukongtest"}}}}"#),
+    )
+    .expect("config.json");
+    let path = format!(
+        "{}:{}",
+        helper_dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let helper_env = [
+        ("HOME", home_path.as_str()),
+        ("DOCKER_CONFIG", helper_dir.path().to_str().expect("utf-8")),
+        ("PATH", path.as_str()),
+        ("WUKONG_CACHE", home_path.as_str()),
+    ];
+    let pulled = home.path().join("pulled.wasm");
+    let pinned = format!("{}@{digest}", registry.repository("cdi-storage"));
+    let (ok, out, err) = wukong(
+        &[
+            "plugin",
+            "pull",
+            &pinned,
+            "--out",
+            pulled.to_str().expect("utf-8"),
+        ],
+        &helper_env,
+    );
+    assert!(ok, "pull through the credential helper: {err}");
+    assert_eq!(out.trim(), digest);
+    assert_eq!(
+        file_digest(&pulled),
+        file_digest(Path::new(wasm)),
+        "the same component"
+    );
+
+    // inspect oci://: what the registry holds, verified and loaded.
+    let (ok, out, err) = wukong(&["plugin", "inspect", &tag, "-o", "json"], &helper_env);
+    assert!(ok, "inspect {tag}: {err}");
+    let inspection: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(inspection["name"], "cdi-storage");
+    assert_eq!(inspection["file"], tag.as_str());
+
+    // The artifact config carries what the CNCF Wasm OCI layout asks for.
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry.blob_file(&digest)).expect("manifest"))
+            .expect("manifest json");
+    let config_digest = manifest["config"]["digest"]
+        .as_str()
+        .expect("config digest");
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(registry.blob_file(config_digest)).expect("config"))
+            .expect("config json");
+    assert_eq!(config["created"], "1970-01-01T00:00:00Z", "{config}");
+    assert_eq!(
+        (config["architecture"].as_str(), config["os"].as_str()),
+        (Some("wasm"), Some("wasip2"))
+    );
+    let exports = config["component"]["exports"]
+        .as_array()
+        .expect("component.exports");
+    assert!(
+        exports.iter().any(|e| e
+            .as_str()
+            .is_some_and(|e| e.starts_with("wukong:plugin/storage"))),
+        "{config}"
+    );
 }

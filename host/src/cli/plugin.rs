@@ -4,6 +4,7 @@
 pub mod conformance;
 pub mod inspect;
 pub mod new;
+pub mod pull;
 pub mod push;
 pub mod run;
 pub mod test;
@@ -32,6 +33,8 @@ pub enum PluginCommand {
     Test(test::TestArgs),
     /// Publish a plugin to an OCI registry (`oci://REGISTRY/REPOSITORY:TAG`); prints the digest.
     Push(push::PushArgs),
+    /// Fetch a plugin from an OCI registry, verified, into a file; prints the digest.
+    Pull(pull::PullArgs),
     /// Run the conformance suite of the plugin's step kind (no cluster needed).
     Conformance(conformance::ConformanceArgs),
     /// Start a new plugin from the template: `wukong plugin new NAME --kind storage`.
@@ -44,6 +47,7 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         PluginCommand::Run(args) => run::run(args),
         PluginCommand::Test(args) => test::run(&args),
         PluginCommand::Push(args) => push::run(&args),
+        PluginCommand::Pull(args) => pull::run(&args),
         PluginCommand::Conformance(args) => conformance::run(&args),
         PluginCommand::New(args) => new::run(&args),
     }

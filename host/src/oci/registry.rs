@@ -41,12 +41,9 @@ pub(super) async fn pull(
     settings: &OciSettings,
 ) -> Result<Artifact, PullError> {
     let client = client(reference, settings)?;
+    let auth = credentials(reference)?;
     let (manifest, _) = client
-        .pull_manifest_raw(
-            reference.inner(),
-            &RegistryAuth::Anonymous,
-            &[OCI_IMAGE_MEDIA_TYPE],
-        )
+        .pull_manifest_raw(reference.inner(), &auth, &[OCI_IMAGE_MEDIA_TYPE])
         .await
         .map_err(|e| classify(reference, "manifest", e))?;
     // oci-client checks these too; the host checks what it relies on itself.
@@ -88,10 +85,14 @@ pub async fn push(
         });
     }
     let layer_digest = sha256_digest(&wasm);
+    // The CNCF Wasm OCI artifact config. `created` comes from SOURCE_DATE_EPOCH (else the
+    // epoch), so the same file pushes to the same digest.
     let config = serde_json::to_vec(&serde_json::json!({
+        "created": created(),
         "architecture": "wasm",
         "os": "wasip2",
         "layerDigests": [layer_digest],
+        "component": component_summary(&wasm),
     }))
     .map_err(|e| failed(e.to_string()))?;
     let config_descriptor = descriptor(WASM_CONFIG_MEDIA_TYPE, &config);
@@ -113,8 +114,12 @@ pub async fn push(
         PullError::Unreachable(cause) => failed(cause),
     })?;
     let image = reference.inner();
+    let auth = credentials(reference).map_err(|e| match e {
+        PullError::Refused(e) => e,
+        PullError::Unreachable(cause) => failed(cause),
+    })?;
     client
-        .store_auth_if_needed(image.resolve_registry(), &RegistryAuth::Anonymous)
+        .store_auth_if_needed(image.resolve_registry(), &auth)
         .await;
     let cause = |e: OciDistributionError| failed(causes(&e));
     client
@@ -134,6 +139,61 @@ pub async fn push(
         .await
         .map_err(cause)?;
     Ok(manifest_digest)
+}
+
+/// The credentials for the reference's registry (see [`super::auth`]).
+fn credentials(reference: &PluginReference) -> Result<RegistryAuth, PullError> {
+    super::auth::for_registry(reference.registry()).map_err(|reason| {
+        PullError::Refused(OciError::Local {
+            reference: reference.to_string(),
+            reason,
+        })
+    })
+}
+
+/// `created` of the artifact config: `SOURCE_DATE_EPOCH` (reproducible builds), else the
+/// epoch.
+fn created() -> String {
+    let seconds = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or(0);
+    k8s_openapi::jiff::Timestamp::from_second(seconds)
+        .unwrap_or(k8s_openapi::jiff::Timestamp::UNIX_EPOCH)
+        .to_string()
+}
+
+/// The config's `component`: the outer component's imports and exports, by name.
+fn component_summary(wasm: &[u8]) -> serde_json::Value {
+    use wasmparser::Payload;
+    let (mut imports, mut exports) = (Vec::new(), Vec::new());
+    // Every module or component opens with Version and closes with End: depth 1 is the
+    // outer component, whose sections are its world.
+    let mut depth = 0usize;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm).flatten() {
+        match payload {
+            Payload::Version { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(section) if depth == 1 => {
+                imports.extend(
+                    section
+                        .into_iter()
+                        .flatten()
+                        .map(|i| i.name.name.to_owned()),
+                );
+            }
+            Payload::ComponentExportSection(section) if depth == 1 => {
+                exports.extend(
+                    section
+                        .into_iter()
+                        .flatten()
+                        .map(|e| e.name.name.to_owned()),
+                );
+            }
+            _ => {}
+        }
+    }
+    serde_json::json!({"imports": imports, "exports": exports})
 }
 
 fn descriptor(media_type: &str, bytes: &[u8]) -> OciDescriptor {

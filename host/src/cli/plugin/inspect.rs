@@ -14,8 +14,12 @@ use crate::plugin::{CodeSource, Plugin};
 
 #[derive(Debug, clap::Args)]
 pub struct InspectArgs {
-    /// The plugin (`.wasm` component).
+    /// The plugin: a `.wasm` component, or `oci://REGISTRY/REPOSITORY:TAG|@sha256:…` to
+    /// inspect what the registry holds (pulled and verified first).
     pub file: PathBuf,
+    /// With `oci://`: speak plain HTTP to that registry although it is not on loopback.
+    #[arg(long)]
+    pub plain_http: bool,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -152,7 +156,25 @@ fn step_name(step: StepKind) -> &'static str {
 }
 
 pub fn run(args: &InspectArgs) -> anyhow::Result<ExitCode> {
-    let plugin = super::load(&args.file)?;
+    let text = args.file.to_string_lossy();
+    let (file, pulled) = match text.strip_prefix(crate::oci::SCHEME) {
+        Some(_) => {
+            let reference = super::pull::reference(&text)?;
+            let dir = std::env::temp_dir().join(format!("wukong-inspect-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let file = dir.join("plugin.wasm");
+            super::pull::fetch_to(&reference, args.plain_http, &file)?;
+            (file, Some(dir))
+        }
+        None => (args.file.clone(), None),
+    };
+    let plugin = super::load(&file);
+    if let Some(dir) = pulled {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    let mut plugin = plugin?;
+    // Named as the user named it, registry reference included.
+    plugin.path.clone_from(&args.file);
     if args.rbac {
         let grants = Grants::asked_by(&plugin.manifest.capabilities);
         print!(
