@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The Wukong demo: a real kube-apiserver + etcd with the simulated KubeVirt, the operator
 # with the bundled plugins, and what it does with VMs, stage by stage:
-#   1 provisioning and builds          6 a node drain evacuates a VM by itself
-#   2 control plane, simulator, operator  7 a backend swapped without a restart
-#   3 the example Wukongs to Running   8 deletion keeps a retained disk
-#   4 lifecycle with kubectl-wukong    9 a summary with each stage's time
+#   1 provisioning and builds               6 a node drain: the operator evacuates a VM
+#   2 control plane, simulator, operator    7 a backend swapped without a restart
+#   3 the example Wukongs to Running        8 deletion keeps a retained disk
+#   4 lifecycle with kubectl-wukong         9 a summary with each stage's time
 #   5 a live migration to a named node
 # Usage: examples/demo.sh [--fast]
 #   --fast  no pauses, the shortest grace periods (what tests/run-all.sh runs)
@@ -45,7 +45,12 @@ show() {
   done
   printf '%s\n' "$line"
 }
-run() { show "$@"; "$@"; }
+run() {
+  local rc=0
+  show "$@"
+  "$@" || rc=$?
+  if [ "$rc" -ne 0 ]; then fail "\`$*\` exited $rc"; fi
+}
 # A JSONPath of an object, empty when it cannot be read (used while polling).
 jp() { kubectl get "$1" -o "jsonpath=$2" 2>/dev/null || true; }
 
@@ -160,7 +165,7 @@ done
 
 # stage N TITLE SUMMARY: closes the previous stage's clock, pauses (not with --fast), and
 # prints the one line saying what this stage shows.
-titles=() summaries=() times=()
+summaries=() times=()
 started=0
 close_stage() {
   if [ "$started" -gt 0 ]; then times+=($(($(now_ms) - started))); fi
@@ -169,7 +174,6 @@ stage() {
   close_stage
   if [ "$started" -gt 0 ] && [ "$pause" -gt 0 ]; then sleep "$pause"; fi
   current=$1
-  titles+=("$2")
   summaries+=("$3")
   started=$(now_ms)
   printf '\n== [%s/9] %s\n' "$1" "$2"

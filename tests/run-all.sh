@@ -26,6 +26,8 @@ bash tests/build-plugins.sh
 echo "[run-all] cargo test --workspace" >&2
 cargo test --workspace --no-fail-fast "$@"
 
+echo "[run-all] the demo, fast" >&2; bash examples/demo.sh --fast
+
 echo "[run-all] bundled plugins against their isolation-runner cases" >&2
 for cases in plugins/*/cases; do
   [ -d "$cases" ] || continue
