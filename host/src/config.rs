@@ -20,6 +20,7 @@
 //!
 //! [oci]
 //! cacheDir = "/var/cache/wukong/oci"                   # default: $WUKONG_CACHE/oci
+//! verifyKey = "cosign.pub"          # oci:// plugins must be signed by it (cosign format)
 //! plainHttpRegistries = ["registry.wukong-system.svc:5000"]   # loopback is always plain
 //!
 //! [controller]
@@ -81,6 +82,10 @@ pub struct OciSection {
     /// Registries (`host:port`) spoken to over plain HTTP although not on loopback, e.g. an
     /// in-cluster registry without TLS. Loopback registries always are.
     pub plain_http_registries: Vec<String>,
+    /// A PEM public key (P-256, as `cosign public-key` prints it): every `oci://` plugin
+    /// must carry a cosign signature by it (a backend's own `verifyKey` overrides it).
+    /// A relative path resolves as plugin paths do.
+    pub verify_key: Option<PathBuf>,
 }
 
 /// The reconcile loop's own settings.
@@ -156,6 +161,10 @@ pub struct BackendConfig {
     /// What the plugin may read, write and call (see [`grants`]); nothing when absent.
     #[serde(default)]
     pub grants: Grants,
+    /// For an `oci://` plugin: the PEM public key its cosign signature must be by, instead
+    /// of `[oci] verifyKey`. A relative path resolves as plugin paths do.
+    #[serde(default, rename = "verifyKey")]
+    pub verify_key: Option<PathBuf>,
 }
 
 /// Why a config was refused. Every message names the key.

@@ -24,6 +24,12 @@
 //! and for registries listed in `[oci] plainHttpRegistries`. Credentials as Docker finds
 //! them (`auth`: the auth file, credential helpers), anonymous when none names the registry.
 //!
+//! # Signatures
+//! With a public key (`[oci] verifyKey`, or a backend's own `verifyKey`), a plugin loads
+//! only if a cosign signature by that key names its manifest digest (see [`signature`]).
+//! The registry is asked every time, a pinned and cached plugin too: a key that must
+//! hold fails closed when the registry cannot answer.
+//!
 //! # Cache
 //! `$WUKONG_CACHE/oci` (beside the compiled-code cache), or `[oci] cacheDir`:
 //! content-addressed blobs plus one small file per reference naming its manifest digest.
@@ -31,6 +37,7 @@
 mod auth;
 mod reference;
 mod registry;
+pub mod signature;
 mod store;
 
 use std::path::PathBuf;
@@ -116,6 +123,9 @@ pub enum OciError {
     /// The manifest is not one wasm layer of a sane size.
     #[error("{reference}: not a Wukong plugin artifact: {reason}")]
     NotAPlugin { reference: String, reason: String },
+    /// A signature was required and none by the key names the artifact.
+    #[error("{reference}: not signed by the verify key: {reason}")]
+    Unsigned { reference: String, reason: String },
     /// This host could not do its part (start an I/O runtime, build the HTTP client).
     #[error("{reference}: {reason}")]
     Local { reference: String, reason: String },
@@ -161,12 +171,83 @@ pub async fn fetch(
     }
 }
 
-/// [`fetch`] for synchronous callers (loading backends), on a thread of its own so it
-/// works both inside and outside a tokio runtime.
+/// Signs what `reference` names in its registry (its tag's manifest, or the pinned one)
+/// with `key`, cosign's way; returns the manifest digest and the signature's reference.
+pub async fn sign(
+    reference: &PluginReference,
+    key: &p256::ecdsa::SigningKey,
+    settings: &OciSettings,
+) -> Result<(String, PluginReference), OciError> {
+    let digest = registry::resolve_digest(reference, settings)
+        .await
+        .map_err(|e| pull_error(reference, settings, e))?;
+    let payload = signature::payload(&reference.repository_path(), &digest);
+    let signed = signature::sign(&payload, key);
+    let target = registry::push_signature(reference, &digest, payload, signed, settings).await?;
+    Ok((digest, target))
+}
+
+/// Checks that a cosign signature by `key` names `manifest_digest` next to `reference`.
+pub async fn verify(
+    reference: &PluginReference,
+    manifest_digest: &str,
+    key: &p256::ecdsa::VerifyingKey,
+    settings: &OciSettings,
+) -> Result<(), OciError> {
+    let signatures = registry::pull_signatures(reference, manifest_digest, settings)
+        .await
+        .map_err(|e| pull_error(reference, settings, e))?;
+    if signatures.is_empty() {
+        return Err(OciError::Unsigned {
+            reference: reference.to_string(),
+            reason: format!(
+                "no signature of {manifest_digest} (tag {})",
+                signature::signature_tag(manifest_digest)
+            ),
+        });
+    }
+    let mut reasons = Vec::new();
+    for (payload, signed) in &signatures {
+        match signature::check(payload, signed, key, manifest_digest) {
+            Ok(()) => return Ok(()),
+            Err(reason) => reasons.push(reason),
+        }
+    }
+    Err(OciError::Unsigned {
+        reference: reference.to_string(),
+        reason: format!(
+            "{} signature(s) of {manifest_digest}, none by the key: {}",
+            signatures.len(),
+            reasons.join("; ")
+        ),
+    })
+}
+
+fn pull_error(reference: &PluginReference, settings: &OciSettings, error: PullError) -> OciError {
+    match error {
+        PullError::Refused(e) => e,
+        PullError::Unreachable(cause) => OciError::Unreachable {
+            reference: reference.to_string(),
+            cause,
+            cache: settings.store().dir().to_path_buf(),
+        },
+    }
+}
+
+/// [`fetch`] for synchronous callers (loading backends).
 pub fn fetch_blocking(
     reference: &PluginReference,
     settings: &OciSettings,
 ) -> Result<(Artifact, FetchOrigin), OciError> {
+    blocking(reference, fetch(reference, settings))
+}
+
+/// Runs an OCI call for a synchronous caller, on a thread of its own so it works both
+/// inside and outside a tokio runtime.
+pub fn blocking<T: Send>(
+    reference: &PluginReference,
+    call: impl std::future::Future<Output = Result<T, OciError>> + Send,
+) -> Result<T, OciError> {
     let local = |reason: String| OciError::Local {
         reference: reference.to_string(),
         reason,
@@ -178,10 +259,10 @@ pub fn fetch_blocking(
                     .enable_all()
                     .build()
                     .map_err(|e| local(format!("cannot start an I/O runtime: {e}")))?
-                    .block_on(fetch(reference, settings))
+                    .block_on(call)
             })
             .join()
-            .unwrap_or_else(|_| Err(local("the fetch thread panicked".into())))
+            .unwrap_or_else(|_| Err(local("the OCI thread panicked".into())))
     })
 }
 

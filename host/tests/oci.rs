@@ -548,3 +548,87 @@ fn a_registry_that_needs_a_login_takes_dockers_credentials_and_helpers() {
         "{config}"
     );
 }
+
+/// A key pair made here: (private key PEM file, public key PEM file).
+fn key_pair(dir: &Path, name: &str, seed: u8) -> (PathBuf, PathBuf) {
+    use p256::pkcs8::{EncodePrivateKey as _, EncodePublicKey as _, LineEnding};
+    let key = p256::ecdsa::SigningKey::from_slice(&[seed; 32]).expect("key");
+    let private = dir.join(format!("{name}.key"));
+    let public = dir.join(format!("{name}.pub"));
+    std::fs::write(
+        &private,
+        key.to_pkcs8_pem(LineEnding::LF).expect("pem").as_bytes(),
+    )
+    .expect("write key");
+    std::fs::write(
+        &public,
+        key.verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .expect("pem"),
+    )
+    .expect("write pub");
+    (private, public)
+}
+
+#[test]
+fn a_signed_plugin_loads_under_its_key_and_nothing_else_does() {
+    let registry = Registry::start();
+    let keys = tempfile::tempdir().expect("keys");
+    let (private, public) = key_pair(keys.path(), "release", 7);
+    let (_, stranger) = key_pair(keys.path(), "stranger", 9);
+    let wasm = support::plugin_wasm("cdi-storage");
+    let tag = format!("{}:0.1.0", registry.repository("cdi-storage"));
+    let digest = push(&wasm, &tag);
+    let text = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    let cache = tempfile::tempdir().expect("cache");
+    let env = [("WUKONG_CACHE", cache.path().to_str().expect("utf-8"))];
+
+    // Unsigned: verify fails and says so; a config that requires the key refuses it.
+    let (ok, _, err) = wukong(&["plugin", "verify", &tag, "--key", &text(&public)], &env);
+    assert!(!ok && err.contains("no signature of"), "{err}");
+    let with_key = |key: &Path| {
+        let toml = format!(
+            "[oci]\ncacheDir = \"{}\"\nverifyKey = \"{}\"\n[storage.cdi]\nplugin = \"{tag}\"\n{}\n",
+            cache.path().display(),
+            key.display(),
+            support::operator::bundled_grants("cdi_storage.wasm")
+        );
+        let config = HostConfig::parse(&toml, "test.toml").map_err(|e| e.to_string())?;
+        Backends::load(&config, "test.toml").map_err(|e| e.to_string())
+    };
+    let refused = with_key(&public).err().unwrap_or_default();
+    assert!(
+        refused.contains("storage.cdi.plugin") && refused.contains("not signed by the verify key"),
+        "{refused}"
+    );
+
+    // Signed with the key: verify passes, the config loads it; another key does not.
+    let (ok, out, err) = wukong(&["plugin", "sign", &tag, "--key", &text(&private)], &env);
+    assert!(ok, "sign: {err}");
+    assert_eq!(out.trim(), digest, "sign names the manifest it signed");
+    assert!(
+        err.contains(&format!(
+            "sha256-{}.sig",
+            digest.trim_start_matches("sha256:")
+        )),
+        "{err}"
+    );
+    let (ok, _, err) = wukong(&["plugin", "verify", &tag, "--key", &text(&public)], &env);
+    assert!(ok, "verify: {err}");
+    let backends = with_key(&public).expect("a signed plugin loads");
+    assert_eq!(loaded(&backends).2, file_digest(&wasm));
+    let (ok, _, err) = wukong(&["plugin", "verify", &tag, "--key", &text(&stranger)], &env);
+    assert!(!ok && err.contains("none by the key"), "{err}");
+    assert!(
+        with_key(&stranger).is_err(),
+        "another key's config refuses it"
+    );
+
+    // The tag moved to another plugin: the old signature does not cover it.
+    push(&support::plugin_wasm("longhorn-storage"), &tag);
+    let (ok, _, err) = wukong(&["plugin", "verify", &tag, "--key", &text(&public)], &env);
+    assert!(
+        !ok && err.contains("no signature of"),
+        "a moved tag is unsigned: {err}"
+    );
+}

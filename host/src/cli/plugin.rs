@@ -7,6 +7,7 @@ pub mod new;
 pub mod pull;
 pub mod push;
 pub mod run;
+pub mod sign;
 pub mod test;
 
 use std::path::Path;
@@ -35,6 +36,10 @@ pub enum PluginCommand {
     Push(push::PushArgs),
     /// Fetch a plugin from an OCI registry, verified, into a file; prints the digest.
     Pull(pull::PullArgs),
+    /// Sign a plugin in a registry with a P-256 key, as cosign does; prints the digest.
+    Sign(sign::SignArgs),
+    /// Check that a plugin in a registry carries a cosign signature by a public key.
+    Verify(sign::SignArgs),
     /// Run the conformance suite of the plugin's step kind (no cluster needed).
     Conformance(conformance::ConformanceArgs),
     /// Start a new plugin from the template: `wukong plugin new NAME --kind storage`.
@@ -48,6 +53,8 @@ pub fn run(args: PluginArgs) -> anyhow::Result<ExitCode> {
         PluginCommand::Test(args) => test::run(&args),
         PluginCommand::Push(args) => push::run(&args),
         PluginCommand::Pull(args) => pull::run(&args),
+        PluginCommand::Sign(args) => sign::sign(&args),
+        PluginCommand::Verify(args) => sign::verify(&args),
         PluginCommand::Conformance(args) => conformance::run(&args),
         PluginCommand::New(args) => new::run(&args),
     }

@@ -67,7 +67,7 @@ impl Backends {
                     key,
                     message,
                 };
-                let plugin = load_plugin(config, &runtime, &backend.plugin)
+                let plugin = load_plugin(config, &runtime, backend)
                     .map_err(|message| invalid(format!("{key}.plugin"), message))?;
                 if plugin.step() != step {
                     return Err(invalid(
@@ -190,7 +190,12 @@ fn check_memory_budget(
 
 /// Loads a backend's plugin file, or pulls the plugin when the config names an `oci://`
 /// reference (see `crate::oci`); its `path` is then the reference, so messages name it.
-fn load_plugin(config: &HostConfig, runtime: &Runtime, plugin: &Path) -> Result<Plugin, String> {
+fn load_plugin(
+    config: &HostConfig,
+    runtime: &Runtime,
+    backend: &crate::config::BackendConfig,
+) -> Result<Plugin, String> {
+    let plugin = &backend.plugin;
     let Some(reference) = PluginReference::from_config_value(plugin) else {
         return runtime
             .load(&resolve(config, plugin))
@@ -203,6 +208,17 @@ fn load_plugin(config: &HostConfig, runtime: &Runtime, plugin: &Path) -> Result<
     };
     let (artifact, origin) =
         oci::fetch_blocking(&reference, &settings).map_err(|e| e.to_string())?;
+    if let Some(key) = backend
+        .verify_key
+        .as_ref()
+        .or(config.oci.verify_key.as_ref())
+    {
+        let key = oci::signature::read_public_key(&resolve(config, key))?;
+        let digest = &artifact.manifest_digest;
+        oci::blocking(&reference, oci::verify(&reference, digest, &key, &settings))
+            .map_err(|e| e.to_string())?;
+        tracing::info!(%reference, manifest = %digest, "OCI plugin signature verified");
+    }
     tracing::info!(%reference, manifest = %artifact.manifest_digest, ?origin, "OCI plugin fetched");
     runtime
         .load_bytes(Path::new(&reference.to_string()), &artifact.wasm)

@@ -58,6 +58,21 @@ impl PluginReference {
         })
     }
 
+    /// `registry/repository`, as a signature's `docker-reference` names it.
+    pub fn repository_path(&self) -> String {
+        format!("{}/{}", self.0.registry(), self.0.repository())
+    }
+
+    /// The same repository at `tag` (e.g. a cosign signature's `sha256-<hex>.sig`).
+    #[must_use]
+    pub fn with_tag(&self, tag: &str) -> Self {
+        Self(Reference::with_tag(
+            self.0.registry().to_owned(),
+            self.0.repository().to_owned(),
+            tag.to_owned(),
+        ))
+    }
+
     /// Whether the registry is on this machine: `localhost` or `127.0.0.0/8`. (The
     /// reference grammar has no IPv6 literals.)
     pub fn is_loopback(&self) -> bool {

@@ -141,6 +141,150 @@ pub async fn push(
     Ok(manifest_digest)
 }
 
+/// The manifest digest the registry holds for `reference` (its tag, or the pinned one).
+pub(super) async fn resolve_digest(
+    reference: &PluginReference,
+    settings: &OciSettings,
+) -> Result<String, PullError> {
+    let client = client(reference, settings)?;
+    let auth = credentials(reference)?;
+    let (manifest, _) = client
+        .pull_manifest_raw(reference.inner(), &auth, &[OCI_IMAGE_MEDIA_TYPE])
+        .await
+        .map_err(|e| classify(reference, "manifest", e))?;
+    let digest = sha256_digest(&manifest);
+    if let Some(pinned) = reference.digest() {
+        verify_digest(reference, "manifest", pinned, &manifest)?;
+    }
+    Ok(digest)
+}
+
+/// Pushes a cosign signature of `manifest_digest` (`payload` and its base64 signature) to
+/// the signature tag of `reference`'s repository; returns that tag's reference.
+pub(super) async fn push_signature(
+    reference: &PluginReference,
+    manifest_digest: &str,
+    payload: Vec<u8>,
+    signature: String,
+    settings: &OciSettings,
+) -> Result<PluginReference, OciError> {
+    let target = reference.with_tag(&super::signature::signature_tag(manifest_digest));
+    let failed = |cause: String| OciError::Registry {
+        reference: target.to_string(),
+        cause,
+    };
+    let config = b"{}".to_vec();
+    let config_descriptor = descriptor("application/vnd.oci.image.config.v1+json", &config);
+    let mut layer = descriptor(super::signature::SIGNATURE_MEDIA_TYPE, &payload);
+    layer.annotations = Some(BTreeMap::from([(
+        super::signature::SIGNATURE_ANNOTATION.to_owned(),
+        signature,
+    )]));
+    let manifest = OciImageManifest {
+        schema_version: 2,
+        media_type: Some(OCI_IMAGE_MEDIA_TYPE.to_owned()),
+        config: config_descriptor.clone(),
+        layers: vec![layer.clone()],
+        subject: None,
+        artifact_type: None,
+        annotations: None,
+    };
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| failed(e.to_string()))?;
+    let client = client(&target, settings).map_err(|e| match e {
+        PullError::Refused(e) => e,
+        PullError::Unreachable(cause) => failed(cause),
+    })?;
+    let auth = credentials(&target).map_err(|e| match e {
+        PullError::Refused(e) => e,
+        PullError::Unreachable(cause) => failed(cause),
+    })?;
+    let image = target.inner();
+    client
+        .store_auth_if_needed(image.resolve_registry(), &auth)
+        .await;
+    let cause = |e: OciDistributionError| failed(causes(&e));
+    client
+        .push_blob(image, payload, &layer.digest)
+        .await
+        .map_err(cause)?;
+    client
+        .push_blob(image, config, &config_descriptor.digest)
+        .await
+        .map_err(cause)?;
+    client
+        .push_manifest_raw(
+            image,
+            manifest,
+            HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE),
+        )
+        .await
+        .map_err(cause)?;
+    Ok(target)
+}
+
+/// The cosign signatures of `manifest_digest` next to `reference`: each layer's payload
+/// and signature annotation. None (no signature tag) is an empty list.
+pub(super) async fn pull_signatures(
+    reference: &PluginReference,
+    manifest_digest: &str,
+    settings: &OciSettings,
+) -> Result<Vec<(Vec<u8>, String)>, PullError> {
+    let target = reference.with_tag(&super::signature::signature_tag(manifest_digest));
+    let client = client(&target, settings)?;
+    let auth = credentials(&target)?;
+    let manifest = match client
+        .pull_manifest_raw(target.inner(), &auth, &[OCI_IMAGE_MEDIA_TYPE])
+        .await
+    {
+        Ok((manifest, _)) => manifest,
+        Err(OciDistributionError::ImageManifestNotFoundError(_)) => return Ok(Vec::new()),
+        Err(OciDistributionError::RegistryError { envelope, .. })
+            if envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    oci_client::errors::OciErrorCode::ManifestUnknown
+                        | oci_client::errors::OciErrorCode::NameUnknown
+                )
+            }) =>
+        {
+            return Ok(Vec::new());
+        }
+        Err(e) => return Err(classify(&target, "signature manifest", e)),
+    };
+    let manifest: OciImageManifest = serde_json::from_slice(&manifest).map_err(|e| {
+        PullError::Refused(OciError::NotAPlugin {
+            reference: target.to_string(),
+            reason: format!("the signature manifest does not parse: {e}"),
+        })
+    })?;
+    let mut signatures = Vec::new();
+    for layer in manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == super::signature::SIGNATURE_MEDIA_TYPE)
+    {
+        let Some(signature) = layer
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::signature::SIGNATURE_ANNOTATION))
+        else {
+            continue;
+        };
+        // A signature payload is a few hundred bytes; bound what a hostile one costs.
+        if layer.size > 1 << 20 {
+            continue;
+        }
+        let mut payload = Vec::new();
+        client
+            .pull_blob(target.inner(), layer, &mut payload)
+            .await
+            .map_err(|e| classify(&target, "signature", e))?;
+        verify_digest(&target, "signature", &layer.digest, &payload)?;
+        signatures.push((payload, signature.clone()));
+    }
+    Ok(signatures)
+}
+
 /// The credentials for the reference's registry (see [`super::auth`]).
 fn credentials(reference: &PluginReference) -> Result<RegistryAuth, PullError> {
     super::auth::for_registry(reference.registry()).map_err(|reason| {
