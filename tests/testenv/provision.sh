@@ -3,6 +3,7 @@
 #   - the wasm32-wasip2 Rust target (plugins are WebAssembly components),
 #   - etcd (Debian's etcd-server) and iproute2 (network namespaces for the aggregated API),
 #   - an OCI registry (Debian's docker-registry) for the plugin-distribution tests,
+#   - kubectl (Debian's kubernetes-client) when none is on PATH, for the demo,
 #   - kube-apiserver, built from Debian's `kubernetes` source package into a cache
 #     outside the work tree ($WUKONG_CACHE, default ~/.cache/wukong) and rebuilt only when missing.
 # If KUBEBUILDER_ASSETS names a folder holding kube-apiserver and etcd, those are used instead.
@@ -38,6 +39,10 @@ fi
 
 # 2. Network namespaces (the simulator serves KubeVirt's aggregated API from one).
 command -v ip >/dev/null || apt_install iproute2
+
+# 2b. kubectl, which the demo drives the cluster with (and a testenv test runs): Debian's
+#     kubernetes-client when none is on PATH.
+command -v kubectl >/dev/null || apt_install kubernetes-client
 
 # 2c. An OCI registry (distribution 2.8) for host/tests/oci.rs. Each test runs its own
 #     `docker-registry serve` on a free loopback port; the package's service is not used.
