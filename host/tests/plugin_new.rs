@@ -193,7 +193,7 @@ fn a_python_storage_plugin_builds_with_componentize_py_and_passes_its_case() {
             .current_dir(&project)
             .env("COMPONENTIZE_PY", componentize_py),
     );
-    let wasm = project.join("py_disks.wasm");
+    let wasm = project.join("build/py_disks.wasm");
     let runtime = Runtime::new(RuntimeLimits::default(), None).expect("runtime");
     let plugin = runtime.load(&wasm).expect("load");
     assert_eq!(plugin.manifest.name, "py-disks");

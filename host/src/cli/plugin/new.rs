@@ -149,7 +149,7 @@ pub fn run(args: &NewArgs) -> anyhow::Result<ExitCode> {
             "cargo build --target wasm32-wasip2 --profile plugin",
             format!("target/wasm32-wasip2/plugin/{wasm}"),
         ),
-        Lang::Python => ("./build.sh", wasm),
+        Lang::Python => ("./build.sh", format!("build/{wasm}")),
     };
     let source = match (&sdk, args.lang) {
         (_, Lang::Python) => String::new(),
@@ -213,7 +213,7 @@ pub fn scaffold(name: &str, kind: Kind, lang: Lang, sdk: &SdkSource) -> anyhow::
             file("cases/01-blank-disk.yaml", PYTHON_CASE.to_owned()),
             file("wit/types.wit", WIT_TYPES.to_owned()),
             file("wit/steps.wit", WIT_STEPS.to_owned()),
-            file(".gitignore", "*.wasm\n__pycache__/\nbindings/\n".to_owned()),
+            file(".gitignore", "build/\n*.wasm\n__pycache__/\nbindings/\n".to_owned()),
         ]);
     }
     let mut files = vec![

@@ -10,7 +10,8 @@ use crate::runner;
 pub struct TestArgs {
     /// The plugin (`.wasm` component).
     pub file: PathBuf,
-    /// A folder of case files (`*.yaml`); the format is in the `wukong::runner` docs.
+    /// A folder of case files (`*.yaml`); the format is in docs/plugin-authoring.md
+    /// (section 7, "Testing").
     pub dir: PathBuf,
 }
 
