@@ -3,6 +3,7 @@
 
 mod event_memory;
 mod migrations;
+mod node_changes;
 mod pipeline;
 mod reconcile;
 mod status;
@@ -252,6 +253,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 .debounce(DEBOUNCE),
         );
     ctx.metrics.watch_phases();
+    // The VMIs' store, to find the Wukongs on a node whose schedulability changed.
+    let mut vmis: Option<reflector::Store<DynamicObject>> = None;
     for &(group, version, kind, every_object) in WATCHED {
         match ctx.kinds.resolve(&api_version(group, version), kind).await {
             Ok(resolved) => {
@@ -282,16 +285,31 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                         // ownership rule read them.
                         object.metadata.managed_fields = None;
                     });
-                controller = controller.watches_stream_with(
-                    reflector::reflector(writer, watch).touched_objects(),
-                    |object| {
-                        let namespace = object.namespace();
-                        object.labels().get(WUKONG_LABEL).map(|name| {
-                            ObjectRef::new(name).within(namespace.as_deref().unwrap_or_default())
-                        })
-                    },
-                    resolved.resource.clone(),
-                );
+                if kind == "VirtualMachineInstance" {
+                    vmis = Some(writer.as_reader());
+                }
+                let touched = reflector::reflector(writer, watch).touched_objects();
+                controller = match (kind, &vmis) {
+                    // Nodes carry no Wukong label: a cordon, a taint or a lost node wakes
+                    // the Wukongs whose VMs run there (an evacuation starts now, not at the
+                    // migration step's next poll).
+                    ("Node", Some(vmis)) => controller.watches_stream_with(
+                        touched,
+                        node_changes::wukongs_on_changed_node(vmis.clone()),
+                        resolved.resource.clone(),
+                    ),
+                    _ => controller.watches_stream_with(
+                        touched,
+                        |object| {
+                            let namespace = object.namespace();
+                            object.labels().get(WUKONG_LABEL).map(|name| {
+                                ObjectRef::new(name)
+                                    .within(namespace.as_deref().unwrap_or_default())
+                            })
+                        },
+                        resolved.resource.clone(),
+                    ),
+                };
             }
             Err(e) => {
                 tracing::warn!(kind = %GroupVersionKind::gvk(group, version, kind).kind, error = %e, "kind not served by this cluster; not watching it")

@@ -597,3 +597,38 @@ async fn killed_mid_migration_the_operator_creates_one_migration_object_per_requ
     eprintln!("[figure] {kills} SIGKILLs mid-migration, 0 duplicate migration objects");
     assert_eq!(migrations(&client, ns).await.len(), 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cordon_starts_the_evacuation_at_once_not_at_the_next_poll() {
+    let cluster = Cluster::start().await;
+    let client = cluster.client();
+    // The migration step polls every 10 minutes here: only the Node watch can be quick.
+    let config =
+        host_config("cdi", "").replace("watchIntervalSeconds = 1", "watchIntervalSeconds = 600");
+    assert!(config.contains("watchIntervalSeconds = 600"), "{config}");
+    let _operator = InProcess::start(client.clone(), &config).await;
+    let ns = "prompt";
+    labelled_namespace(&client, ns).await;
+    create(
+        &client,
+        ns,
+        &migratable("prompt", &policy("[{type: nodeMaintenance}]")),
+    )
+    .await;
+    let w = wait_for(&client, ns, "prompt", TIMEOUT, is_running).await;
+    // Past the reconciles the start itself brings.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let first = node_of(&w).expect("node");
+    let started = Instant::now();
+    cordon(&client, &first, true).await;
+    wait_for(&client, ns, "prompt", TIMEOUT, |w| {
+        record(w).is_some_and(|r| r.automatic && r.phase == "Succeeded")
+            && node_of(w).is_some_and(|n| n != first)
+    })
+    .await;
+    eprintln!(
+        "[figure] cordon to evacuated, polling every 600 s: {:?}",
+        started.elapsed()
+    );
+    cordon(&client, &first, false).await;
+}

@@ -213,7 +213,10 @@ pub fn scaffold(name: &str, kind: Kind, lang: Lang, sdk: &SdkSource) -> anyhow::
             file("cases/01-blank-disk.yaml", PYTHON_CASE.to_owned()),
             file("wit/types.wit", WIT_TYPES.to_owned()),
             file("wit/steps.wit", WIT_STEPS.to_owned()),
-            file(".gitignore", "build/\n*.wasm\n__pycache__/\nbindings/\n".to_owned()),
+            file(
+                ".gitignore",
+                "build/\n*.wasm\n__pycache__/\nbindings/\n".to_owned(),
+            ),
         ]);
     }
     let mut files = vec![
