@@ -109,27 +109,45 @@ pub async fn push(
     let manifest = serde_json::to_vec(&manifest).map_err(|e| failed(e.to_string()))?;
     let manifest_digest = sha256_digest(&manifest);
 
-    let client = client(reference, settings).map_err(|e| match e {
+    upload(
+        reference,
+        settings,
+        [(wasm, layer_digest), (config, config_digest)],
+        manifest,
+    )
+    .await?;
+    Ok(manifest_digest)
+}
+
+/// Pushes the `blobs` (bytes, digest), then the manifest, to `target`, with the
+/// registry's credentials.
+async fn upload(
+    target: &PluginReference,
+    settings: &OciSettings,
+    blobs: impl IntoIterator<Item = (Vec<u8>, String)>,
+    manifest: Vec<u8>,
+) -> Result<(), OciError> {
+    let failed = |cause: String| OciError::Registry {
+        reference: target.to_string(),
+        cause,
+    };
+    let refused = |e: PullError| match e {
         PullError::Refused(e) => e,
         PullError::Unreachable(cause) => failed(cause),
-    })?;
-    let image = reference.inner();
-    let auth = credentials(reference).map_err(|e| match e {
-        PullError::Refused(e) => e,
-        PullError::Unreachable(cause) => failed(cause),
-    })?;
+    };
+    let client = client(target, settings).map_err(refused)?;
+    let auth = credentials(target).map_err(refused)?;
+    let image = target.inner();
     client
         .store_auth_if_needed(image.resolve_registry(), &auth)
         .await;
     let cause = |e: OciDistributionError| failed(causes(&e));
-    client
-        .push_blob(image, wasm, &layer_digest)
-        .await
-        .map_err(cause)?;
-    client
-        .push_blob(image, config, &config_digest)
-        .await
-        .map_err(cause)?;
+    for (bytes, digest) in blobs {
+        client
+            .push_blob(image, bytes, &digest)
+            .await
+            .map_err(cause)?;
+    }
     client
         .push_manifest_raw(
             image,
@@ -138,7 +156,7 @@ pub async fn push(
         )
         .await
         .map_err(cause)?;
-    Ok(manifest_digest)
+    Ok(())
 }
 
 /// The manifest digest the registry holds for `reference` (its tag, or the pinned one).
@@ -190,35 +208,11 @@ pub(super) async fn push_signature(
         annotations: None,
     };
     let manifest = serde_json::to_vec(&manifest).map_err(|e| failed(e.to_string()))?;
-    let client = client(&target, settings).map_err(|e| match e {
-        PullError::Refused(e) => e,
-        PullError::Unreachable(cause) => failed(cause),
-    })?;
-    let auth = credentials(&target).map_err(|e| match e {
-        PullError::Refused(e) => e,
-        PullError::Unreachable(cause) => failed(cause),
-    })?;
-    let image = target.inner();
-    client
-        .store_auth_if_needed(image.resolve_registry(), &auth)
-        .await;
-    let cause = |e: OciDistributionError| failed(causes(&e));
-    client
-        .push_blob(image, payload, &layer.digest)
-        .await
-        .map_err(cause)?;
-    client
-        .push_blob(image, config, &config_descriptor.digest)
-        .await
-        .map_err(cause)?;
-    client
-        .push_manifest_raw(
-            image,
-            manifest,
-            HeaderValue::from_static(OCI_IMAGE_MEDIA_TYPE),
-        )
-        .await
-        .map_err(cause)?;
+    let blobs = [
+        (payload, layer.digest.clone()),
+        (config, config_descriptor.digest.clone()),
+    ];
+    upload(&target, settings, blobs, manifest).await?;
     Ok(target)
 }
 
