@@ -306,6 +306,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|(_, v)| v)
         .sum();
     let reconciles = telemetry::sample(&after, "wukong_reconciles_total", &[]);
+    // A failed reconcile (a step error, a stale read retried) is one more wake-up.
+    let failed_reconciles =
+        reconciles - telemetry::sample(&after, "wukong_reconciles_total", &[("result", "ok")]);
     let calls = telemetry::sample(&after, "wukong_plugin_call_duration_seconds_count", &[]);
     let call_seconds = telemetry::sample(&after, "wukong_plugin_call_duration_seconds_sum", &[]);
     let call_cpu = telemetry::sample(&after, "wukong_plugin_call_cpu_seconds_total", &[]);
@@ -354,8 +357,9 @@ async fn main() -> anyhow::Result<()> {
         println!("    {key:<36} {:>10.2}", value / n);
     }
     println!(
-        "  reconciles per Wukong                  {:>10.1}",
-        reconciles / n
+        "  reconciles per Wukong                  {:>10.1} ({:.2} failed and retried)",
+        reconciles / n,
+        failed_reconciles / n
     );
     println!(
         "  plugin calls per Wukong                {:>10.1}",
