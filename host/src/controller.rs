@@ -253,7 +253,8 @@ pub async fn run(ctx: Arc<Context>) -> anyhow::Result<()> {
                 .debounce(DEBOUNCE),
         );
     ctx.metrics.watch_phases();
-    // The VMIs' store, to find the Wukongs on a node whose schedulability changed.
+    // The VMIs' store, to find the Wukongs on a node whose schedulability changed (VMIs
+    // come before Nodes in WATCHED).
     let mut vmis: Option<reflector::Store<DynamicObject>> = None;
     for &(group, version, kind, every_object) in WATCHED {
         match ctx.kinds.resolve(&api_version(group, version), kind).await {

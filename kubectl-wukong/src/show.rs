@@ -374,7 +374,7 @@ fn list_text(value: &Value) -> String {
 /// The newest finished action, as `action outcome`.
 fn last_action(state: &Value) -> String {
     if let Some(current) = state["currentAction"].as_object() {
-        return format!("{} (in progress)", text(&current["action"].clone()));
+        return format!("{} (in progress)", text(&current["action"]));
     }
     match state["history"].get(0) {
         Some(done) => format!("{} {}", text(&done["action"]), text(&done["outcome"])),

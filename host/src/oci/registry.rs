@@ -41,15 +41,7 @@ pub(super) async fn pull(
     settings: &OciSettings,
 ) -> Result<Artifact, PullError> {
     let client = client(reference, settings)?;
-    let auth = credentials(reference)?;
-    let (manifest, _) = client
-        .pull_manifest_raw(reference.inner(), &auth, &[OCI_IMAGE_MEDIA_TYPE])
-        .await
-        .map_err(|e| classify(reference, "manifest", e))?;
-    // oci-client checks these too; the host checks what it relies on itself.
-    if let Some(pinned) = reference.digest() {
-        verify_digest(reference, "manifest", pinned, &manifest)?;
-    }
+    let manifest = pull_manifest(&client, reference).await?;
     let layer = wasm_layer(reference, &manifest)?;
     let mut wasm = Vec::with_capacity(usize::try_from(layer.size).unwrap_or_default());
     client
@@ -165,16 +157,24 @@ pub(super) async fn resolve_digest(
     settings: &OciSettings,
 ) -> Result<String, PullError> {
     let client = client(reference, settings)?;
+    Ok(sha256_digest(&pull_manifest(&client, reference).await?))
+}
+
+/// The manifest `reference` names, checked against its pinned digest (if any). NB:
+/// oci-client checks it too; the host checks what it relies on itself.
+async fn pull_manifest(
+    client: &oci_client::Client,
+    reference: &PluginReference,
+) -> Result<Vec<u8>, PullError> {
     let auth = credentials(reference)?;
     let (manifest, _) = client
         .pull_manifest_raw(reference.inner(), &auth, &[OCI_IMAGE_MEDIA_TYPE])
         .await
         .map_err(|e| classify(reference, "manifest", e))?;
-    let digest = sha256_digest(&manifest);
     if let Some(pinned) = reference.digest() {
         verify_digest(reference, "manifest", pinned, &manifest)?;
     }
-    Ok(digest)
+    Ok(manifest.to_vec())
 }
 
 /// Pushes a cosign signature of `manifest_digest` (`payload` and its base64 signature) to

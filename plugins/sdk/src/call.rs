@@ -23,10 +23,10 @@ pub struct Call<'a, C> {
     pub upstream: &'a Upstream,
     /// Read-only cluster access, scoped to the manifest's `reads`.
     pub cluster: &'a dyn Cluster,
-    /// The kinds the plugin's manifest declares it reads (set by the export glue; `None`
-    /// when the call was built by hand, e.g. in a unit test): helpers that would read a
-    /// kind only some plugins use ask [`Call::may_read`] first.
-    pub reads: Option<Vec<KindRef>>,
+    /// The plugin's manifest (set by the export glue; `None` when the call was built by
+    /// hand, e.g. in a unit test), built only when a helper asks [`Call::may_read`]: a
+    /// call that reads no optional kind pays nothing for it.
+    pub manifest: Option<fn() -> crate::Manifest>,
 }
 
 impl<'a, C: DeserializeOwned> Call<'a, C> {
@@ -51,7 +51,7 @@ impl<'a, C: DeserializeOwned> Call<'a, C> {
             now: &context.now,
             upstream,
             cluster,
-            reads: None,
+            manifest: None,
         })
     }
 }
@@ -59,8 +59,10 @@ impl<'a, C: DeserializeOwned> Call<'a, C> {
 impl<C> Call<'_, C> {
     /// Whether the manifest declares reads of `kind` (true when unknown).
     pub fn may_read(&self, api_version: &str, kind: &str) -> bool {
-        self.reads.as_ref().is_none_or(|reads| {
-            reads
+        self.manifest.is_none_or(|manifest| {
+            manifest()
+                .capabilities
+                .reads
                 .iter()
                 .any(|r| r.api_version == api_version && r.kind == kind)
         })

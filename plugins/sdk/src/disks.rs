@@ -702,10 +702,8 @@ mod tests {
         let pvc_only = Reads::default();
         let mut call: Call<'_, serde_json::Value> =
             Call::new(&context, &upstream, &pvc_only).expect("call");
-        call.reads = Some(vec![KindRef {
-            api_version: "v1".into(),
-            kind: "PersistentVolumeClaim".into(),
-        }]);
+        call.manifest =
+            Some(|| crate::Manifest::new("pvc-only", "0.1.0").reads("v1", "PersistentVolumeClaim"));
         finalize(&call).expect("finalize");
         let read = pvc_only.0.borrow();
         assert!(

@@ -17,9 +17,9 @@ pub fn describe<P: Plugin>(step: StepKind) -> PluginManifest {
     }
 }
 
-/// `call` knowing the kinds `P`'s manifest declares it reads.
+/// `call` knowing `P`'s manifest (built only if a helper asks what it declares).
 fn declared<P: Plugin, C>(mut call: Call<'_, C>) -> Call<'_, C> {
-    call.reads = Some(P::manifest().capabilities.reads);
+    call.manifest = Some(P::manifest);
     call
 }
 
