@@ -361,6 +361,12 @@ async fn main() -> anyhow::Result<()> {
         reconciles / n,
         failed_reconciles / n
     );
+    println!("  reconcile triggers per Wukong, by source (several within the debounce make one)");
+    let triggers_before = by_label(&before, "wukong_reconcile_triggers_total", &["source"]);
+    for (source, value) in by_label(&after, "wukong_reconcile_triggers_total", &["source"]) {
+        let value = value - triggers_before.get(&source).copied().unwrap_or(0.0);
+        println!("    {source:<36} {:>10.2}", value / n);
+    }
     println!(
         "  plugin calls per Wukong                {:>10.1}",
         calls / n

@@ -20,6 +20,8 @@ pub struct PipelineResult {
     pub migration: Option<types::MigrationStatus>,
     pub conditions: Vec<Condition>,
     pub events: Vec<Event>,
+    /// What the steps wrote, in order (`Kind name applied by plugin p`), told in one event.
+    pub written: Vec<String>,
     pub actions: Vec<StepAction>,
     pub requeue_after_ms: Option<u64>,
     pub plugins: Vec<PluginRecord>,
@@ -225,6 +227,21 @@ impl PipelineResult {
             self.requeue_after_ms =
                 Some(self.requeue_after_ms.map_or(ms, |current| current.min(ms)));
         }
+    }
+
+    /// One event for every object this run wrote (one per object cost a request each:
+    /// three of a new Wukong's twenty): `Applied` when it applied any, else `Deleted`.
+    pub fn written_event(&self) -> Option<Event> {
+        let reason = match self.written.iter().any(|w| w.contains(" applied by ")) {
+            _ if self.written.is_empty() => return None,
+            true => "Applied",
+            false => "Deleted",
+        };
+        Some(Event {
+            warning: false,
+            reason: reason.into(),
+            message: self.written.join("; "),
+        })
     }
 
     /// Whether `step`'s part of the status is this run's: it completed, or had nothing to

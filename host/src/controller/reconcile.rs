@@ -64,6 +64,10 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
         tracing::info_span!("reconcile", wukong = %wukong.name_any(), namespace = %namespace);
     let reported = Arc::clone(&wukong);
     ctx.events.begin(&wukong.uid().unwrap_or_default());
+    let wukong = match add_finalizer(&ctx, &api, wukong).await {
+        Ok(wukong) => wukong,
+        Err(e) => return Err(Error::Kube(e)),
+    };
     let result = finalizer(&api, FINALIZER, wukong, |event| async {
         match event {
             Finalizer::Apply(wukong) => apply(&wukong, &ctx, &api).await,
@@ -100,6 +104,40 @@ pub async fn reconcile(wukong: Arc<Wukong>, ctx: Arc<Context>) -> Result<Action>
         publish(&ctx, &reported, &[event]).await;
     }
     result
+}
+
+/// Puts the finalizer on a Wukong that lacks it and goes on with the answer, as kube's
+/// `finalizer` would with a JSON patch that tests the list first, except that its answer is
+/// kept: the reconcile goes on to the steps at once, with no GET and no second reconcile
+/// for the write coming back.
+async fn add_finalizer(
+    ctx: &Context,
+    api: &Api<Wukong>,
+    wukong: Arc<Wukong>,
+) -> kube::Result<Arc<Wukong>> {
+    let finalizers = wukong.finalizers();
+    if wukong.meta().deletion_timestamp.is_some() || finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(wukong);
+    }
+    let mut wanted = finalizers.to_vec();
+    wanted.push(FINALIZER.to_owned());
+    let current = match &wukong.meta().finalizers {
+        Some(list) => json!(list),
+        None => serde_json::Value::Null,
+    };
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": "/metadata/finalizers", "value": current},
+        {"op": "add", "path": "/metadata/finalizers", "value": wanted},
+    ]))
+    .map_err(kube::Error::SerdeError)?;
+    let patched = api
+        .patch(
+            &wukong.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await?;
+    Ok(ctx.known.remember_written(patched))
 }
 
 /// Says on a Wukong the operator cannot decode what is wrong and how out: the others go
@@ -217,7 +255,12 @@ async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
         report.lifecycle_state = written.lifecycle_state;
         write_status(ctx, api, wukong, report).await?;
     }
-    publish(ctx, wukong, &result.events).await;
+    let events: Vec<Event> = result
+        .written_event()
+        .into_iter()
+        .chain(result.events.iter().cloned())
+        .collect();
+    publish(ctx, wukong, &events).await;
 
     if let Some(failure) = result.failure {
         publish(
@@ -238,6 +281,7 @@ async fn apply(wukong: &Wukong, ctx: &Context, api: &Api<Wukong>) -> Result<Acti
     Ok(result
         .requeue_after_ms
         .map_or(Action::requeue(RESYNC), |ms| {
+            ctx.metrics.triggered("requeue-hint");
             Action::requeue(Duration::from_millis(ms).max(MIN_REQUEUE))
         }))
 }
@@ -374,6 +418,7 @@ async fn run_step(
         &mut outcome,
         &labels,
         &reader.versions(),
+        &mut result.written,
     )
     .await
     .map_err(failure)?;
@@ -424,6 +469,10 @@ fn claim_objects(volume: &types::Volume) -> Vec<types::ObjectRef> {
     objects
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one step's writes and where they are told; a struct would only rename it"
+)]
 async fn apply_objects(
     ctx: &Context,
     plugin: &str,
@@ -432,11 +481,11 @@ async fn apply_objects(
     outcome: &mut Outcome,
     labels: &[(String, String)],
     read: &ReadVersions,
+    written: &mut Vec<String>,
 ) -> Result<(), crate::cluster::ApplyError> {
     let manager = format!("wukong-{plugin}");
-    // Each write is a notable result: an event says what changed and which plugin asked.
-    // A converged Wukong writes nothing, so it records no events.
-    let mut written = Vec::new();
+    // Each write is a notable result: the reconcile's event says what changed and which
+    // plugin asked. A converged Wukong writes nothing, so it records no events.
     for object in std::mem::take(&mut outcome.apply) {
         let what = format!(
             "{} {}",
@@ -448,23 +497,17 @@ async fn apply_objects(
             .apply(&manager, owner, backend, object, labels, read)
             .await?
         {
-            written.push(Event {
-                warning: false,
-                reason: "Applied".into(),
-                message: format!("{what} applied by plugin {plugin}"),
-            });
+            written.push(format!("{what} applied by plugin {plugin}"));
         }
     }
     for target in &outcome.delete {
         if ctx.applier.delete(target, owner, backend, None).await? {
-            written.push(Event {
-                warning: false,
-                reason: "Deleted".into(),
-                message: format!("{} {} deleted by plugin {plugin}", target.kind, target.name),
-            });
+            written.push(format!(
+                "{} {} deleted by plugin {plugin}",
+                target.kind, target.name
+            ));
         }
     }
-    outcome.events.append(&mut written);
     Ok(())
 }
 
@@ -556,7 +599,7 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await?;
-    ctx.known.remember(written);
+    ctx.known.remember_written(written);
     Ok(())
 }
 
@@ -700,6 +743,8 @@ async fn finalize_steps(wukong: &Wukong, ctx: &Context) -> Result<Action> {
                 &mut outcome,
                 &record.labels,
                 &reader.versions(),
+                // The Wukong is going away: its last event says every step finalized.
+                &mut Vec::new(),
             )
             .await?;
             for action in std::mem::take(&mut outcome.actions) {

@@ -17,24 +17,52 @@ use crate::api::Wukong;
 
 #[derive(Default)]
 pub struct KnownCopies {
-    by_uid: Mutex<HashMap<String, Arc<Wukong>>>,
+    by_uid: Mutex<HashMap<String, Known>>,
+}
+
+struct Known {
+    copy: Arc<Wukong>,
+    /// The copy is the answer to the operator's own status write.
+    written: bool,
 }
 
 impl KnownCopies {
-    /// The apiserver answered with this copy (a read, or a write's answer).
+    /// The apiserver answered a read with this copy.
     pub fn remember(&self, wukong: Wukong) -> Arc<Wukong> {
-        let wukong = Arc::new(wukong);
+        self.keep(wukong, false)
+    }
+
+    /// The apiserver answered the operator's own status write with this copy.
+    pub fn remember_written(&self, wukong: Wukong) -> Arc<Wukong> {
+        self.keep(wukong, true)
+    }
+
+    fn keep(&self, wukong: Wukong, written: bool) -> Arc<Wukong> {
+        let copy = Arc::new(wukong);
         if let Ok(mut by_uid) = self.by_uid.lock() {
-            by_uid.insert(wukong.uid().unwrap_or_default(), Arc::clone(&wukong));
+            let known = Known {
+                copy: Arc::clone(&copy),
+                written,
+            };
+            by_uid.insert(copy.uid().unwrap_or_default(), known);
         }
-        wukong
+        copy
+    }
+
+    /// Whether `version` is the operator's own last status write of the Wukong `uid`.
+    pub fn is_own_write(&self, uid: &str, version: &str) -> bool {
+        self.by_uid.lock().is_ok_and(|by_uid| {
+            by_uid.get(uid).is_some_and(|known| {
+                known.written && known.copy.resource_version().as_deref() == Some(version)
+            })
+        })
     }
 
     /// The known copy, when it is at least as new as `watched` (the resourceVersion the
     /// watch shows now); `None`: read it again.
     pub fn recall(&self, uid: &str, watched: &str) -> Option<Arc<Wukong>> {
         let by_uid = self.by_uid.lock().ok()?;
-        let known = by_uid.get(uid)?;
+        let known = &by_uid.get(uid)?.copy;
         let version = known.resource_version().unwrap_or_default();
         // resourceVersions are opaque, but etcd's are increasing integers: an older one
         // in the watch is a write of ours it has not brought back yet. Otherwise only an
@@ -88,6 +116,16 @@ mod tests {
             "someone else wrote since: read again"
         );
         assert!(known.recall("other", "11").is_none());
+    }
+
+    #[test]
+    fn only_the_answer_to_a_status_write_is_an_own_write() {
+        let known = KnownCopies::default();
+        known.remember(wukong("11", "read"));
+        assert!(!known.is_own_write("u1", "11"));
+        known.remember_written(wukong("12", "written"));
+        assert!(known.is_own_write("u1", "12"));
+        assert!(!known.is_own_write("u1", "13"), "someone wrote after us");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! | `wukong_migrations_total`, `wukong_migration_duration_seconds` | `trigger` (`manual` or the policy trigger), `phase` | finished migrations, from `status.migrationStatus` |
 //! | `wukong_leader` | | 1 while this replica leads |
 //! | `wukong_kube_requests_total` | `verb`, `resource` | the operator's requests to the apiserver (`telemetry::requests`) |
+//! | `wukong_reconcile_triggers_total` | `source` | what asked for a reconcile: a watched kind's change, the Wukong's own (`Wukong/own-write`: the operator's own status write coming back, counted but waking nobody), a plugin's requeue hint, a retry (several triggers within the debounce make one reconcile) |
 //!
 //! Actions and migrations are counted by the replica that sees them finish (their
 //! timestamps are after it started), so a new leader does not count its predecessor's.
@@ -34,6 +35,11 @@ use crate::plugin::CallFailure;
 struct RequestLabels {
     verb: &'static str,
     resource: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TriggerLabels {
+    source: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -115,6 +121,7 @@ pub struct Metrics {
     migration_duration: Histograms<MigrationLabels>,
     leader: Gauge,
     kube_requests: Family<RequestLabels, Counter>,
+    triggers: Family<TriggerLabels, Counter>,
     phases: PhaseCollector,
     /// Per Wukong uid: the action and migration records already counted.
     counted: Mutex<HashMap<String, HashSet<String>>>,
@@ -146,6 +153,7 @@ impl Metrics {
             migration_duration: Family::new_with_constructor(action_histogram),
             leader: Gauge::default(),
             kube_requests: Family::default(),
+            triggers: Family::default(),
             phases: PhaseCollector::default(),
             counted: Mutex::default(),
             started: Timestamp::now(),
@@ -211,6 +219,11 @@ impl Metrics {
             "The operator's requests to the apiserver, by verb and resource",
             metrics.kube_requests.clone(),
         );
+        registry.register(
+            "reconcile_triggers",
+            "What asked for reconciles, by source (a watched kind, the Wukong, a requeue hint, a retry)",
+            metrics.triggers.clone(),
+        );
         registry.register_collector(Box::new(metrics.phases.clone()));
         Self {
             registry,
@@ -226,6 +239,11 @@ impl Metrics {
                 resource: resource.to_owned(),
             })
             .inc();
+    }
+
+    /// Something asked for a reconcile (see the table above for the sources).
+    pub fn triggered(&self, source: &'static str) {
+        self.triggers.get_or_create(&TriggerLabels { source }).inc();
     }
 
     /// The OpenMetrics text of every metric.
