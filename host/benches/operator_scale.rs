@@ -23,7 +23,9 @@
 //! Figures: time to all Running, Wukongs/s; the operator's requests per Wukong by verb and
 //! resource (its own client-side count, `wukong_kube_requests_total`); reconciles and plugin
 //! calls per Wukong; operator CPU seconds and the share spent inside plugin calls; the
-//! operator's peak RSS; the apiserver's, etcd's and the harness's CPU seconds.
+//! operator's peak RSS; the apiserver's, etcd's and the harness's CPU seconds; every
+//! client's requests by verb as the apiserver counts them, so the simulator's share shows;
+//! what triggered the reconciles, by source.
 
 #[path = "../tests/support/telemetry.rs"]
 #[allow(dead_code)]
@@ -135,6 +137,19 @@ async fn etcd_writes(env: &TestEnv) -> f64 {
     let (_, text) = telemetry::get(env.etcd_address(), "/metrics").await;
     telemetry::sample(&text, "etcd_mvcc_put_total", &[])
         + telemetry::sample(&text, "etcd_mvcc_delete_total", &[])
+}
+
+/// Requests the apiserver served, every client's, by verb (watches left out), from its
+/// `/metrics` (`apiserver_request_total`).
+async fn apiserver_requests(client: &kube::Client) -> BTreeMap<String, f64> {
+    let request = http::Request::get("/metrics").body(Vec::new());
+    let text = match request {
+        Ok(request) => client.request_text(request).await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    let mut by_verb = by_label(&text, "apiserver_request_total", &["verb"]);
+    by_verb.retain(|verb, _| verb != "WATCH" && verb != "CONNECT");
+    by_verb
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
@@ -262,6 +277,7 @@ async fn main() -> anyhow::Result<()> {
     let requests_before = by_label(&before, "wukong_kube_requests_total", &["verb", "resource"]);
     let operator_cpu_start = cpu_seconds(operator.id());
     let etcd_writes_start = etcd_writes(&env).await;
+    let served_before = apiserver_requests(&client).await;
 
     let api = Api::<Wukong>::namespaced(client.clone(), "default");
     let watch = tokio::spawn({
@@ -285,6 +301,12 @@ async fn main() -> anyhow::Result<()> {
     watch.await??;
     let converged = started.elapsed();
     let etcd_writes_run = etcd_writes(&env).await - etcd_writes_start;
+    let mut served = apiserver_requests(&client).await;
+    for (verb, value) in &served_before {
+        if let Some(now) = served.get_mut(verb) {
+            *now -= value;
+        }
+    }
     let operator_cpu = cpu_seconds(operator.id()) - operator_cpu_start;
     let operator_rss = peak_rss_mib(operator.id());
     let harness_cpu = cpu_seconds(std::process::id()) - harness_cpu_start;
@@ -355,6 +377,16 @@ async fn main() -> anyhow::Result<()> {
     );
     for (key, value) in &requests {
         println!("    {key:<36} {:>10.2}", value / n);
+    }
+    // Everything the apiserver served in the run, less the operator's own: the simulated
+    // KubeVirt and CDI (and the bench's creates and its watch of Wukongs).
+    let served_total: f64 = served.values().sum();
+    println!(
+        "  others' requests per Wukong            {:>10.1} (the simulator's, plus the bench's one create)",
+        (served_total - total_requests) / n
+    );
+    for (verb, value) in &served {
+        println!("    all clients {verb:<24} {:>10.2}", value / n);
     }
     println!(
         "  reconciles per Wukong                  {:>10.1} ({:.2} failed and retried)",

@@ -10,11 +10,12 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Event, PersistentVolumeClaim};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 
 use super::storage::SELECTED_NODE;
@@ -39,18 +40,29 @@ const ANN_RUNNING_MESSAGE: &str = "cdi.kubevirt.io/storage.condition.running.mes
 const ANN_RUNNING_REASON: &str = "cdi.kubevirt.io/storage.condition.running.reason";
 const ANN_PROGRESS: &str = "cdi.kubevirt.io/storage.populator.progress";
 
-pub(crate) async fn run(ctx: Arc<Ctx>) {
-    let ar = util::dv();
-    let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
-    Controller::new_with(api, watcher::Config::default(), ar)
-        .trigger_backoff(util::TriggerBackoff::default())
-        .owns(
-            Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
-            watcher::Config::default(),
-        )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+/// Subscribes to the informers at once (before they start), then runs.
+pub(crate) fn run(ctx: Arc<Ctx>) -> BoxFuture<'static, ()> {
+    let informers = &ctx.informers;
+    let controller = Controller::for_stream_with(
+        informers.dvs.subscribe(),
+        informers.dvs.store.clone(),
+        util::dv(),
+    )
+    .trigger_backoff(util::TriggerBackoff::default())
+    // A DataVolume's claim has its name (and is owned by it).
+    .watches_stream(informers.pvcs.subscribe(), |pvc: PersistentVolumeClaim| {
+        let ns = pvc.namespace().unwrap_or_default();
+        pvc.owner_references()
+            .iter()
+            .find(|o| o.kind == "DataVolume")
+            .map(|o| ObjectRef::new_with(&o.name, util::dv()).within(&ns))
+    });
+    Box::pin(async move {
+        controller
+            .run(reconcile, error_policy, ctx)
+            .for_each(|_| async {})
+            .await;
+    })
 }
 
 fn error_policy(_: Arc<DynamicObject>, e: &Error, _: Arc<Ctx>) -> Action {
@@ -68,12 +80,17 @@ async fn reconcile(dv: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(pvc) = pvcs.get_opt(&name).await? else {
+    let Some(pvc) = ctx.informers.pvcs.get(Some(&ns), &name) else {
         let claim = claim_for(&dv)?;
-        pvcs.create(&PostParams::default(), &claim).await?;
-        write(&ctx, &dv, status(&dv, &claim, "Pending")).await?;
+        match pvcs.create(&PostParams::default(), &claim).await {
+            Ok(_) => write(&ctx, &dv, status(&dv, &claim, "Pending")).await?,
+            // Made by an earlier pass the cache has not shown yet: its event comes.
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
         return Ok(Action::await_change());
     };
+    let pvc = (*pvc).clone();
     let anno = pvc.annotations().clone();
     let populator = anno.get(ANN_USE_POPULATOR).map(String::as_str) == Some("true");
     let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");

@@ -6,6 +6,7 @@ pub mod api;
 mod cdi;
 mod gc;
 mod https;
+mod informers;
 mod migration;
 pub mod nodes;
 mod scheduler;
@@ -149,7 +150,9 @@ pub(crate) struct Ctx {
     timers: Mutex<HashMap<String, Instant>>,
     pub calls: Mutex<Vec<SubresourceCall>>,
     next_ip: AtomicU32,
-    /// The scheduler's caches of Nodes and VMIs.
+    /// The watch caches every controller reads.
+    pub informers: informers::Informers,
+    /// The scheduler's view of Nodes and VMIs (from the informers) and its assumptions.
     placement: scheduler::Placement,
 }
 
@@ -212,25 +215,30 @@ impl Simulator {
 
     /// Nodes, storage classes and controllers only (no aggregated API), on any cluster.
     pub async fn start_controllers(client: kube::Client, config: SimConfig) -> Result<Self> {
-        let (placement, mut tasks) = scheduler::Placement::start(&client).await?;
+        let informers = informers::Informers::new();
+        let placement =
+            scheduler::Placement::new(informers.nodes.store.clone(), informers.vmis.store.clone());
         let ctx = Arc::new(Ctx {
             client,
             cfg: RwLock::new(config),
             timers: Mutex::default(),
             calls: Mutex::default(),
             next_ip: AtomicU32::new(0),
+            informers,
             placement,
         });
-        nodes::create(&ctx).await?;
-        ctx.placement.wait_for_nodes(ctx.cfg().nodes).await;
+        // The controllers subscribe to the informers before these start.
         let loops: Vec<BoxFuture<'static, ()>> = vec![
             Box::pin(storage::run(ctx.clone())),
-            Box::pin(cdi::run(ctx.clone())),
-            Box::pin(vm::run(ctx.clone())),
-            Box::pin(vmi::run(ctx.clone())),
+            cdi::run(ctx.clone()),
+            vm::run(ctx.clone()),
+            vmi::run(ctx.clone()),
             Box::pin(migration::run(ctx.clone())),
             Box::pin(gc::run(ctx.clone())),
         ];
+        let mut tasks = ctx.informers.start(&ctx.client).await;
+        nodes::create(&ctx).await?;
+        ctx.placement.wait_for_nodes(ctx.cfg().nodes).await;
         tasks.extend(loops.into_iter().map(tokio::spawn));
         Ok(Self {
             ctx,

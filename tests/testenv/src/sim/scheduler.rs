@@ -5,16 +5,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::api::DynamicObject;
+use kube::runtime::reflector::Store;
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
 use super::Ctx;
-use super::util::{self, quantity, str_at};
+use super::util::{quantity, str_at};
 use crate::error::Result;
 
 /// What the scheduler places from: watch caches of every Node and VMI, as kube-scheduler's
@@ -29,34 +26,13 @@ pub struct Placement {
 }
 
 impl Placement {
-    /// Starts the two watches and waits until both have listed.
-    pub async fn start(client: &kube::Client) -> Result<(Self, Vec<JoinHandle<()>>)> {
-        let (nodes, node_writer) = reflector::store::<Node>();
-        let vmi_writer = reflector::store::Writer::new(util::vmi());
-        let vmis = vmi_writer.as_reader();
-        let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-            .default_backoff()
-            .reflect(node_writer)
-            .for_each(|_| futures::future::ready(()));
-        let vmi_watch = watcher(
-            Api::<DynamicObject>::all_with(client.clone(), &util::vmi()),
-            watcher::Config::default(),
-        )
-        .default_backoff()
-        .reflect(vmi_writer)
-        .for_each(|_| futures::future::ready(()));
-        let tasks = vec![tokio::spawn(node_watch), tokio::spawn(vmi_watch)];
-        // Both stores list before the first placement; a failed list retries with backoff.
-        let _ = nodes.wait_until_ready().await;
-        let _ = vmis.wait_until_ready().await;
-        Ok((
-            Self {
-                nodes,
-                vmis,
-                assumed: Mutex::default(),
-            },
-            tasks,
-        ))
+    /// Places from the informers' caches of Nodes and VMIs.
+    pub fn new(nodes: Store<Node>, vmis: Store<DynamicObject>) -> Self {
+        Self {
+            nodes,
+            vmis,
+            assumed: Mutex::default(),
+        }
     }
 
     /// Waits (a few seconds at most) until the cache holds `count` nodes, so the first
@@ -131,10 +107,13 @@ pub async fn pick(
     };
     // Placements the cache does not show yet; those it shows (or that ended) are dropped.
     if let Ok(mut assumed) = placement.assumed.lock() {
+        // One pass over the cache, not one per assumption (hundreds in flight at scale).
+        let by_uid: HashMap<&str, &DynamicObject> = vmis
+            .iter()
+            .filter_map(|v| Some((v.metadata.uid.as_deref()?, v.as_ref())))
+            .collect();
         assumed.retain(|uid, (node, request, at)| {
-            let cached = vmis
-                .iter()
-                .find(|v| v.metadata.uid.as_deref() == Some(uid.as_str()));
+            let cached = by_uid.get(uid.as_str());
             // Not in the cache a while after its placement: deleted, not late.
             let gone = cached.is_none() && at.elapsed() > std::time::Duration::from_secs(1);
             let seen = gone

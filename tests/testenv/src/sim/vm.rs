@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
+use kube::runtime::reflector::ObjectRef;
 use serde_json::{Value, json};
 
 use super::util::{self, ok_unless_conflict, patch_object, set_finalizer, str_at};
@@ -21,21 +23,47 @@ use crate::error::{Error, Result};
 /// Upstream's `VirtualMachineControllerFinalizer` (NB: its spelling, without the final "r").
 pub const FINALIZER: &str = "kubevirt.io/virtualMachineControllerFinalize";
 
-pub(crate) async fn run(ctx: Arc<Ctx>) {
-    let ar = util::vm();
-    let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
-    let vmi_ar = util::vmi();
-    let vmis = Api::<DynamicObject>::all_with(ctx.client.clone(), &vmi_ar);
-    let dv_ar = util::dv();
-    let dvs = Api::<DynamicObject>::all_with(ctx.client.clone(), &dv_ar);
-    Controller::new_with(api, watcher::Config::default(), ar)
-        .trigger_backoff(util::TriggerBackoff::default())
-        .owns_with(vmis, vmi_ar, watcher::Config::default())
-        // The VM waits for the DataVolumes of its templates, which it owns.
-        .owns_with(dvs, dv_ar, watcher::Config::default())
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+/// Subscribes to the informers at once (before they start), then runs.
+pub(crate) fn run(ctx: Arc<Ctx>) -> BoxFuture<'static, ()> {
+    let informers = &ctx.informers;
+    let controller = Controller::for_stream_with(
+        informers.vms.subscribe(),
+        informers.vms.store.clone(),
+        util::vm(),
+    )
+    .trigger_backoff(util::TriggerBackoff::default())
+    .watches_stream_with(informers.vmis.subscribe(), controlling_vm, util::vmi())
+    // The VM waits for the DataVolumes of its templates, which it owns.
+    .watches_stream_with(informers.dvs.subscribe(), controlling_vm, util::dv())
+    // Its status says whether its claims are bound (upstream's PVC handlers).
+    .watches_stream(informers.pvcs.subscribe(), {
+        let ctx = Arc::clone(&ctx);
+        move |pvc: PersistentVolumeClaim| {
+            let ns = pvc.namespace().unwrap_or_default();
+            ctx.informers
+                .vms
+                .using_claim(&ns, &pvc.name_any())
+                .into_iter()
+                .map(|vm| ObjectRef::new_with(&vm, util::vm()).within(&ns))
+                .collect::<Vec<_>>()
+        }
+    });
+    Box::pin(async move {
+        controller
+            .run(reconcile, error_policy, ctx)
+            .for_each(|_| async {})
+            .await;
+    })
+}
+
+/// The VM that controls `object` (its owner reference with `controller: true`).
+fn controlling_vm(object: DynamicObject) -> Option<ObjectRef<DynamicObject>> {
+    let ns = object.namespace().unwrap_or_default();
+    object
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true) && o.kind == "VirtualMachine")
+        .map(|o| ObjectRef::new_with(&o.name, util::vm()).within(&ns))
 }
 
 fn error_policy(_: Arc<DynamicObject>, e: &Error, _: Arc<Ctx>) -> Action {
@@ -83,11 +111,16 @@ async fn reconcile(vm: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
     let vms = util::api(&ctx.client, &util::vm(), &ns);
     let vmis = util::api(&ctx.client, &util::vmi(), &ns);
     // A VMI of this name that another VM (or nobody) controls is not ours.
-    let vmi = vmis.get_opt(&name).await?.filter(|v| {
-        v.owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == vm.metadata.uid.as_ref())
-    });
+    let vmi = ctx
+        .informers
+        .vmis
+        .get(Some(&ns), &name)
+        .map(|v| (*v).clone())
+        .filter(|v| {
+            v.owner_references()
+                .iter()
+                .any(|o| o.controller == Some(true) && Some(&o.uid) == vm.metadata.uid.as_ref())
+        });
     let mut pass = Pass {
         requests: vm
             .data
@@ -260,8 +293,12 @@ async fn start_vmi(ctx: &Ctx, vm: &DynamicObject, pass: &mut Pass) -> Result<()>
             pass.start_expected = true;
             Ok(())
         }
-        // The old VMI is still there (being deleted): the VMI watch brings us back.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        // The old VMI is still there (being deleted): the VMI watch brings us back. Or
+        // the cache has not seen the one an earlier pass created: it is starting.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            pass.start_expected = true;
+            Ok(())
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -288,7 +325,8 @@ async fn handle_data_volumes(
         let Some(name) = str_at(t, "/metadata/name") else {
             continue;
         };
-        if let Some(dv) = dvs.get_opt(name).await? {
+        if let Some(dv) = ctx.informers.dvs.get(Some(&ns), name) {
+            let dv = (*dv).clone();
             let phase = str_at(&dv.data, "/status/phase").unwrap_or("");
             ready &= matches!(
                 phase,

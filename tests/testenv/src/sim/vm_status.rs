@@ -4,13 +4,12 @@
 
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use serde_json::{Value, json};
 
 use super::Ctx;
-use super::util::{self, condition_status, conditions, patch_status, set_condition, str_at};
+use super::util::{condition_status, conditions, patch_status, set_condition, str_at};
 use super::vm::{has_start_request, has_stop_request_for, is_final, run_strategy};
 use super::vmi_status::without_nulls;
 use crate::error::Result;
@@ -259,8 +258,6 @@ impl VolumeFacts {
         dvs_seen: &mut HashMap<String, Option<DynamicObject>>,
     ) -> Result<Self> {
         let ns = vm.namespace().unwrap_or_default();
-        let dvs = util::api(&ctx.client, &util::dv(), &ns);
-        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
         let mut facts = Self::default();
         let volumes = vm
             .data
@@ -274,7 +271,11 @@ impl VolumeFacts {
                 let dv = match dvs_seen.get(name) {
                     Some(dv) => dv.clone(),
                     None => {
-                        let dv = dvs.get_opt(name).await?;
+                        let dv = ctx
+                            .informers
+                            .dvs
+                            .get(Some(&ns), name)
+                            .map(|dv| (*dv).clone());
                         dvs_seen.insert(name.to_owned(), dv.clone());
                         dv
                     }
@@ -287,7 +288,7 @@ impl VolumeFacts {
             else {
                 continue;
             };
-            if let Some(pvc) = pvcs.get_opt(claim).await? {
+            if let Some(pvc) = ctx.informers.pvcs.get(Some(&ns), claim) {
                 let phase = pvc.status.as_ref().and_then(|s| s.phase.as_deref());
                 facts.unbound_claim |= phase != Some("Bound");
             }

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, PersistentVolumeClaim};
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::storage::{SELECTED_NODE, claims};
@@ -28,82 +28,57 @@ use crate::error::{Error, Result};
 /// The finalizer KubeVirt puts on VMIs.
 pub const FINALIZER: &str = "foregroundDeleteVirtualMachine";
 
-pub(crate) async fn run(ctx: Arc<Ctx>) {
-    let ar = util::vmi();
-    let dv_ar = util::dv();
-    let api = Api::<DynamicObject>::all_with(ctx.client.clone(), &ar);
-    let controller = Controller::new_with(api, watcher::Config::default(), ar.clone())
-        .trigger_backoff(util::TriggerBackoff::default());
-    let (store, store2, store3) = (controller.store(), controller.store(), controller.store());
-    let (ar1, ar2, ar3) = (ar.clone(), ar.clone(), ar);
-    controller
-        // A node change wakes the VMIs on it and those still waiting for a node.
-        .watches(
-            Api::<Node>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            move |node: Node| {
+/// Subscribes to the informers at once (before they start), then runs.
+pub(crate) fn run(ctx: Arc<Ctx>) -> BoxFuture<'static, ()> {
+    let informers = &ctx.informers;
+    let vmis = informers.vmis.store.clone();
+    let controller =
+        Controller::for_stream_with(informers.vmis.subscribe(), vmis.clone(), util::vmi())
+            .trigger_backoff(util::TriggerBackoff::default())
+            // A node change wakes the VMIs on it and those still waiting for a node.
+            .watches_stream(informers.nodes.subscribe(), move |node: Node| {
                 let name = node.name_any();
-                store
-                    .state()
+                vmis.state()
                     .into_iter()
                     .filter(|v| {
                         str_at(&v.data, "/status/nodeName") == Some(name.as_str())
                             || str_at(&v.data, "/status/phase") == Some("Scheduling")
                     })
-                    .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar1.clone()))
+                    .map(|v| ObjectRef::from_obj_with(v.as_ref(), util::vmi()))
                     .collect::<Vec<_>>()
-            },
-        )
-        // A claim change wakes the VMIs of its namespace that wait for volumes.
-        .watches(
-            Api::<PersistentVolumeClaim>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            move |pvc: PersistentVolumeClaim| waiting_in(&store2, pvc.namespace(), &ar2),
-        )
-        // A DataVolume change wakes the VMIs that use it (upstream's datavolumes.go).
-        .watches_with(
-            Api::<DynamicObject>::all_with(ctx.client.clone(), &dv_ar),
-            dv_ar.clone(),
-            watcher::Config::default(),
-            move |dv: DynamicObject| using(&store3, &dv, &ar3),
-        )
-        .run(reconcile, error_policy, ctx)
-        .for_each(|_| async {})
-        .await;
+            })
+            // A claim's change wakes the VMIs that use it (upstream's PVC and DataVolume handlers,
+            // through the informers' claim index); a DataVolume's claim has its name.
+            .watches_stream(informers.pvcs.subscribe(), {
+                let ctx = Arc::clone(&ctx);
+                move |pvc: PersistentVolumeClaim| {
+                    using_claim(&ctx, pvc.namespace(), &pvc.name_any())
+                }
+            })
+            .watches_stream_with(
+                informers.dvs.subscribe(),
+                {
+                    let ctx = Arc::clone(&ctx);
+                    move |dv: DynamicObject| using_claim(&ctx, dv.namespace(), &dv.name_any())
+                },
+                util::dv(),
+            );
+    Box::pin(async move {
+        controller
+            .run(reconcile, error_policy, ctx)
+            .for_each(|_| async {})
+            .await;
+    })
 }
 
-/// The VMIs of `ns` (from the controller's own store) that have not started yet.
-fn waiting_in(
-    store: &kube::runtime::reflector::Store<DynamicObject>,
-    ns: Option<String>,
-    ar: &kube::api::ApiResource,
-) -> Vec<ObjectRef<DynamicObject>> {
-    store
-        .state()
+/// The VMIs of `ns` with a volume on `claim`.
+fn using_claim(ctx: &Ctx, ns: Option<String>, claim: &str) -> Vec<ObjectRef<DynamicObject>> {
+    let ns = ns.unwrap_or_default();
+    ctx.informers
+        .vmis
+        .using_claim(&ns, claim)
         .into_iter()
-        .filter(|v| {
-            v.namespace() == ns
-                && matches!(
-                    str_at(&v.data, "/status/phase"),
-                    None | Some("" | "Pending" | "Scheduling")
-                )
-        })
-        .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar.clone()))
-        .collect()
-}
-
-/// The VMIs (from the controller's own store) with a volume on this DataVolume.
-fn using(
-    store: &kube::runtime::reflector::Store<DynamicObject>,
-    dv: &DynamicObject,
-    ar: &kube::api::ApiResource,
-) -> Vec<ObjectRef<DynamicObject>> {
-    let (ns, name) = (dv.namespace(), dv.name_any());
-    store
-        .state()
-        .into_iter()
-        .filter(|v| v.namespace() == ns && claims(&v.data).contains(&name))
-        .map(|v| ObjectRef::from_obj_with(v.as_ref(), ar.clone()))
+        .map(|vmi| ObjectRef::new_with(&vmi, util::vmi()).within(&ns))
         .collect()
 }
 
@@ -197,13 +172,12 @@ async fn reconcile(vmi: Arc<DynamicObject>, ctx: Arc<Ctx>) -> Result<Action> {
                 return Ok(Action::await_change());
             }
             let node = str_at(&vmi.data, "/status/nodeName").unwrap_or("");
-            let ready = match Api::<Node>::all(ctx.client.clone()).get_opt(node).await? {
-                Some(n) => n
-                    .status
-                    .and_then(|s| s.conditions)
-                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
-                None => false,
-            };
+            let ready = ctx.informers.nodes.get(None, node).is_some_and(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
             if !ready {
                 let key = format!("vmi/{uid}/node-failure/{node}");
                 if let Some(rest) = ctx.wait(key, cfg.node_failure_delay) {
@@ -254,7 +228,8 @@ async fn schedule(ctx: &Ctx, api: &Api<DynamicObject>, vmi: &DynamicObject) -> R
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let mut claims_now = Vec::new();
     for claim in claims(&vmi.data) {
-        claims_now.push((claim.clone(), pvcs.get_opt(&claim).await?));
+        let pvc = ctx.informers.pvcs.get(Some(&ns), &claim);
+        claims_now.push((claim.clone(), pvc));
     }
     let preselected = claims_now
         .iter()

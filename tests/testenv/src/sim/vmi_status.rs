@@ -2,7 +2,6 @@
 //! volumes are `vmi_volumes`), and virt-handler's side: the status of a running guest
 //! (interfaces, LiveMigratable, AgentConnected, volume status) and graceful shutdown.
 
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject};
 use kube::runtime::controller::Action;
@@ -143,13 +142,12 @@ pub async fn live_migratable(ctx: &Ctx, vmi: &DynamicObject) -> Result<(bool, St
         return Ok((false, "InterfaceNotLiveMigratable".into(), message));
     }
     let ns = vmi.namespace().unwrap_or_default();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     for claim in claims(&vmi.data) {
-        let modes = pvcs
-            .get_opt(&claim)
-            .await?
-            .and_then(|p| p.spec)
-            .and_then(|s| s.access_modes)
+        let modes = ctx
+            .informers
+            .pvcs
+            .get(Some(&ns), &claim)
+            .and_then(|p| p.spec.as_ref().and_then(|s| s.access_modes.clone()))
             .unwrap_or_default();
         if !modes.iter().any(|m| m == "ReadWriteMany") {
             return Ok((

@@ -35,22 +35,21 @@ pub async fn volumes_ready(
     conds: &mut Vec<Value>,
 ) -> Result<VolumesReady> {
     let ns = vmi.namespace().unwrap_or_default();
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
-    let dvs = util::api(&ctx.client, &util::dv(), &ns);
     let mut ready = true;
     let mut wffc = false;
     let mut found = Vec::new();
     for claim in cold_claims(vmi) {
-        if pvcs.get_opt(&claim).await?.is_none() {
+        if ctx.informers.pvcs.get(Some(&ns), &claim).is_none() {
             let message = format!("PVC {ns}/{claim} does not exist, waiting for it to appear");
             set_condition(conds, "Synchronized", false, "FailedPvcNotFound", &message);
             set_condition(conds, "PodScheduled", false, "Unschedulable", &message);
             return Ok(VolumesReady::No);
         }
         // A claim that is no DataVolume's is ready as it is.
-        let Some(dv) = dvs.get_opt(&claim).await? else {
+        let Some(dv) = ctx.informers.dvs.get(Some(&ns), &claim) else {
             continue;
         };
+        let dv = (*dv).clone();
         let phase = str_at(&dv.data, "/status/phase").unwrap_or("");
         let populated = matches!(phase, "Succeeded" | "PendingPopulation");
         let waits = !populated && phase == "WaitForFirstConsumer";
@@ -135,15 +134,11 @@ pub async fn aggregate_data_volumes(
     vmi: &DynamicObject,
     conds: &mut Vec<Value>,
 ) -> Result<()> {
-    let dvs = util::api(
-        &ctx.client,
-        &util::dv(),
-        &vmi.namespace().unwrap_or_default(),
-    );
+    let ns = vmi.namespace().unwrap_or_default();
     let mut found = Vec::new();
     for claim in cold_claims(vmi) {
-        if let Some(dv) = dvs.get_opt(&claim).await? {
-            found.push(dv);
+        if let Some(dv) = ctx.informers.dvs.get(Some(&ns), &claim) {
+            found.push((*dv).clone());
         }
     }
     aggregate(conds, &found);
@@ -157,7 +152,7 @@ pub async fn select_node_for_claims(ctx: &Ctx, vmi: &DynamicObject) -> Result<()
     let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
     let mut unselected = Vec::new();
     for claim in claims(&vmi.data) {
-        if let Some(pvc) = pvcs.get_opt(&claim).await? {
+        if let Some(pvc) = ctx.informers.pvcs.get(Some(&ns), &claim) {
             let bound = pvc.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Bound");
             if !bound && !pvc.annotations().contains_key(SELECTED_NODE) {
                 unselected.push(claim);
