@@ -19,4 +19,4 @@ bash plugins/python-storage/build.sh
 echo "[build-plugins] examples/plugin-template" >&2
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" cargo build --quiet --target wasm32-wasip2 \
   --profile plugin --manifest-path examples/plugin-template/Cargo.toml
-ls -l target/wasm32-wasip2/plugin/*.wasm >&2
+ls -l "${CARGO_TARGET_DIR:-target}"/wasm32-wasip2/plugin/*.wasm >&2

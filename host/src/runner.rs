@@ -73,7 +73,8 @@
 //! A `get` or `list` sees the objects of the same `apiVersion` and `kind` in the Wukong's
 //! namespace; an object without `metadata.namespace` is seen from every namespace (that
 //! is how cluster-scoped objects such as Nodes and StorageClasses are written). `list`
-//! honours label selectors (`a=b`, `a!=b`, `a`, `!a`, `a in (x,y)`, `a notin (x,y)`).
+//! honours label selectors as the apiserver reads them (`a=b`, `a!=b`, `a`, `!a`,
+//! `a in (x,y)`, `a notin (x,y)`, `a>1`) and refuses one it would refuse.
 //! Without `cluster`, every `get` finds nothing and every `list` is empty.
 //!
 //! ## Matching the outcome

@@ -126,18 +126,9 @@ fn deployment_memory_limit() -> u64 {
         deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["memory"]
             .as_str()
             .expect("a memory limit on the operator's container");
-    let (number, unit) = limit.split_at(
-        limit
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(limit.len()),
-    );
-    let number: u64 = number.parse().expect("a number");
-    number
-        * match unit {
-            "Mi" => 1 << 20,
-            "Gi" => 1 << 30,
-            other => panic!("unit {other:?} in {limit}"),
-        }
+    let bytes = wukong_model::quantity::to_bytes(limit)
+        .unwrap_or_else(|| panic!("the memory limit {limit:?} is no quantity"));
+    u64::try_from(bytes).expect("a memory limit below 2^64 bytes")
 }
 
 /// Asks the apiserver whether the operator's service account may do everything the grants

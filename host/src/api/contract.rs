@@ -5,10 +5,9 @@ use kube::ResourceExt;
 use super::{DiskBus, InterfaceBinding, LifecycleActionKind, NetworkType, RunStrategy, Wukong};
 use crate::plugin::types;
 
-/// Set on every object the operator applies for a Wukong.
-pub const MANAGED_BY_LABEL: (&str, &str) = ("app.kubernetes.io/managed-by", "wukong");
-/// The Wukong's name, on every object applied for it.
-pub const WUKONG_LABEL: &str = "vm.novasphere.dev/wukong";
+/// On every object the operator applies for a Wukong: the managed-by label and the
+/// Wukong's name. Defined in `wukong-model`, which the plugin SDK re-exports too.
+pub use wukong_model::marks::{MANAGED_BY_LABEL, WUKONG_LABEL};
 
 /// Graceful stop when the action does not say.
 pub const DEFAULT_GRACE_PERIOD_SECONDS: u32 = 30;

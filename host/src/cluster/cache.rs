@@ -19,6 +19,7 @@ use futures::FutureExt;
 use kube::api::DynamicObject;
 use kube::discovery::ApiResource;
 use kube::runtime::reflector::{ObjectRef, Store};
+use wukong_model::selector::Selector;
 
 /// One kind's store, the resource its keys are built with, and the label its watch
 /// selects on (`None`: every object of the kind).
@@ -36,22 +37,6 @@ impl KindCache {
             .is_none_or(|label| terms.iter().any(|(key, _)| *key == label))
             && self.store.wait_until_ready().now_or_never().is_some()
     }
-}
-
-/// The terms of an equality-only label selector (`a=b,c==d`), or `None` for any other
-/// form (`!=`, `in`, existence), which the cache leaves to the apiserver.
-fn equality_terms(selector: &str) -> Option<Vec<(&str, &str)>> {
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|term| !term.is_empty())
-        .map(|term| {
-            let (key, value) = term.split_once("==").or_else(|| term.split_once('='))?;
-            let (key, value) = (key.trim(), value.trim());
-            let plain = |s: &str| !s.contains(['!', '(', ')', ' ']);
-            (plain(key) && plain(value)).then_some((key, value))
-        })
-        .collect()
 }
 
 /// What a cache knows of one object.
@@ -115,7 +100,10 @@ impl ObjectCache {
         let cached = kinds
             .iter()
             .find(|k| k.resource.api_version == api_version && k.resource.kind == kind)?;
-        let terms = equality_terms(selector.unwrap_or_default())?;
+        // Only equality selectors (or none) are judged here: any other form, and one that
+        // does not parse, go to the apiserver, which answers them or says what is wrong.
+        let selector = Selector::parse(selector.unwrap_or_default()).ok()?;
+        let terms = selector.equality_terms()?;
         if !cached.complete_for(&terms) {
             self.stats.misses.fetch_add(1, Ordering::Relaxed);
             return None;
@@ -191,22 +179,5 @@ impl ObjectCache {
     /// Hits and misses so far.
     pub fn stats(&self) -> &CacheStats {
         &self.stats
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::equality_terms;
-
-    #[test]
-    fn only_equality_selectors_are_judged_by_the_cache() {
-        assert_eq!(
-            equality_terms("a=b, c==d"),
-            Some(vec![("a", "b"), ("c", "d")])
-        );
-        assert_eq!(equality_terms(""), Some(vec![]));
-        assert_eq!(equality_terms("a!=b"), None);
-        assert_eq!(equality_terms("a in (b, c)"), None);
-        assert_eq!(equality_terms("a"), None);
     }
 }

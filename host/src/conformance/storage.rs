@@ -3,6 +3,7 @@
 //! and a finalize that deletes what the plugin made except retained disks.
 
 use serde_json::{Value, json};
+use wukong_model::quantity::to_bytes;
 
 use super::harness::{CheckResult, Harness, LATER, Sim, applied, applied_names, check, wukong};
 use super::{Check, DiskSources, harness};
@@ -284,34 +285,8 @@ fn idempotent(h: &Harness<'_>, s: &Setup) -> CheckResult {
     harness::same_outcome(h, &s.wukong, None, &bound)
 }
 
-/// A Kubernetes quantity in bytes (`20Gi`, `1.5G`, `512`); `None` when it is not one.
-pub fn quantity(text: &str) -> Option<f64> {
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let power = |base: f64, exp: i32| base.powi(exp);
-    let factor = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => power(1024.0, 1),
-        "Mi" => power(1024.0, 2),
-        "Gi" => power(1024.0, 3),
-        "Ti" => power(1024.0, 4),
-        "Pi" => power(1024.0, 5),
-        "Ei" => power(1024.0, 6),
-        _ => return None,
-    };
-    number.parse::<f64>().ok().map(|n| n * factor)
-}
-
-/// The storage an applied claim or DataVolume requests.
-fn request(object: &Value) -> Option<f64> {
+/// The storage an applied claim or DataVolume requests, in bytes.
+fn request(object: &Value) -> Option<u128> {
     [
         "/spec/resources/requests/storage",
         "/spec/storage/resources/requests/storage",
@@ -319,7 +294,7 @@ fn request(object: &Value) -> Option<f64> {
     ]
     .iter()
     .find_map(|at| object.pointer(at).and_then(Value::as_str))
-    .and_then(quantity)
+    .and_then(to_bytes)
 }
 
 fn grows_never_shrinks(h: &Harness<'_>, s: &Setup) -> CheckResult {
@@ -337,7 +312,7 @@ fn grows_never_shrinks(h: &Harness<'_>, s: &Setup) -> CheckResult {
         let claim = claim_for(disk)?;
         let outcome = h.reconcile(&resized(&s.sources, disk, to), None, &bound)?;
         let grown = applied(&outcome, "PersistentVolumeClaim")
-            .any(|o| o["metadata"]["name"] == claim && request(o) == quantity(to));
+            .any(|o| o["metadata"]["name"] == claim && request(o) == to_bytes(to));
         if !grown {
             return Err(format!(
                 "growing disk {disk} from {from} to {to} applies no PersistentVolumeClaim {claim} requesting {to} (applied: {:?})",
@@ -351,7 +326,7 @@ fn grows_never_shrinks(h: &Harness<'_>, s: &Setup) -> CheckResult {
         .apply
         .iter()
         .filter(|o| o["metadata"]["name"] == claim)
-        .filter(|o| request(o).is_some_and(|r| Some(r) < quantity("10Gi")))
+        .filter(|o| request(o).is_some_and(|r| Some(r) < to_bytes("10Gi")))
         .map(|o| format!("{} {}", o["kind"].as_str().unwrap_or("?"), claim))
         .collect();
     if !shrunk.is_empty() {
@@ -462,17 +437,4 @@ fn finalize(h: &Harness<'_>, s: &Setup) -> CheckResult {
     harness::check_finalize(&outcome, &bound, &|created| {
         created.made_for_the_wukong() && !retained.contains(&created.key.name)
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::quantity;
-
-    #[test]
-    fn quantities_compare_by_bytes() {
-        assert_eq!(quantity("1Gi"), Some(1_073_741_824.0));
-        assert!(quantity("1.5G") < quantity("1.5Gi"));
-        assert_eq!(quantity("10Gb"), None);
-        assert_eq!(quantity("512"), Some(512.0));
-    }
 }

@@ -16,7 +16,7 @@ use crate::plugin::types::StepKind;
 use crate::plugin::{Outcome, StepStatus};
 
 /// Set by the migration plugin on the migration objects it starts by policy.
-pub const AUTOMATIC_LABEL: &str = "vm.novasphere.dev/automatic";
+pub use wukong_model::marks::AUTOMATIC_LABEL;
 const API_VERSION: &str = "kubevirt.io/v1";
 const KIND: &str = "VirtualMachineInstanceMigration";
 /// How soon a deferred Wukong asks again.

@@ -22,15 +22,10 @@
 
 use serde_json::{Value, json};
 
-/// The uid of the Wukong an object was made for, written by the host: on cluster-scoped
-/// objects, and on retained namespaced ones (which carry no owner reference).
-pub const OWNER_UID_ANNOTATION: &str = "vm.novasphere.dev/owner-uid";
-/// The backend (`step/name`, e.g. `storage/longhorn`) that made a cluster-scoped object,
-/// written by the host.
-pub const BACKEND_ANNOTATION: &str = "vm.novasphere.dev/backend";
-/// Set by a plugin on an object that must outlive its Wukong (a retained disk): the host
-/// gives it no owner reference, only [`OWNER_UID_ANNOTATION`].
-pub const RETAIN_ANNOTATION: &str = "vm.novasphere.dev/retain";
+/// The marks: the uid of the Wukong an object was made for, the backend that made a
+/// cluster-scoped object, a plugin's request to retain one. Defined in `wukong-model`,
+/// which the plugin SDK re-exports too.
+pub use wukong_model::marks::{BACKEND_ANNOTATION, OWNER_UID_ANNOTATION, RETAIN_ANNOTATION};
 
 /// The owner references the host writes name a Wukong (`api::Wukong`; a test there
 /// checks these agree with the CRD).

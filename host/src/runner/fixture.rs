@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use serde_json::Value;
+use wukong_model::selector::Selector;
 
 use super::RunnerError;
 use crate::plugin::ClusterReader;
@@ -118,7 +119,10 @@ impl ClusterReader for FixtureCluster {
         namespace: &str,
         label_selector: Option<&str>,
     ) -> Result<Vec<String>, String> {
-        let selector = label_selector.map(Selector::parse).transpose()?;
+        let selector = label_selector
+            .map(Selector::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(self
             .of_kind(&kind.api_version, &kind.kind, namespace)
             .filter(|(o, _)| {
@@ -128,89 +132,6 @@ impl ClusterReader for FixtureCluster {
             })
             .map(|(_, json)| json.clone())
             .collect())
-    }
-}
-
-/// A Kubernetes label selector: equality and set-based requirements, all must hold.
-struct Selector(Vec<Requirement>);
-
-enum Requirement {
-    Equals(String, String),
-    NotEquals(String, String),
-    Exists(String),
-    Absent(String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-}
-
-impl Selector {
-    fn parse(text: &str) -> Result<Self, String> {
-        let mut requirements = Vec::new();
-        let mut depth = 0usize;
-        let mut start = 0;
-        for (i, c) in text.char_indices() {
-            match c {
-                '(' => depth += 1,
-                ')' => depth = depth.saturating_sub(1),
-                ',' if depth == 0 => {
-                    requirements.push(Requirement::parse(&text[start..i])?);
-                    start = i + 1;
-                }
-                _ => {}
-            }
-        }
-        if !text[start..].trim().is_empty() || !requirements.is_empty() {
-            requirements.push(Requirement::parse(&text[start..])?);
-        }
-        Ok(Self(requirements))
-    }
-
-    fn matches(&self, labels: &Value) -> bool {
-        self.0.iter().all(|r| {
-            let value = |key: &str| labels.get(key).and_then(Value::as_str);
-            match r {
-                Requirement::Equals(k, v) => value(k) == Some(v),
-                Requirement::NotEquals(k, v) => value(k) != Some(v),
-                Requirement::Exists(k) => value(k).is_some(),
-                Requirement::Absent(k) => value(k).is_none(),
-                Requirement::In(k, vs) => value(k).is_some_and(|x| vs.iter().any(|v| v == x)),
-                Requirement::NotIn(k, vs) => value(k).is_none_or(|x| vs.iter().all(|v| v != x)),
-            }
-        })
-    }
-}
-
-impl Requirement {
-    fn parse(text: &str) -> Result<Self, String> {
-        let text = text.trim();
-        let bad = || format!("label selector requirement {text:?} is not understood");
-        let set = |rest: &str| -> Result<Vec<String>, String> {
-            let inner = rest
-                .trim()
-                .strip_prefix('(')
-                .and_then(|r| r.strip_suffix(')'))
-                .ok_or_else(bad)?;
-            Ok(inner.split(',').map(|v| v.trim().to_owned()).collect())
-        };
-        if let Some((k, v)) = text.split_once("!=") {
-            return Ok(Self::NotEquals(k.trim().into(), v.trim().into()));
-        }
-        if let Some((k, v)) = text.split_once("==").or_else(|| text.split_once('=')) {
-            return Ok(Self::Equals(k.trim().into(), v.trim().into()));
-        }
-        if let Some((k, rest)) = text.split_once(" notin ") {
-            return Ok(Self::NotIn(k.trim().into(), set(rest)?));
-        }
-        if let Some((k, rest)) = text.split_once(" in ") {
-            return Ok(Self::In(k.trim().into(), set(rest)?));
-        }
-        if let Some(k) = text.strip_prefix('!') {
-            return Ok(Self::Absent(k.trim().into()));
-        }
-        if text.is_empty() || text.contains(char::is_whitespace) {
-            return Err(bad());
-        }
-        Ok(Self::Exists(text.into()))
     }
 }
 
@@ -252,6 +173,10 @@ mod tests {
         assert_eq!(names(Some("app=y")), ["\"c\""]);
         assert_eq!(names(Some("app in (x, z),!missing")), ["\"a\""]);
         assert_eq!(names(Some("app notin (x)")), ["\"c\""]);
+        let refused = cluster
+            .list(&kind, "tenant-a", Some("app in x"))
+            .expect_err("not a selector");
+        assert!(refused.contains("requirement \"app in x\""), "{refused}");
         let get = |name: &str| ObjectRef {
             api_version: "v1".into(),
             kind: "PersistentVolumeClaim".into(),

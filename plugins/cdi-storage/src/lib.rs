@@ -75,6 +75,7 @@ wukong_plugin_sdk::export_storage_plugin!(CdiStorage);
 mod tests {
     use super::*;
     use serde_json::{Value, json};
+    use wukong_plugin_sdk::marks::{OWNER_UID_ANNOTATION, RETAIN_ANNOTATION};
     use wukong_plugin_sdk::native::{storage_finalize, storage_reconcile};
     use wukong_plugin_sdk::{
         Context, Disk, DiskSource, FixtureCluster, StepError, Upstream, Wukong,
@@ -530,10 +531,7 @@ mod tests {
             dv["spec"]["storage"]["accessModes"],
             json!(["ReadWriteOnce"])
         );
-        assert_eq!(
-            dv["metadata"]["annotations"]["vm.novasphere.dev/retain"],
-            "true"
-        );
+        assert_eq!(dv["metadata"]["annotations"][RETAIN_ANNOTATION], "true");
         let bad = storage_reconcile::<CdiStorage>(
             &context(json!({"replicas": 3}), vec![]),
             &upstream(),
@@ -668,7 +666,7 @@ mod tests {
         // As made before derived names: the host's controller reference on the DataVolume
         // and the blank PVC, its owner-uid mark on a retained claim.
         let mut keep = pvc("vm1-keep", "1Gi", "Bound", Some("1Gi"));
-        keep["metadata"]["annotations"] = json!({"vm.novasphere.dev/owner-uid": UID});
+        keep["metadata"]["annotations"] = json!({OWNER_UID_ANNOTATION: UID});
         let cluster = FixtureCluster::new()
             .with(owned_by(dv("vm1-root", "20Gi", "Succeeded", "100.0%"), UID))
             .with(pvc("vm1-root", "20Gi", "Bound", Some("20Gi")))

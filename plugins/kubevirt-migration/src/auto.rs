@@ -217,14 +217,15 @@ fn pick_target(
     source: &str,
     below: Option<f64>,
 ) -> Result<Option<String>, StepError> {
+    let selector = nodes::target_selector(policy)
+        .map_err(|e| StepError::InvalidSpec(format!("targetNodeSelector: {e}")))?;
     let all: Vec<Value> = call.list_as("v1", "Node", None, None)?;
-    let selector = policy.get("targetNodeSelector");
     let mut candidates: Vec<(f64, String)> = all
         .iter()
         .filter(|n| nodes::name(n) != source)
         .filter(|n| nodes::ready(n) && nodes::unschedulable(n).is_none())
         .filter(|n| nodes::maintenance(n, &call.config).is_none())
-        .filter(|n| nodes::selector_matches(selector, n))
+        .filter(|n| nodes::selected(selector.as_ref(), n))
         .map(|n| {
             let load = nodes::load_percent(n, &call.config).unwrap_or(0.0);
             (load, nodes::name(n).to_owned())

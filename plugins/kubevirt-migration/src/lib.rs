@@ -54,12 +54,12 @@ pub const KUBEVIRT: &str = "kubevirt.io/v1";
 pub const VMI: &str = "VirtualMachineInstance";
 pub const VMIM: &str = "VirtualMachineInstanceMigration";
 /// On migration objects: `"true"` when the policy started it (the host's limit counts these).
-pub const AUTOMATIC_LABEL: &str = "vm.novasphere.dev/automatic";
+pub use wukong_plugin_sdk::marks::AUTOMATIC_LABEL;
 /// On migration objects: the request they answer.
 pub const REQUEST_ANNOTATION: &str = "vm.novasphere.dev/request-id";
 /// On cluster-scoped objects (the MigrationPolicy): the owning Wukong's uid, written by the
 /// host, read by the plugin.
-pub use wukong_plugin_sdk::objects::OWNER_UID_ANNOTATION;
+pub use wukong_plugin_sdk::marks::OWNER_UID_ANNOTATION;
 /// How soon to look again while a migration runs.
 const REQUEUE_MS: u64 = 2_000;
 

@@ -1,5 +1,5 @@
 //! What a Node says about migrating to or away from it: schedulable, under maintenance,
-//! failed since when, how loaded, matching a label selector.
+//! failed since when, how loaded, matching the policy's node selector.
 //!
 //! NB: load comes from what the Node carries. The host lets a plugin read only its own
 //! namespace, so the VMIs of other namespaces cannot be summed here: the requested CPU and
@@ -8,7 +8,8 @@
 
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
-use wukong_plugin_sdk::quantity::to_bytes;
+use wukong_plugin_sdk::quantity::Quantity;
+use wukong_plugin_sdk::selector::Selector;
 
 use crate::Config;
 use crate::record::parse_time;
@@ -81,24 +82,22 @@ pub fn not_ready_since(node: &Value) -> Option<Timestamp> {
     }
 }
 
+/// Cores, to the millicore as Kubernetes counts CPU (`3500m` is 3.5).
+#[allow(
+    clippy::cast_precision_loss,
+    reason = "node sizes are far below 2^52 millicores or bytes"
+)]
 fn cpu_cores(quantity: &str) -> Option<f64> {
-    let q = quantity.trim();
-    #[allow(
-        clippy::cast_precision_loss,
-        reason = "node sizes are far below 2^52 cores or bytes"
-    )]
-    match q.strip_suffix('m') {
-        Some(milli) => milli.parse::<f64>().ok().map(|m| m / 1000.0),
-        None => to_bytes(q).map(|c| c as f64),
-    }
+    let millicores = Quantity::parse(quantity).ok()?.milli_value()?;
+    Some(millicores as f64 / 1000.0)
 }
 
 #[allow(
     clippy::cast_precision_loss,
-    reason = "node sizes are far below 2^52 cores or bytes"
+    reason = "node sizes are far below 2^52 millicores or bytes"
 )]
 fn bytes(quantity: &str) -> Option<f64> {
-    to_bytes(quantity).map(|b| b as f64)
+    Quantity::parse(quantity).ok()?.to_bytes().map(|b| b as f64)
 }
 
 /// Requested over allocatable, in percent, the larger of CPU and memory; `None` when the
@@ -132,34 +131,21 @@ pub fn threshold_percent(threshold: &str) -> Option<f64> {
     threshold.trim().strip_suffix('%')?.trim().parse().ok()
 }
 
-/// True when the node's labels satisfy a Kubernetes label selector (`matchLabels` and
-/// `matchExpressions` with In, NotIn, Exists, DoesNotExist). No selector matches all.
-pub fn selector_matches(selector: Option<&Value>, node: &Value) -> bool {
-    let Some(selector) = selector.filter(|s| !s.is_null()) else {
-        return true;
-    };
-    let labels = &node["metadata"]["labels"];
-    let by_label = selector["matchLabels"]
-        .as_object()
-        .is_none_or(|m| m.iter().all(|(k, v)| labels[k] == *v));
-    let by_expression = selector["matchExpressions"].as_array().is_none_or(|es| {
-        es.iter().all(|e| {
-            let key = e["key"].as_str().unwrap_or_default();
-            let value = labels[key].as_str();
-            let values: Vec<&str> = e["values"]
-                .as_array()
-                .map(|vs| vs.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
-            match e["operator"].as_str() {
-                Some("In") => value.is_some_and(|v| values.contains(&v)),
-                Some("NotIn") => value.is_none_or(|v| !values.contains(&v)),
-                Some("Exists") => value.is_some(),
-                Some("DoesNotExist") => value.is_none(),
-                _ => false,
-            }
-        })
-    });
-    by_label && by_expression
+/// The policy's `targetNodeSelector` (a Kubernetes label selector: `matchLabels`, and
+/// `matchExpressions` with In, NotIn, Exists, DoesNotExist); `Ok(None)` when it has none,
+/// which every node matches. `Err` says why it is not a selector.
+pub fn target_selector(policy: &Value) -> Result<Option<Selector>, String> {
+    match policy.get("targetNodeSelector") {
+        None | Some(Value::Null) => Ok(None),
+        Some(selector) => Selector::from_label_selector(selector)
+            .map(Some)
+            .map_err(|e| e.to_string()),
+    }
+}
+
+/// True when the node's labels satisfy the selector; no selector matches every node.
+pub fn selected(selector: Option<&Selector>, node: &Value) -> bool {
+    selector.is_none_or(|s| s.matches(&node["metadata"]["labels"]))
 }
 
 #[cfg(test)]
@@ -192,23 +178,29 @@ mod tests {
         assert_eq!(load_percent(&json!({}), &config), None);
         assert_eq!(threshold_percent("80%"), Some(80.0));
         assert_eq!(threshold_percent("80"), None);
+        let fractional = json!({"metadata": {"annotations": {
+                "wukong.novasphere.dev/requested-cpu": "750m"}},
+            "status": {"allocatable": {"cpu": "1.5"}}});
+        assert_eq!(load_percent(&fractional, &config), Some(50.0));
     }
 
     #[test]
     fn selectors_with_labels_and_expressions() {
         let node = json!({"metadata": {"labels": {"node-type": "compute", "zone": "a"}}});
-        assert!(selector_matches(None, &node));
-        assert!(selector_matches(
-            Some(&json!({"matchLabels": {"node-type": "compute"}})),
-            &node
-        ));
-        assert!(!selector_matches(
-            Some(&json!({"matchLabels": {"node-type": "gpu"}})),
-            &node
-        ));
-        let expressions = json!({"matchExpressions": [
+        let select = |policy: Value| target_selector(&policy).unwrap();
+        assert!(select(json!({})).is_none());
+        assert!(selected(None, &node));
+        let compute =
+            select(json!({"targetNodeSelector": {"matchLabels": {"node-type": "compute"}}}));
+        assert!(selected(compute.as_ref(), &node));
+        let gpu = select(json!({"targetNodeSelector": {"matchLabels": {"node-type": "gpu"}}}));
+        assert!(!selected(gpu.as_ref(), &node));
+        let expressions = select(json!({"targetNodeSelector": {"matchExpressions": [
             {"key": "zone", "operator": "In", "values": ["a", "b"]},
-            {"key": "gpu", "operator": "DoesNotExist"}]});
-        assert!(selector_matches(Some(&expressions), &node));
+            {"key": "gpu", "operator": "DoesNotExist"}]}}));
+        assert!(selected(expressions.as_ref(), &node));
+        let bogus = json!({"targetNodeSelector": {"matchExpressions": [
+            {"key": "x", "operator": "Bogus"}]}});
+        assert!(target_selector(&bogus).unwrap_err().contains("Bogus"));
     }
 }

@@ -13,7 +13,7 @@ use crate::{AUTOMATIC_LABEL, KUBEVIRT, REQUEST_ANNOTATION, VMIM};
 pub const POLICY_API_VERSION: &str = "migrations.kubevirt.io/v1alpha1";
 pub const POLICY_KIND: &str = "MigrationPolicy";
 /// The label the lifecycle plugin puts on the VM template, so every VMI of the Wukong has it.
-pub const WUKONG_LABEL: &str = "vm.novasphere.dev/wukong";
+pub use wukong_plugin_sdk::marks::WUKONG_LABEL;
 /// Set by the apiserver on every namespace: with the Wukong's label it makes the policy
 /// match this VM only, not a namesake in another namespace.
 const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";

@@ -1,6 +1,8 @@
 //! Read-only access to the cluster: the host's `cluster` import inside a component, an
 //! in-memory fixture natively.
 
+use wukong_model::selector::Selector;
+
 use crate::bindings::imports::wukong::plugin::cluster as wit_cluster;
 use crate::{KindRef, Level, ObjectRef};
 
@@ -9,7 +11,8 @@ use crate::{KindRef, Level, ObjectRef};
 pub trait Cluster {
     /// One object as JSON, or `None` when it does not exist.
     fn get(&self, object: &ObjectRef) -> Result<Option<String>, String>;
-    /// Objects of a kind as JSON, in a namespace, matching an equality label selector.
+    /// Objects of a kind as JSON, in a namespace, matching a label selector (`a=b`,
+    /// `a!=b`, `a`, `!a`, `a in (x,y)`, `a notin (x,y)`).
     fn list(
         &self,
         kind: &KindRef,
@@ -69,25 +72,6 @@ impl FixtureCluster {
     }
 }
 
-/// True when `labels` satisfies an equality-based selector (`a=b,c!=d,e`).
-pub(crate) fn selector_matches(selector: &str, labels: &serde_json::Value) -> bool {
-    selector
-        .split(',')
-        .map(str::trim)
-        .filter(|term| !term.is_empty())
-        .all(|term| {
-            if let Some((key, value)) = term.split_once("!=") {
-                labels[key.trim()].as_str() != Some(value.trim())
-            } else if let Some((key, value)) =
-                term.split_once("==").or_else(|| term.split_once('='))
-            {
-                labels[key.trim()].as_str() == Some(value.trim())
-            } else {
-                !labels[term].is_null()
-            }
-        })
-}
-
 impl Cluster for FixtureCluster {
     fn get(&self, object: &ObjectRef) -> Result<Option<String>, String> {
         Ok(self
@@ -107,6 +91,11 @@ impl Cluster for FixtureCluster {
         namespace: Option<&str>,
         label_selector: Option<&str>,
     ) -> Result<Vec<String>, String> {
+        // Refused as the apiserver refuses it, so a plugin's test sees a bad selector fail.
+        let selector = label_selector
+            .map(Selector::parse)
+            .transpose()
+            .map_err(|e| e.to_string())?;
         Ok(self
             .objects
             .iter()
@@ -115,7 +104,9 @@ impl Cluster for FixtureCluster {
                 namespace.is_none() || candidate["metadata"]["namespace"].as_str() == namespace
             })
             .filter(|candidate| {
-                label_selector.is_none_or(|s| selector_matches(s, &candidate["metadata"]["labels"]))
+                selector
+                    .as_ref()
+                    .is_none_or(|s| s.matches(&candidate["metadata"]["labels"]))
             })
             .map(ToString::to_string)
             .collect())
@@ -126,16 +117,6 @@ impl Cluster for FixtureCluster {
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn selector_equality_inequality_and_existence() {
-        let labels = json!({"app": "vm", "tier": "web"});
-        assert!(selector_matches("app=vm", &labels));
-        assert!(selector_matches("app==vm,tier!=db", &labels));
-        assert!(selector_matches("tier", &labels));
-        assert!(!selector_matches("app=db", &labels));
-        assert!(!selector_matches("missing", &labels));
-    }
 
     #[test]
     fn fixture_get_and_list_by_namespace() {
@@ -155,6 +136,13 @@ mod tests {
         };
         assert_eq!(cluster.list(&kind, Some("ns"), None).unwrap().len(), 1);
         assert_eq!(cluster.list(&kind, None, Some("x=1")).unwrap().len(), 1);
+        assert_eq!(
+            cluster.list(&kind, None, Some("x in (1,2)")).unwrap().len(),
+            1
+        );
+        assert_eq!(cluster.list(&kind, None, Some("!x")).unwrap().len(), 1);
+        let refused = cluster.list(&kind, None, Some("x in 1")).unwrap_err();
+        assert!(refused.contains("\"x in 1\""), "{refused}");
         assert_eq!(cluster.list(&kind, None, None).unwrap().len(), 2);
     }
 }

@@ -46,6 +46,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
+use wukong_model::marks::MANAGED_BY_LABEL;
 
 mod import;
 
@@ -62,7 +63,7 @@ pub const DATA_VOLUME_KIND: &str = "DataVolume";
 pub const SIZE_ANNOTATION: &str = "vm.novasphere.dev/size";
 /// On the claims of retained disks, written by the plugin: the host gives them no owner
 /// reference, only its owner-uid mark.
-pub const RETAIN_ANNOTATION: &str = "vm.novasphere.dev/retain";
+pub use wukong_model::marks::RETAIN_ANNOTATION;
 /// Asks CDI to import at once even on a `WaitForFirstConsumer` class, so the disk is ready
 /// when the VM starts. Where CDI still waits for a consumer (`PendingPopulation`), the
 /// volume reports it and the lifecycle step creates the VM, whose pod is that consumer.
@@ -292,8 +293,8 @@ pub fn storage_class_metadata(name: &str) -> ObjectMeta {
     ObjectMeta {
         name: Some(name.to_owned()),
         labels: Some(BTreeMap::from([(
-            "app.kubernetes.io/managed-by".to_owned(),
-            "wukong".to_owned(),
+            MANAGED_BY_LABEL.0.to_owned(),
+            MANAGED_BY_LABEL.1.to_owned(),
         )])),
         ..ObjectMeta::default()
     }

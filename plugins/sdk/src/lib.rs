@@ -40,8 +40,16 @@ mod manifest;
 pub mod names;
 pub mod native;
 pub mod objects;
-pub mod quantity;
 mod steps;
+
+/// The labels and annotations Wukong marks objects with ([`marks::WUKONG_LABEL`],
+/// [`marks::OWNER_UID_ANNOTATION`], ...), as the host defines them.
+pub use wukong_model::marks;
+/// Kubernetes quantities (`20Gi`, `500m`, `1e3`) as the host reads them:
+/// [`quantity::to_bytes`], [`quantity::Quantity`].
+pub use wukong_model::quantity;
+/// Label selectors as the host and the apiserver read them: [`selector::Selector`].
+pub use wukong_model::selector;
 
 #[cfg(all(target_family = "wasm", not(feature = "system-allocator")))]
 #[global_allocator]

@@ -112,8 +112,8 @@ pub fn condition_status<'a>(
 /// objects (a MigrationPolicy, which cannot carry an owner reference to a namespaced
 /// Wukong) and on retained claims (which carry no owner reference). The host writes it and
 /// refuses an outcome whose object carries it: a plugin only reads it, through
-/// [`made_for`]. (The host defines the same value in `host/src/plugin/ownership.rs`.)
-pub const OWNER_UID_ANNOTATION: &str = "vm.novasphere.dev/owner-uid";
+/// [`made_for`].
+pub use wukong_model::marks::OWNER_UID_ANNOTATION;
 
 /// Whether `object` was made for the Wukong of `uid`: an owner reference to it (what the
 /// host gives what it creates) or the host's [`OWNER_UID_ANNOTATION`] with it. This is how

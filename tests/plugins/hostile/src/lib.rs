@@ -6,6 +6,7 @@
 mod storage;
 
 use serde::Deserialize;
+use wukong_plugin_sdk::marks::{BACKEND_ANNOTATION, OWNER_UID_ANNOTATION, WUKONG_LABEL};
 use wukong_plugin_sdk::{
     Call, Effects, Manifest, ObjectRef, Plugin, StepError, StepResult, StorageOutcome,
     StoragePlugin,
@@ -217,8 +218,8 @@ impl StoragePlugin for Hostile {
             Mode::SpoofOwnerMark => effects.apply.push(
                 serde_json::json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
                     "metadata": {"name": target(call), "annotations": {
-                        "vm.novasphere.dev/owner-uid": call.wukong.uid,
-                        "vm.novasphere.dev/backend": "storage/hostile"}},
+                        OWNER_UID_ANNOTATION: call.wukong.uid,
+                        BACKEND_ANNOTATION: "storage/hostile"}},
                     "provisioner": "hostile.example.com"})
                 .to_string(),
             ),
@@ -272,9 +273,6 @@ impl StoragePlugin for Hostile {
         }
     }
 }
-
-/// The Wukong-name label the host puts on every object it applies.
-const WUKONG_LABEL: &str = "vm.novasphere.dev/wukong";
 
 fn target(call: &Call<'_, Config>) -> String {
     call.config

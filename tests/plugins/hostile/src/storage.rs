@@ -3,6 +3,7 @@
 //! conformance tests can prove the kit passes a good plugin and names each flaw.
 
 use serde_json::{Value, json};
+use wukong_plugin_sdk::marks::RETAIN_ANNOTATION;
 use wukong_plugin_sdk::{
     Call, DiskSource, Effects, StepError, StepResult, StorageOutcome, Volume, quantity,
 };
@@ -59,7 +60,7 @@ fn claim(call: &Call<'_, Config>, name: &str, size: &str, retain: bool) -> StepR
     let mut metadata = serde_json::to_value(call.metadata(name))
         .map_err(|e| StepError::Internal(e.to_string()))?;
     if retain {
-        metadata["annotations"] = json!({"vm.novasphere.dev/retain": "true"});
+        metadata["annotations"] = json!({RETAIN_ANNOTATION: "true"});
     }
     Ok(
         json!({"apiVersion": "v1", "kind": PVC, "metadata": metadata,

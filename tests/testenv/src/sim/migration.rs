@@ -16,6 +16,7 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
+use wukong_model::Quantity;
 
 use super::util::{self, flag, now, ok_unless_conflict, set_finalizer, str_at};
 use super::vmi::set_phase;
@@ -490,8 +491,8 @@ fn since(ctx: &Ctx, key: String) -> Duration {
 fn memory_gib(vmi: &DynamicObject) -> f64 {
     let q = str_at(&vmi.data, "/spec/domain/memory/guest")
         .or_else(|| str_at(&vmi.data, "/spec/domain/resources/requests/memory"))
-        .and_then(util::quantity)
-        .unwrap_or(0.0);
+        .and_then(|q| Quantity::parse(q).ok())
+        .map_or(0.0, Quantity::as_f64);
     q / (1024.0 * 1024.0 * 1024.0)
 }
 

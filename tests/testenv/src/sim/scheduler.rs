@@ -9,9 +9,11 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::Store;
 use serde_json::Value;
+use wukong_model::Quantity;
+use wukong_model::selector::Operator;
 
 use super::Ctx;
-use super::util::{quantity, str_at};
+use super::util::str_at;
 use crate::error::Result;
 
 /// What the scheduler places from: watch caches of every Node and VMI, as kube-scheduler's
@@ -81,9 +83,10 @@ pub fn requests(vmi: &Value) -> Request {
     Request { cpu, memory }
 }
 
+/// A quantity written as a string (`500m`, `2Gi`) or a bare JSON number, in base units.
 fn quantity_of(v: &Value) -> Option<f64> {
     match v {
-        Value::String(s) => quantity(s),
+        Value::String(s) => Quantity::parse(s).ok().map(Quantity::as_f64),
         other => other.as_f64(),
     }
 }
@@ -185,8 +188,8 @@ pub async fn pick(
                 .allocatable
                 .as_ref()
                 .and_then(|a| a.get(k))
-                .and_then(|q| quantity(&q.0))
-                .unwrap_or(0.0)
+                .and_then(|q| Quantity::parse(&q.0).ok())
+                .map_or(0.0, Quantity::as_f64)
         };
         let u = used.get(&name).copied().unwrap_or_default();
         let untolerated = spec.taints.iter().flatten().any(|t| {
@@ -262,19 +265,18 @@ fn tolerated(
 fn term_matches(term: &Value, name: &str, labels: &BTreeMap<String, String>) -> bool {
     let exprs = term.get("matchExpressions").and_then(Value::as_array);
     let fields = term.get("matchFields").and_then(Value::as_array);
+    // Kubernetes' requirement evaluation (`Gt` and `Lt` included; an unknown operator
+    // matches nothing), on a label for `matchExpressions`, on the node's name for
+    // `matchFields`.
     let check = |e: &Value, actual: Option<&str>| {
         let values: Vec<&str> = e
             .get("values")
             .and_then(Value::as_array)
             .map(|vs| vs.iter().filter_map(Value::as_str).collect())
             .unwrap_or_default();
-        match str_at(e, "/operator").unwrap_or("") {
-            "In" => actual.is_some_and(|a| values.contains(&a)),
-            "NotIn" => !actual.is_some_and(|a| values.contains(&a)),
-            "Exists" => actual.is_some(),
-            "DoesNotExist" => actual.is_none(),
-            _ => false,
-        }
+        str_at(e, "/operator")
+            .and_then(Operator::from_api_name)
+            .is_some_and(|op| op.admits(actual, &values))
     };
     exprs.into_iter().flatten().all(|e| {
         let key = str_at(e, "/key").unwrap_or("");
@@ -283,4 +285,34 @@ fn term_matches(term: &Value, name: &str, labels: &BTreeMap<String, String>) -> 
         let actual = (str_at(e, "/key") == Some("metadata.name")).then_some(name);
         check(e, actual)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn node_selector_terms_match_labels_and_the_node_name() {
+        let labels = BTreeMap::from([
+            ("zone".to_owned(), "a".to_owned()),
+            ("cores".to_owned(), "8".to_owned()),
+        ]);
+        let term = |t: Value| term_matches(&t, "node-1", &labels);
+        assert!(term(json!({"matchExpressions": [
+            {"key": "zone", "operator": "In", "values": ["a", "b"]},
+            {"key": "gpu", "operator": "DoesNotExist"},
+            {"key": "cores", "operator": "Gt", "values": ["4"]}]})));
+        assert!(!term(
+            json!({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]})
+        ));
+        assert!(!term(
+            json!({"matchExpressions": [{"key": "zone", "operator": "Bogus"}]})
+        ));
+        assert!(term(json!({"matchFields": [
+            {"key": "metadata.name", "operator": "In", "values": ["node-1"]}]})));
+        assert!(!term(json!({"matchFields": [
+            {"key": "metadata.name", "operator": "NotIn", "values": ["node-1"]}]})));
+    }
 }

@@ -12,8 +12,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
+use wukong_model::Quantity;
 
-use super::util::{self, ok_unless_conflict, quantity, str_at};
+use super::util::{self, ok_unless_conflict, str_at};
 use super::{Ctx, cdi};
 use crate::error::{Error, Result};
 
@@ -154,7 +155,10 @@ async fn grow(
         .and_then(|c| c.get("storage"))
         .map(|q| q.0.clone())
         .unwrap_or_default();
-    let (Some(want), have) = (quantity(request), quantity(&capacity).unwrap_or(0.0)) else {
+    let (Ok(want), have) = (
+        Quantity::parse(request),
+        Quantity::parse(&capacity).unwrap_or(Quantity::ZERO),
+    ) else {
         return Ok(Action::await_change());
     };
     if want <= have {
