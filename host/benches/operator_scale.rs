@@ -4,6 +4,7 @@
 //! tests/build-plugins.sh
 //! KUBEBUILDER_ASSETS=~/.cache/wukong/assets cargo bench -p wukong --bench operator_scale
 //! KUBEBUILDER_ASSETS=~/.cache/wukong/assets cargo bench -p wukong --bench operator_scale -- --wukongs 10000
+//! KUBEBUILDER_ASSETS=~/.cache/wukong/assets cargo bench -p wukong --bench operator_scale -- --debounce-ms 1000
 //! ```
 //!
 //! As a user would run it: the real apiserver, the zero-delay KubeVirt simulator with 20 big
@@ -46,16 +47,20 @@ use wukong_testenv::{SimConfig, Simulator, TestEnv};
 /// Requests in flight at once from the bench's own clients.
 const CREATORS: usize = 64;
 
-fn config(plugins: &Path) -> String {
+fn config(plugins: &Path, debounce_ms: Option<u64>) -> String {
     let example = include_str!("../../examples/wukong.toml");
-    // The shipped config as is, on this build's plugins, with quick migrations off the path.
-    format!(
-        "{}\n",
-        example.replace(
-            "dir = \"../target/wasm32-wasip2/plugin\"",
-            &format!("dir = \"{}\"", plugins.display())
-        )
-    )
+    // The shipped config as is, on this build's plugins (and the debounce asked for).
+    let mut config = example.replace(
+        "dir = \"../target/wasm32-wasip2/plugin\"",
+        &format!("dir = \"{}\"", plugins.display()),
+    );
+    if let Some(ms) = debounce_ms {
+        config = config.replace(
+            "[controller]\n",
+            &format!("[controller]\ndebounceMs = {ms}\n"),
+        );
+    }
+    format!("{config}\n")
 }
 
 fn wukong(name: &str) -> Wukong {
@@ -223,9 +228,12 @@ fn free_port() -> anyhow::Result<u16> {
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
     let mut count = 1_000usize;
+    let mut debounce_ms = None;
     while let Some(arg) = args.next() {
-        if arg == "--wukongs" {
-            count = args.next().and_then(|n| n.parse().ok()).unwrap_or(count);
+        match arg.as_str() {
+            "--wukongs" => count = args.next().and_then(|n| n.parse().ok()).unwrap_or(count),
+            "--debounce-ms" => debounce_ms = args.next().and_then(|n| n.parse().ok()),
+            _ => {}
         }
     }
     let env = TestEnv::start().await?;
@@ -243,7 +251,10 @@ async fn main() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/wasm32-wasip2/plugin");
-    std::fs::write(dir.path().join("wukong.toml"), config(&plugins))?;
+    std::fs::write(
+        dir.path().join("wukong.toml"),
+        config(&plugins, debounce_ms),
+    )?;
     let port = free_port()?;
     let log = std::fs::File::create(dir.path().join("operator.log"))?;
     let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_wukong"))
@@ -344,7 +355,8 @@ async fn main() -> anyhow::Result<()> {
     let ceiling_all = ceiling / cluster_writes.max(1.0);
 
     println!(
-        "operator scale benchmark: {count} Wukongs (1 blank Longhorn disk + 1 Multus network each), 20 nodes"
+        "operator scale benchmark: {count} Wukongs (1 blank Longhorn disk + 1 Multus network each), 20 nodes, debounce {} ms",
+        debounce_ms.map_or_else(|| "250 (default)".to_owned(), |ms| ms.to_string())
     );
     println!(
         "  created in                             {:>10.1} s",

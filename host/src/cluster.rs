@@ -5,9 +5,11 @@
 mod apply;
 mod cache;
 mod kinds;
+mod own_writes;
 mod reader;
 
 pub use apply::{Applier, ApplyError, ApplyStats, Owner, is_subset};
 pub use cache::{CacheStats, ObjectCache};
 pub use kinds::{Kind, Kinds};
+pub use own_writes::OwnWrites;
 pub use reader::{LiveReader, ReadVersions};

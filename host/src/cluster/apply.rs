@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use serde_json::{Value, json};
 
-use super::{Kinds, ReadVersions};
+use super::{Kinds, OwnWrites, ReadVersions};
 use crate::plugin::ownership::{self, Claimant, Verdict};
 use crate::plugin::types::{ObjectRef, SubresourceCall};
 
@@ -89,6 +89,8 @@ impl Owner {
 pub struct Applier {
     kinds: Kinds,
     pub stats: Arc<ApplyStats>,
+    /// The versions its applies returned, so their watch events wake nobody.
+    pub own_writes: Arc<OwnWrites>,
 }
 
 impl Applier {
@@ -96,6 +98,7 @@ impl Applier {
         Self {
             kinds,
             stats: Arc::default(),
+            own_writes: Arc::default(),
         }
     }
 
@@ -255,7 +258,8 @@ impl Applier {
             object["metadata"]["resourceVersion"] = json!(read);
         }
         let params = PatchParams::apply(manager).force();
-        self.api(&kind, &owner.namespace)
+        let written = self
+            .api(&kind, &owner.namespace)
             .patch(&name, &params, &Patch::Apply(&object))
             .await
             .map_err(|source| match (&source, read) {
@@ -266,6 +270,7 @@ impl Applier {
                 },
                 _ => ApplyError::Api { what, source },
             })?;
+        self.own_writes.note(&written);
         self.stats.applies.fetch_add(1, Ordering::Relaxed);
         Ok(true)
     }

@@ -599,6 +599,11 @@ async fn write_status(
             &Patch::Apply(&patch),
         )
         .await?;
+    // The metrics follow what the operator wrote: its own write wakes no reconcile that
+    // would read it back (see `controller::run`).
+    let uid = wukong.uid().unwrap_or_default();
+    ctx.metrics.observe_status(&uid, Some(&status));
+    ctx.metrics.observe_phase(&uid, status.phase);
     ctx.known.remember_written(written);
     Ok(())
 }

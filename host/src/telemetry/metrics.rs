@@ -11,7 +11,7 @@
 //! | `wukong_migrations_total`, `wukong_migration_duration_seconds` | `trigger` (`manual` or the policy trigger), `phase` | finished migrations, from `status.migrationStatus` |
 //! | `wukong_leader` | | 1 while this replica leads |
 //! | `wukong_kube_requests_total` | `verb`, `resource` | the operator's requests to the apiserver (`telemetry::requests`) |
-//! | `wukong_reconcile_triggers_total` | `source` | what asked for a reconcile: a watched kind's change, the Wukong's own (`Wukong/own-write`: the operator's own status write coming back, counted but waking nobody), a plugin's requeue hint, a retry (several triggers within the debounce make one reconcile) |
+//! | `wukong_reconcile_triggers_total` | `source` | what asked for a reconcile: a watched kind's change, the Wukong's own (`Wukong/own-write`: the operator's own status write coming back, counted but waking nobody; `own-object-write` likewise for the objects it applies), a plugin's requeue hint, a retry (several triggers within the debounce make one reconcile) |
 //!
 //! Actions and migrations are counted by the replica that sees them finish (their
 //! timestamps are after it started), so a new leader does not count its predecessor's.

@@ -217,7 +217,10 @@ mod tests {
             (volume.claim_name.as_str(), volume.phase.as_str()),
             ("vm1-root-egsh6yjvhj", "Pending")
         );
-        assert_eq!(outcome.effects.requeue_after_ms, Some(5_000));
+        assert_eq!(
+            outcome.effects.requeue_after_ms,
+            Some(wukong_plugin_sdk::disks::REQUEUE_MS)
+        );
         assert_eq!(condition(&outcome, "VolumesBound").0, "False");
     }
 

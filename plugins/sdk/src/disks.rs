@@ -72,8 +72,11 @@ const BIND_IMMEDIATE_ANNOTATION: &str = "cdi.kubevirt.io/storage.bind.immediate.
 pub const VOLUMES_BOUND: &str = "VolumesBound";
 /// The condition saying every disk has the size its spec asks for (or is growing to it).
 pub const DISKS_RESIZED: &str = "DisksResized";
-/// How soon to look again while a volume is not bound.
-const REQUEUE_MS: u64 = 5_000;
+/// How soon to look again while a volume is not bound. NB: a backstop only: a claim or
+/// DataVolume the plugin made carries the Wukong's label, so its changes wake the step at
+/// once; this covers an `existingClaim` (the user's, unlabelled). At 5 s, a thousand
+/// Wukongs created at once each polled while their claims waited to bind.
+pub const REQUEUE_MS: u64 = 30_000;
 
 /// What a backend decides about its claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
