@@ -15,6 +15,7 @@ mod limits;
 mod loader;
 pub mod ownership;
 mod sandbox;
+mod world;
 
 pub use bindings::v0_1_0::types;
 pub use cache::{CodeCache, CodeSource};
