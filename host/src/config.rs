@@ -318,9 +318,6 @@ impl HostConfig {
     }
 }
 
-/// The config key of a step: `network`, `storage`, ...
-pub use crate::plugin::step_name;
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,7 +43,7 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("{0}")]
     Apply(#[from] crate::cluster::ApplyError),
-    #[error("{} step failed: {}", crate::config::step_name(.0.step), .0.message)]
+    #[error("{} step failed: {}", .0.step.as_str(), .0.message)]
     Step(StepFailure),
     #[error("finalizer: {0}")]
     Finalizer(String),

@@ -15,6 +15,7 @@ mod limits;
 mod loader;
 pub mod ownership;
 mod sandbox;
+mod world;
 
 pub use bindings::v0_1_0::types;
 pub use cache::{CodeCache, CodeSource};
@@ -46,16 +47,6 @@ pub trait ClusterReader: Send + Sync {
     ) -> Result<Vec<String>, String>;
 }
 
-/// A step's name as the contract and the config spell it: `network`, `storage`, ...
-pub fn step_name(step: types::StepKind) -> &'static str {
-    match step {
-        types::StepKind::Network => "network",
-        types::StepKind::Storage => "storage",
-        types::StepKind::Lifecycle => "lifecycle",
-        types::StepKind::Migration => "migration",
-    }
-}
-
 impl types::StepKind {
     /// Every step, in pipeline order.
     pub const ALL: [Self; 4] = [
@@ -64,11 +55,22 @@ impl types::StepKind {
         Self::Lifecycle,
         Self::Migration,
     ];
+
+    /// The step's name as the contract, the config and the metrics spell it: `network`,
+    /// `storage`, ... The one spelling: `Display` and every caller use it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Network => "network",
+            Self::Storage => "storage",
+            Self::Lifecycle => "lifecycle",
+            Self::Migration => "migration",
+        }
+    }
 }
 
 impl std::fmt::Display for types::StepKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(step_name(*self))
+        f.write_str(self.as_str())
     }
 }
 

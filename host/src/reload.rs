@@ -38,7 +38,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource};
 
 use crate::config::watch::FileWatch;
-use crate::config::{Backends, CONFIG_MAP_KEY, ConfigError, HostConfig, step_name};
+use crate::config::{Backends, CONFIG_MAP_KEY, ConfigError, HostConfig};
 use crate::plugin::types::StepKind;
 
 /// How often the files are looked at; a change is loaded once it looked the same twice
@@ -375,7 +375,7 @@ fn summary(backends: &Backends) -> BTreeMap<String, String> {
         StepKind::Lifecycle,
         StepKind::Migration,
     ] {
-        let step_key = step_name(step);
+        let step_key = step.as_str();
         if let Some(default) = backends.get(step, None) {
             summary.insert(format!("{step_key}.default"), default.name.clone());
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::budget::{self, MemoryBudget};
-use super::{ConfigError, Grants, HostConfig, step_name};
+use super::{ConfigError, Grants, HostConfig};
 use crate::oci::{self, OciSettings, PluginReference};
 use crate::plugin::types::StepKind;
 use crate::plugin::{CodeCache, Plugin, Runtime};
@@ -61,7 +61,7 @@ impl Backends {
         for (step, section) in config.sections() {
             let mut backends = BTreeMap::new();
             for (name, backend) in &section.backends {
-                let key = format!("{}.{name}", step_name(step));
+                let key = format!("{}.{name}", step.as_str());
                 let invalid = |key: String, message: String| ConfigError::Invalid {
                     origin: origin.to_owned(),
                     key,
@@ -117,7 +117,7 @@ impl Backends {
                 .default
                 .clone()
                 .or_else(|| backends.keys().next().cloned());
-            steps.insert(step_name(step).to_owned(), (default, backends));
+            steps.insert(step.as_str().to_owned(), (default, backends));
         }
         check_memory_budget(config, origin, &runtime, &steps)?;
         Ok(Self {
@@ -130,21 +130,21 @@ impl Backends {
     /// The backend for a step: the named one, or the step's default. `None` when the
     /// step has no backend configured (the step is skipped) or the name is unknown.
     pub fn get(&self, step: StepKind, name: Option<&str>) -> Option<&Arc<Backend>> {
-        let (default, backends) = self.steps.get(step_name(step))?;
+        let (default, backends) = self.steps.get(step.as_str())?;
         backends.get(name.or(default.as_deref())?)
     }
 
     /// Whether a step has any backend.
     pub fn has_step(&self, step: StepKind) -> bool {
         self.steps
-            .get(step_name(step))
+            .get(step.as_str())
             .is_some_and(|(_, b)| !b.is_empty())
     }
 
     /// The names of a step's backends, for error messages.
     pub fn names(&self, step: StepKind) -> Vec<String> {
         self.steps
-            .get(step_name(step))
+            .get(step.as_str())
             .map(|(_, b)| b.keys().cloned().collect())
             .unwrap_or_default()
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::api::PluginRecord;
-use crate::config::{Backend, Backends, step_name};
+use crate::config::{Backend, Backends};
 use crate::plugin::types::{self, Action, Condition, Event, StepKind, Upstream};
 use crate::plugin::{ClusterReader, Outcome, Phase, StepRequest, StepStatus};
 use crate::telemetry::Metrics;
@@ -80,7 +80,7 @@ pub async fn call(
     let id = plugin.id.to_string();
     let metrics = Metrics::global();
     let label = PluginLabel {
-        step: step_name(step),
+        step: step.as_str(),
         phase: phase.name(),
         name: &backend.plugin.manifest.name,
         version: &backend.plugin.manifest.version,
@@ -165,10 +165,10 @@ pub fn backend_for(
             message: match name {
                 Some(name) => format!(
                     "{} backend {name:?} is not configured (configured: {})",
-                    step_name(step),
+                    step.as_str(),
                     backends.names(step).join(", ")
                 ),
-                None => format!("no {} backend is configured", step_name(step)),
+                None => format!("no {} backend is configured", step.as_str()),
             },
             transient: false,
         })
@@ -177,7 +177,7 @@ pub fn backend_for(
 /// The status record of a backend.
 pub fn record(step: StepKind, backend: &Backend) -> PluginRecord {
     PluginRecord {
-        step: step_name(step).to_owned(),
+        step: step.as_str().to_owned(),
         backend: backend.name.clone(),
         name: backend.plugin.manifest.name.clone(),
         version: backend.plugin.manifest.version.clone(),

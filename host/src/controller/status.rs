@@ -5,7 +5,6 @@ use crate::api::{
     LifecycleState, MigrationStatus, NetworkStatus, VolumeStatus, WukongCondition, WukongPhase,
     WukongStatus,
 };
-use crate::config::step_name;
 use crate::plugin::types::{Condition, LifecyclePhase, StepKind};
 
 use super::pipeline::{PipelineResult, StepFailure};
@@ -80,7 +79,7 @@ pub fn build(
                 &reason_of(&f.reason),
                 &format!(
                     "{} step, plugin {}: {}",
-                    step_name(f.step),
+                    f.step.as_str(),
                     f.plugin,
                     f.message
                 ),
@@ -89,7 +88,7 @@ pub fn build(
                 READY,
                 false,
                 "StepFailed",
-                &format!("the {} step failed", step_name(f.step)),
+                &format!("the {} step failed", f.step.as_str()),
             ));
         }
         None => set(condition(STEP_FAILED, false, "AllStepsSucceeded", "")),
@@ -154,7 +153,7 @@ pub fn build(
     for record in &previous.plugins {
         let step_reported = StepKind::ALL
             .iter()
-            .any(|s| step_name(*s) == record.step && result.reported(*s));
+            .any(|s| s.as_str() == record.step && result.reported(*s));
         let replaced = plugins
             .iter()
             .any(|p| p.step == record.step && p.backend == record.backend);

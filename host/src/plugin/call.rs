@@ -5,15 +5,12 @@ use std::sync::Arc;
 
 use wasmtime::{Store, Trap};
 
-use super::loader::PluginPre;
-use super::sandbox::{CallState, Violation};
+use super::sandbox::{self, CallState, Violation};
 use super::types::{Effects, StepError};
+use super::world::Raw;
 use super::{
-    CallError, CallFailure, ClusterReader, Outcome, Phase, Plugin, StepRequest, StepStatus, engine,
-    guard,
+    CallError, CallFailure, ClusterReader, Outcome, Phase, Plugin, StepRequest, StepStatus, guard,
 };
-
-type Raw<T> = wasmtime::Result<Result<T, StepError>>;
 
 impl Plugin {
     /// Runs one step call in a fresh instance and checks its outcome.
@@ -29,19 +26,15 @@ impl Plugin {
         let wukong = &request.context.wukong;
         // Cluster-scoped objects belong to the backend: `storage/longhorn`.
         let backend = format!("{}/{}", self.step(), request.context.backend);
-        let state = CallState::new(
+        let mut store = sandbox::new_store(
+            &self.engine,
             &self.limits,
             Arc::clone(&self.id),
             Arc::clone(&self.reads),
             wukong.namespace.clone(),
             Arc::clone(&reader),
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| s);
-        store
-            .set_fuel(self.limits.fuel)
-            .map_err(|e| fail(CallFailure::Instantiate(e.to_string())))?;
-        store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline()));
+        )
+        .map_err(|e| fail(CallFailure::Instantiate(e.to_string())))?;
 
         let raw = self.invoke(&mut store, request);
         store.data().flush_output();
@@ -80,24 +73,16 @@ impl Plugin {
             failure: CallFailure::Instantiate(format!("{e:#}")),
         };
         let reader: Arc<dyn ClusterReader> = Arc::new(super::loader::NoCluster);
-        let state = CallState::new(
+        let mut store = sandbox::new_store(
+            &self.engine,
             &self.limits,
             Arc::clone(&self.id),
             Arc::clone(&self.reads),
             String::new(),
             reader,
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| s);
-        store.set_fuel(self.limits.fuel).map_err(fail)?;
-        store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline()));
-        match &self.pre {
-            PluginPre::Network(p) => p.instantiate(&mut store).map(drop),
-            PluginPre::Storage(p) => p.instantiate(&mut store).map(drop),
-            PluginPre::Lifecycle(p) => p.instantiate(&mut store).map(drop),
-            PluginPre::Migration(p) => p.instantiate(&mut store).map(drop),
-        }
-        .map_err(fail)
+        )
+        .map_err(fail)?;
+        self.pre.instantiate_only(&mut store).map_err(fail)
     }
 
     fn invoke(
@@ -106,49 +91,13 @@ impl Plugin {
         request: StepRequest<'_>,
     ) -> Raw<(Effects, StepStatus)> {
         let (ctx, up) = (request.context, request.upstream);
-        let finalized = |r: Result<Effects, StepError>| r.map(|e| (e, StepStatus::Finalized));
-        Ok(match (&self.pre, request.phase) {
-            (PluginPre::Network(p), Phase::Reconcile) => p
-                .instantiate(&mut *store)?
-                .wukong_plugin_network()
-                .call_reconcile(&mut *store, ctx, up)?
-                .map(|o| (o.effects, StepStatus::Networks(o.attachments))),
-            (PluginPre::Network(p), Phase::Finalize) => finalized(
-                p.instantiate(&mut *store)?
-                    .wukong_plugin_network()
-                    .call_finalize(&mut *store, ctx, up)?,
-            ),
-            (PluginPre::Storage(p), Phase::Reconcile) => p
-                .instantiate(&mut *store)?
-                .wukong_plugin_storage()
-                .call_reconcile(&mut *store, ctx, up)?
-                .map(|o| (o.effects, StepStatus::Volumes(o.volumes))),
-            (PluginPre::Storage(p), Phase::Finalize) => finalized(
-                p.instantiate(&mut *store)?
-                    .wukong_plugin_storage()
-                    .call_finalize(&mut *store, ctx, up)?,
-            ),
-            (PluginPre::Lifecycle(p), Phase::Reconcile) => p
-                .instantiate(&mut *store)?
-                .wukong_plugin_lifecycle()
-                .call_reconcile(&mut *store, ctx, up)?
-                .map(|o| (o.effects, StepStatus::Lifecycle(o.status))),
-            (PluginPre::Lifecycle(p), Phase::Finalize) => finalized(
-                p.instantiate(&mut *store)?
-                    .wukong_plugin_lifecycle()
-                    .call_finalize(&mut *store, ctx, up)?,
-            ),
-            (PluginPre::Migration(p), Phase::Reconcile) => p
-                .instantiate(&mut *store)?
-                .wukong_plugin_migration()
-                .call_reconcile(&mut *store, ctx, up)?
-                .map(|o| (o.effects, StepStatus::Migration(o.status))),
-            (PluginPre::Migration(p), Phase::Finalize) => finalized(
-                p.instantiate(&mut *store)?
-                    .wukong_plugin_migration()
-                    .call_finalize(&mut *store, ctx, up)?,
-            ),
-        })
+        match request.phase {
+            Phase::Reconcile => self.pre.reconcile(store, ctx, up),
+            Phase::Finalize => Ok(self
+                .pre
+                .finalize(store, ctx, up)?
+                .map(|effects| (effects, StepStatus::Finalized))),
+        }
     }
 
     /// Turns a trap or host error into the failure a user can act on.

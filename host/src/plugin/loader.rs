@@ -5,12 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
+use wasmtime::Engine;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Engine, Store};
 
-use super::bindings::v0_1_0::{imports, lifecycle, migration, network, storage};
-use super::sandbox::CallState;
+use super::bindings::v0_1_0::imports;
+use super::sandbox::{self, CallState};
 use super::types::{KindRef, PluginManifest, StepKind};
+use super::world::{self, StepWorld};
 use super::{CodeCache, CodeSource, ContractInfo, LoadError, RuntimeLimits, contract, engine};
 
 /// The engine, the linker and the limits, shared by every plugin.
@@ -19,14 +20,6 @@ pub struct Runtime {
     pub(crate) linker: Linker<CallState>,
     pub(crate) limits: Arc<RuntimeLimits>,
     cache: Option<CodeCache>,
-}
-
-/// A pre-linked plugin of one world: instantiating it is a cheap copy.
-pub(crate) enum PluginPre {
-    Network(network::NetworkPluginPre<CallState>),
-    Storage(storage::StoragePluginPre<CallState>),
-    Lifecycle(lifecycle::LifecyclePluginPre<CallState>),
-    Migration(migration::MigrationPluginPre<CallState>),
 }
 
 /// A loaded, validated plugin, ready to call.
@@ -43,7 +36,8 @@ pub struct Plugin {
     /// Bytes of compiled code the host keeps in memory for it.
     pub code_bytes: usize,
     pub(crate) reads: Arc<[KindRef]>,
-    pub(crate) pre: PluginPre,
+    /// Pre-linked as its world: instantiating it is a cheap copy.
+    pub(crate) pre: Box<dyn StepWorld>,
     pub(crate) engine: Engine,
     pub(crate) limits: Arc<RuntimeLimits>,
     config_schema: serde_json::Value,
@@ -115,23 +109,9 @@ impl Runtime {
             .linker
             .instantiate_pre(&component)
             .map_err(compile_error)?;
-        let pre = match info.step {
-            StepKind::Network => {
-                network::NetworkPluginPre::new(instance_pre).map(PluginPre::Network)
-            }
-            StepKind::Storage => {
-                storage::StoragePluginPre::new(instance_pre).map(PluginPre::Storage)
-            }
-            StepKind::Lifecycle => {
-                lifecycle::LifecyclePluginPre::new(instance_pre).map(PluginPre::Lifecycle)
-            }
-            StepKind::Migration => {
-                migration::MigrationPluginPre::new(instance_pre).map(PluginPre::Migration)
-            }
-        }
-        .map_err(compile_error)?;
+        let pre = world::prepare(info.step, instance_pre).map_err(compile_error)?;
         let manifest = self
-            .describe(&pre)
+            .describe(pre.as_ref())
             .map_err(|e| LoadError::InvalidManifest {
                 path: path.to_owned(),
                 reason: format!("describe failed: {e:#}"),
@@ -159,36 +139,16 @@ impl Runtime {
         })
     }
 
-    fn describe(&self, pre: &PluginPre) -> wasmtime::Result<PluginManifest> {
-        let state = CallState::new(
+    fn describe(&self, pre: &dyn StepWorld) -> wasmtime::Result<PluginManifest> {
+        let mut store = sandbox::new_store(
+            &self.engine,
             &self.limits,
             "loading".into(),
             Arc::from([]),
             String::new(),
             Arc::new(NoCluster),
-        );
-        let mut store = Store::new(&self.engine, state);
-        store.limiter(|s| s);
-        store.set_fuel(self.limits.fuel)?;
-        store.set_epoch_deadline(engine::deadline_ticks(self.limits.deadline()));
-        let manifest = match pre {
-            PluginPre::Network(p) => p
-                .instantiate(&mut store)?
-                .wukong_plugin_manifest()
-                .call_describe(&mut store),
-            PluginPre::Storage(p) => p
-                .instantiate(&mut store)?
-                .wukong_plugin_manifest()
-                .call_describe(&mut store),
-            PluginPre::Lifecycle(p) => p
-                .instantiate(&mut store)?
-                .wukong_plugin_manifest()
-                .call_describe(&mut store),
-            PluginPre::Migration(p) => p
-                .instantiate(&mut store)?
-                .wukong_plugin_manifest()
-                .call_describe(&mut store),
-        };
+        )?;
+        let manifest = pre.describe(&mut store)?;
         store.data().flush_output();
         manifest
     }

@@ -1,14 +1,15 @@
-//! The state of one call's store: WASI that grants nothing, the resource limiter, the
-//! scoped `cluster` import with its call cap, and the `log` import.
+//! One call's store, made in one place, and its state: WASI that grants nothing, the
+//! resource limiter, the scoped `cluster` import with its call cap, and the `log` import.
 
 use std::sync::Arc;
 
-use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::v0_1_0::imports::wukong::plugin::{cluster, log};
+use super::engine::deadline_ticks;
 use super::types::{KindRef, Level, ObjectRef};
 use super::{ClusterReader, RuntimeLimits};
 
@@ -42,8 +43,27 @@ pub(crate) struct CallState {
     pub(crate) violation: Option<Violation>,
 }
 
+/// A fresh store for one call (or one `describe`), under every limit: the resource
+/// limiter, the fuel budget and the wall-clock deadline. Every store is made here, so no
+/// caller can forget one of them.
+pub(crate) fn new_store(
+    engine: &Engine,
+    limits: &RuntimeLimits,
+    plugin: Arc<str>,
+    reads: Arc<[KindRef]>,
+    namespace: String,
+    reader: Arc<dyn ClusterReader>,
+) -> wasmtime::Result<Store<CallState>> {
+    let state = CallState::new(limits, plugin, reads, namespace, reader);
+    let mut store = Store::new(engine, state);
+    store.limiter(|s| s);
+    store.set_fuel(limits.fuel)?;
+    store.set_epoch_deadline(deadline_ticks(limits.deadline()));
+    Ok(store)
+}
+
 impl CallState {
-    pub(crate) fn new(
+    fn new(
         limits: &RuntimeLimits,
         plugin: Arc<str>,
         reads: Arc<[KindRef]>,

@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::config::Grants;
-use crate::plugin::types::StepKind;
 use crate::plugin::{CodeSource, Plugin};
 
 #[derive(Debug, clap::Args)]
@@ -73,7 +72,7 @@ impl Inspection {
     pub fn of(plugin: &Plugin) -> Self {
         let manifest = &plugin.manifest;
         let asked = Grants::asked_by(&manifest.capabilities);
-        let step = step_name(plugin.contract.step);
+        let step = plugin.contract.step.as_str();
         Self {
             name: manifest.name.clone(),
             version: manifest.version.clone(),
@@ -143,15 +142,6 @@ impl Inspection {
             text.push('\n');
         }
         text
-    }
-}
-
-fn step_name(step: StepKind) -> &'static str {
-    match step {
-        StepKind::Network => "network",
-        StepKind::Storage => "storage",
-        StepKind::Lifecycle => "lifecycle",
-        StepKind::Migration => "migration",
     }
 }
 

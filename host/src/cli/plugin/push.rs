@@ -8,7 +8,6 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 
 use crate::oci::{self, OciSettings, PluginReference};
-use crate::plugin::step_name;
 
 #[derive(Debug, clap::Args)]
 pub struct PushArgs {
@@ -53,7 +52,7 @@ pub fn run(args: &PushArgs) -> anyhow::Result<ExitCode> {
         ),
         (
             "dev.novasphere.wukong.step".into(),
-            step_name(plugin.step()).into(),
+            plugin.step().as_str().into(),
         ),
         (
             "dev.novasphere.wukong.contract".into(),
