@@ -22,7 +22,8 @@
 //! # Transport
 //! HTTPS, except plain HTTP for loopback registries (`localhost`, `127.0.0.0/8`)
 //! and for registries listed in `[oci] plainHttpRegistries`. Credentials as Docker finds
-//! them (`auth`: the auth file, credential helpers), anonymous when none names the registry.
+//! them (the `auth` module: the auth file, credential helpers), anonymous when none names
+//! the registry.
 //!
 //! # Signatures
 //! With a public key (`[oci] verifyKey`, or a backend's own `verifyKey`), a plugin loads

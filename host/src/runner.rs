@@ -96,7 +96,6 @@ mod compare;
 mod error;
 mod fixture;
 mod input;
-mod live;
 mod record;
 
 pub use case::{Case, CaseReport, Expect, Report, run_case, run_case_file, run_dir};
@@ -106,7 +105,6 @@ pub use fixture::FixtureCluster;
 pub use input::{
     DEFAULT_NOW, DEFAULT_UID, DELETION_TIMESTAMP, Input, Prepared, outcome_to_value, parse_yaml,
 };
-pub use live::LiveCluster;
 pub use record::{
     GetRequest, ListRequest, ReadAnswer, ReadRequest, RecordedRead, Recording, Replay,
 };

@@ -1,6 +1,7 @@
 //! The isolation runner, through its Rust API and through the `wukong plugin` commands,
 //! with the hostile test plugin: its `mode` config picks a behaviour, and `delete-unowned`
 //! makes the host read the cluster (the guard checks who owns what the plugin deletes).
+//! `--record` from a live cluster runs against a real apiserver.
 
 mod support;
 
@@ -8,12 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
+use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use wukong::plugin::{Plugin, Runtime, RuntimeLimits};
+use wukong::cluster::{Kinds, LiveReader};
+use wukong::plugin::types::{KindRef, ObjectRef};
+use wukong::plugin::{ClusterReader, Plugin, Runtime, RuntimeLimits};
 use wukong::runner::{
     self, DEFAULT_UID, FixtureCluster, Input, Recording, Replay, RunnerError, outcome_to_value,
 };
+use wukong_testenv::TestEnv;
 
 const OWNED_PVC: &str = r#"
 apiVersion: v1
@@ -50,15 +56,19 @@ fn cases(which: &str) -> PathBuf {
 
 /// The real binary, with its compiled-code cache in the test's scratch folder.
 fn wukong(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_wukong"))
+    command(args).output().expect("run wukong")
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wukong"));
+    command
         .args(args)
         .env(
             "WUKONG_CACHE",
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("wukong-cache"),
         )
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run wukong")
+        .env("RUST_LOG", "warn");
+    command
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -247,16 +257,7 @@ fn a_recording_replays_offline_to_the_same_outcome() {
     let dir = tempfile::tempdir().expect("tempdir");
     let file = dir.path().join("reads.yaml");
     recording.save(&file).expect("save");
-    let saved: Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&file).expect("read")).expect("YAML");
-    assert_eq!(
-        saved["reads"][0]["get"],
-        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": "tenant-a", "name": "someone-elses-disk"})
-    );
-    assert_eq!(
-        saved["reads"][0]["object"]["metadata"]["ownerReferences"][0]["uid"],
-        DEFAULT_UID
-    );
+    assert_records_the_owned_claim(&file);
 
     let replayed = runner::run(
         plugin(),
@@ -266,12 +267,36 @@ fn a_recording_replays_offline_to_the_same_outcome() {
     .expect("replayed call");
     assert_eq!(replayed, recorded);
 
-    // And through the CLI: `--record` (from fixtures here, no live cluster in this test),
-    // then `--replay` with no cluster at all.
+    // And through the CLI: `--record` from fixtures (no live cluster in this test).
+    record_and_replay(|record, dir| {
+        let fixtures = dir.join("cluster.yaml");
+        std::fs::write(&fixtures, OWNED_PVC).expect("write");
+        record.arg("--cluster").arg(fixtures);
+    });
+}
+
+/// The recording of a `delete-unowned` call: the guard's read of the claim, owned by the
+/// Wukong.
+fn assert_records_the_owned_claim(file: &Path) {
+    let saved: Value =
+        serde_yaml::from_str(&std::fs::read_to_string(file).expect("read")).expect("YAML");
+    assert_eq!(
+        saved["reads"][0]["get"],
+        json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": "tenant-a", "name": "someone-elses-disk"})
+    );
+    assert_eq!(
+        saved["reads"][0]["object"]["metadata"]["ownerReferences"][0]["uid"],
+        DEFAULT_UID
+    );
+}
+
+/// `wukong plugin run` in `delete-unowned` mode with `--record`, its reads answered as
+/// `source` arranges (given the scratch folder), then `--replay` of the recording with no
+/// cluster at all: both print the same outcome.
+fn record_and_replay(source: impl FnOnce(&mut Command, &Path)) {
     let dir = scratch(&[
         ("w.yaml", &serde_yaml::to_string(&manifest()).expect("yaml")),
         ("c.yaml", "mode: delete-unowned\n"),
-        ("cluster.yaml", OWNED_PVC),
     ]);
     let wasm = support::plugin_wasm("hostile-plugin").display().to_string();
     let (w, c, rec) = (
@@ -280,18 +305,91 @@ fn a_recording_replays_offline_to_the_same_outcome() {
         arg(&dir, "rec.yaml"),
     );
     let base = ["plugin", "run", &wasm, "--wukong", &w, "--config", &c];
-    let record = wukong(
-        &[
-            &base[..],
-            &["--cluster", &arg(&dir, "cluster.yaml"), "--record", &rec],
-        ]
-        .concat(),
-    );
+    let mut record = command(&[&base[..], &["--record", &rec]].concat());
+    source(&mut record, dir.path());
+    let record = record.output().expect("run wukong");
     assert!(record.status.success(), "{}", text(&record.stderr));
+    assert_records_the_owned_claim(Path::new(&rec));
     let replay = wukong(&[&base[..], &["--replay", &rec]].concat());
     assert!(replay.status.success(), "{}", text(&replay.stderr));
     assert_eq!(text(&replay.stdout), text(&record.stdout));
     assert!(text(&replay.stdout).contains("name: someone-elses-disk"));
+}
+
+/// `--record` reads through the operator's reader with no watch caches: every read a GET
+/// or LIST of the real apiserver, worded as the operator words it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn record_reads_a_live_cluster_and_replays_it_offline() {
+    let env = TestEnv::start()
+        .await
+        .expect("control plane (run tests/testenv/provision.sh)");
+    let client = env.client();
+    support::operator::namespace(&client, "tenant-a").await;
+    let mut claim: Value = serde_yaml::from_str(OWNED_PVC).expect("YAML");
+    claim["spec"] = json!({"accessModes": ["ReadWriteOnce"],
+                           "resources": {"requests": {"storage": "1Gi"}}});
+    let claim: PersistentVolumeClaim = serde_json::from_value(claim).expect("claim");
+    Api::<PersistentVolumeClaim>::namespaced(client.clone(), "tenant-a")
+        .create(&PostParams::default(), &claim)
+        .await
+        .expect("create the claim");
+
+    // The reader itself, on a blocking thread as plugin calls are.
+    let reader = LiveReader::new(Kinds::new(client), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        let object = |kind: &str, name: &str| ObjectRef {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            namespace: None,
+            name: name.into(),
+        };
+        let found = reader
+            .get(
+                &object("PersistentVolumeClaim", "someone-elses-disk"),
+                "tenant-a",
+            )
+            .expect("get")
+            .expect("the claim");
+        let found: Value = serde_json::from_str(&found).expect("JSON");
+        assert_eq!(found["metadata"]["ownerReferences"][0]["uid"], DEFAULT_UID);
+        let missing = reader.get(&object("PersistentVolumeClaim", "gone"), "tenant-a");
+        assert_eq!(missing, Ok(None));
+        // A cluster-scoped kind is read at the cluster scope, whatever the default namespace.
+        let namespace = reader.get(&object("Namespace", "tenant-a"), "elsewhere");
+        assert!(matches!(namespace, Ok(Some(_))), "{namespace:?}");
+
+        let claims = KindRef {
+            api_version: "v1".into(),
+            kind: "PersistentVolumeClaim".into(),
+        };
+        let listed = reader.list(&claims, "tenant-a", None).expect("list");
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        // List items come without apiVersion and kind; the reader fills them in.
+        let item: Value = serde_json::from_str(&listed[0]).expect("JSON");
+        assert_eq!(
+            (&item["apiVersion"], &item["kind"]),
+            (&json!("v1"), &json!("PersistentVolumeClaim"))
+        );
+        let selected = reader.list(&claims, "tenant-a", Some("app=none"));
+        assert_eq!(selected, Ok(Vec::new()));
+        let unserved = KindRef {
+            api_version: "example.com/v1".into(),
+            kind: "Nothing".into(),
+        };
+        let error = reader
+            .list(&unserved, "tenant-a", None)
+            .expect_err("not served");
+        assert!(error.starts_with("example.com/v1/Nothing: "), "{error}");
+    })
+    .await
+    .expect("reads");
+
+    // Through the CLI; the binary's own runtime does the reads, so only this worker waits.
+    tokio::task::block_in_place(|| {
+        record_and_replay(|record, _| {
+            record.env("KUBECONFIG", env.kubeconfig_path());
+        });
+    });
 }
 
 #[test]

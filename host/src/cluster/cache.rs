@@ -181,3 +181,24 @@ impl ObjectCache {
         &self.stats
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_without_the_kind_sends_every_read_to_the_apiserver() {
+        // `wukong plugin run --record` starts no watches: its reads must all go live.
+        let cache = ObjectCache::default();
+        let lookup = cache.lookup("v1", "PersistentVolumeClaim", Some("ns"), "root");
+        assert!(matches!(lookup, Lookup::Unknown), "{lookup:?}");
+        assert!(cache.get("v1", "Node", None, "n1").is_none());
+        assert!(cache.list("v1", "Node", None, None).is_none());
+        assert!(
+            cache
+                .list("v1", "PersistentVolumeClaim", Some("ns"), Some("a=b"))
+                .is_none()
+        );
+        assert_eq!(cache.stats().hits.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,5 +1,7 @@
-//! The operator's `ClusterReader`: plugins' reads answered from the watch caches when
-//! they hold the object, else by the apiserver.
+//! The live `ClusterReader`: plugins' reads answered from the watch caches when they hold
+//! the object, else by the apiserver. The operator's reconciles use it, and so does
+//! `wukong plugin run --record`, which starts no watches: with empty caches every read is
+//! a GET or a LIST, worded as the operator would word it.
 //!
 //! Plugin calls run on a blocking thread; the reader blocks on the async client there.
 //!

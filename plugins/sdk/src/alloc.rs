@@ -1,10 +1,11 @@
 //! The allocator of a plugin component: a bump allocator that never frees.
 //!
-//! The host runs every call in a fresh instance and throws it away afterwards (DESIGN.md,
-//! "Plugins are functions"), so memory a call frees would never be reused anyway. Freeing
-//! was a fifth of a typical storage step's time (dlmalloc's bookkeeping); bumping a pointer
-//! costs almost nothing. A call's memory is still bounded by the host's `memoryBytes`
-//! limit: a plugin that allocates without end fails alone, as before.
+//! The host runs every call in a fresh instance and throws it away afterwards (the
+//! contract's guarantees in docs/plugin-authoring.md), so memory a call frees would never
+//! be reused anyway. Freeing was a fifth of a typical storage step's time (dlmalloc's
+//! bookkeeping); bumping a pointer costs almost nothing. A call's memory is still bounded
+//! by the host's `memoryBytes` limit: a plugin that allocates without end fails alone, as
+//! before.
 //!
 //! Only in components (`target_family = "wasm"`); natively the system allocator stays.
 //! A plugin that must reuse memory within one call (a long loop building and dropping

@@ -12,10 +12,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use crate::cluster::{Kinds, LiveReader};
 use crate::plugin::{ClusterReader, Outcome, Phase, Plugin};
 use crate::runner::{
-    FixtureCluster, Input, LiveCluster, Prepared, Recording, Replay, RunnerError, outcome_to_value,
-    parse_yaml,
+    FixtureCluster, Input, Prepared, Recording, Replay, RunnerError, outcome_to_value, parse_yaml,
 };
 
 #[derive(Debug, clap::Args)]
@@ -134,7 +134,9 @@ fn call_live(plugin: Plugin, prepared: Prepared, record: &Path) -> anyhow::Resul
         let client = kube::Client::try_default()
             .await
             .context("cannot reach a cluster (kubeconfig or in-cluster config)")?;
-        let live = LiveCluster::new(client, tokio::runtime::Handle::current());
+        // The operator's reader, answering as it would; no watches here, so its caches
+        // stay empty and every read goes to the apiserver.
+        let live = LiveReader::new(Kinds::new(client), tokio::runtime::Handle::current());
         let recording = Arc::new(Recording::new(Arc::new(live)));
         let reader = recording.clone();
         let result = tokio::task::spawn_blocking(move || plugin.call(prepared.request(), reader))
