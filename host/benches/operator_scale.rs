@@ -345,6 +345,7 @@ async fn main() -> anyhow::Result<()> {
     let calls = telemetry::sample(&after, "wukong_plugin_call_duration_seconds_count", &[]);
     let call_seconds = telemetry::sample(&after, "wukong_plugin_call_duration_seconds_sum", &[]);
     let call_cpu = telemetry::sample(&after, "wukong_plugin_call_cpu_seconds_total", &[]);
+    // `pids()` is etcd's, then the apiserver's.
     let control_plane_cpu: Vec<f64> = env.pids().into_iter().map(cpu_seconds).collect();
     let throughput = n / converged.as_secs_f64();
     // What the apiserver could do with the same writes, had nothing else loaded it.
@@ -431,7 +432,7 @@ async fn main() -> anyhow::Result<()> {
     println!("  operator peak RSS                      {operator_rss:>10.0} MiB");
     println!("  harness CPU (simulator, bench clients) {harness_cpu:>10.1} s");
     println!(
-        "  apiserver / etcd CPU since start       {:>10}",
+        "  etcd / apiserver CPU since start       {:>10}",
         control_plane_cpu
             .iter()
             .map(|c| format!("{c:.1} s"))
